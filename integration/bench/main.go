@@ -1,0 +1,411 @@
+// Command bench compares a fresh geofs mount with a reference FUSE
+// filesystem (go-fuse's loopback over a directory on the same disk, FUSE
+// passthrough off, see ./loopref) on a fixed set of workloads, and prints a
+// markdown report.
+//
+//	go run ./integration/bench -geofs /path/to/geofs [-dir /var/tmp/geofs-bench]
+//	    [-size 2GiB] [-files 20000] [-only seq-write,seq-read,...] [-out results.md]
+//
+// It must run as root (mounting with /dev/fuse, dropping the page cache).
+// Everything it mounts is unmounted on exit, including on error and SIGINT.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	geofsBin   string
+	looprefBin string
+	dir        string
+	size       int64
+	files      int
+	randReads  int
+	dedupSize  int64
+	only       []string
+	out        string
+	keep       bool
+}
+
+// bench holds the state of one benchmark run.
+type bench struct {
+	cfg     config
+	dir     string // absolute, symlinks resolved
+	logDir  string
+	tarPath string
+	bigData []byte // pre-generated content of big.dat, if it fits in memory
+
+	ref     *refTarget
+	geofs   *geofsTarget
+	targets []target
+
+	report *report
+
+	failed      bool // keep the logs if set
+	cleanupOnce sync.Once
+}
+
+func (b *bench) notef(format string, args ...any) {
+	b.report.notes = append(b.report.notes, fmt.Sprintf(format, args...))
+}
+
+func main() {
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("bench: ")
+	os.Exit(run())
+}
+
+func parseFlags() (config, error) {
+	cfg := config{}
+	size, dedupSize := sizeFlag(2<<30), sizeFlag(1<<30)
+	var only string
+	flag.StringVar(&cfg.geofsBin, "geofs", "", "path to the geofs binary (required)")
+	flag.StringVar(&cfg.dir, "dir", "/var/tmp/geofs-bench", "scratch directory for stores, mounts and data (same disk for both filesystems)")
+	flag.Var(&size, "size", "size of the sequential/random I/O file")
+	flag.IntVar(&cfg.files, "files", 20000, "number of files for the metadata workload")
+	flag.IntVar(&cfg.randReads, "rand-reads", 20000, "number of 4 KiB random reads")
+	flag.Var(&dedupSize, "dedup-size", "size of the file copied by the dedup workload")
+	flag.StringVar(&only, "only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames(), ","))
+	flag.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
+	flag.StringVar(&cfg.looprefBin, "loopref", "", "prebuilt reference helper (default: go build ./integration/bench/loopref)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (stores, logs) after the run")
+	flag.Parse()
+	cfg.size, cfg.dedupSize = int64(size), int64(dedupSize)
+
+	if flag.NArg() != 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", flag.Args())
+	}
+	if cfg.geofsBin == "" {
+		return cfg, errors.New("-geofs is required")
+	}
+	if cfg.size < pageSize || cfg.dedupSize < 1 || cfg.files < 1 || cfg.randReads < 1 {
+		return cfg, errors.New("-size must be >= 4KiB; -dedup-size, -files and -rand-reads must be positive")
+	}
+	if only != "" {
+		for _, name := range strings.Split(only, ",") {
+			name = strings.TrimSpace(name)
+			if !isWorkload(name) {
+				return cfg, fmt.Errorf("-only: unknown workload %q (have %s)", name, strings.Join(workloadNames(), ", "))
+			}
+			cfg.only = append(cfg.only, name)
+		}
+	}
+	return cfg, nil
+}
+
+func isWorkload(name string) bool {
+	for _, w := range workloads {
+		if w.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (c config) selected(name string) bool {
+	if len(c.only) == 0 {
+		return true
+	}
+	for _, n := range c.only {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// run is main without os.Exit, so that deferred cleanup always runs.
+func run() int {
+	cfg, err := parseFlags()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		flag.Usage()
+		return 2
+	}
+	b, err := newBench(cfg)
+	if err != nil {
+		log.Printf("error: %v", err)
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopSignals := b.handleSignals(cancel)
+	defer stopSignals()
+	defer b.cleanup()
+
+	if err := b.setup(ctx); err != nil {
+		log.Printf("error: %v", err)
+		b.failed = true
+		return 1
+	}
+	failed := b.runWorkloads(ctx)
+
+	// Unmount before reporting, so that the reference's counters are final.
+	for _, t := range b.targets {
+		if err := t.Unmount(context.Background()); err != nil {
+			b.report.errorf("final unmount of %s: %v", t.Label(), err)
+			failed = true
+		}
+	}
+	b.finishReport()
+	md := b.report.markdown()
+	fmt.Print(md)
+	if cfg.out != "" {
+		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
+			log.Printf("error: write %s: %v", cfg.out, err)
+			failed = true
+		} else {
+			log.Printf("report written to %s", cfg.out)
+		}
+	}
+	b.failed = failed || ctx.Err() != nil
+	switch {
+	case ctx.Err() != nil:
+		return 130
+	case failed:
+		return 1
+	}
+	return 0
+}
+
+func newBench(cfg config) (*bench, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("must run as root (FUSE mounts, drop_caches)")
+	}
+	geofsBin, err := exec.LookPath(cfg.geofsBin)
+	if err != nil {
+		return nil, fmt.Errorf("-geofs: %w", err)
+	}
+	if cfg.geofsBin, err = filepath.Abs(geofsBin); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(cfg.dir)
+	if err == nil {
+		dir, err = filepath.EvalSymlinks(dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	b := &bench{cfg: cfg, dir: dir, logDir: filepath.Join(dir, "logs"), report: newReport(cfg)}
+	return b, nil
+}
+
+// setup clears leftovers from earlier runs, builds the reference helper,
+// creates a fresh geofs site and mounts both filesystems.
+func (b *bench) setup(ctx context.Context) error {
+	if err := unmountLeftovers(b.dir); err != nil {
+		return err
+	}
+	for _, sub := range []string{"ref", "geofs", "logs"} {
+		if err := os.RemoveAll(filepath.Join(b.dir, sub)); err != nil {
+			return err
+		}
+	}
+	for _, sub := range []string{"ref", "geofs", "logs", "bin"} {
+		if err := os.MkdirAll(filepath.Join(b.dir, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	bin, err := b.looprefBinary(ctx)
+	if err != nil {
+		return err
+	}
+	b.ref = newRefTarget(bin, filepath.Join(b.dir, "ref"), b.logDir)
+	b.geofs = newGeofsTarget(b.cfg.geofsBin, filepath.Join(b.dir, "geofs"), b.logDir)
+	b.targets = []target{b.ref, b.geofs}
+	b.report.dirFS = fsInfo(b.dir)
+
+	log.Printf("geofs init %s", b.geofs.store)
+	if err := b.geofs.Init(ctx); err != nil {
+		return err
+	}
+	log.Printf("geofs site id: %s", b.geofs.siteID)
+	for _, t := range b.targets {
+		log.Printf("mounting %s on %s", t.Label(), t.Mountpoint())
+		if err := t.Mount(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// looprefBinary builds the reference helper into the scratch directory
+// (unless -loopref names a prebuilt one).
+func (b *bench) looprefBinary(ctx context.Context) (string, error) {
+	if b.cfg.looprefBin != "" {
+		return filepath.Abs(b.cfg.looprefBin)
+	}
+	bin := filepath.Join(b.dir, "bin", "loopref")
+	const pkg = "github.com/geofs/geofs/integration/bench/loopref"
+	log.Printf("building %s", pkg)
+	if _, err := runCmd(ctx, 5*time.Minute, "go", "build", "-o", bin, pkg); err != nil {
+		return "", fmt.Errorf("%w (run from within the geofs module, or pass -loopref)", err)
+	}
+	return bin, nil
+}
+
+// unmountLeftovers unmounts anything mounted below dir by a crashed run.
+func unmountLeftovers(dir string) error {
+	for _, mp := range mountsUnder(dir) {
+		log.Printf("unmounting leftover mount %s", mp)
+		if err := unmountDir(context.Background(), mp); err != nil {
+			lazyUnmount(mp)
+		}
+	}
+	if left := mountsUnder(dir); len(left) > 0 {
+		return fmt.Errorf("cannot unmount leftover mounts %v", left)
+	}
+	return nil
+}
+
+// runWorkloads runs every selected workload on every target and records the
+// results. It reports whether anything failed.
+func (b *bench) runWorkloads(ctx context.Context) (failed bool) {
+	dead := map[string]bool{}
+	for _, w := range workloads {
+		if !b.cfg.selected(w.name) {
+			continue
+		}
+		for _, t := range b.targets {
+			if ctx.Err() != nil {
+				return true
+			}
+			if w.geofsOnly && t != target(b.geofs) {
+				continue
+			}
+			if dead[t.Label()] {
+				b.report.add(w, t.Label(), nil, errors.New("skipped: mount unusable after an earlier failure"))
+				continue
+			}
+			ms, err := b.runOne(ctx, w, t)
+			b.report.add(w, t.Label(), ms, err)
+			if err == nil {
+				continue
+			}
+			failed = true
+			if ctx.Err() != nil {
+				return true
+			}
+			if !b.recover(ctx, t) {
+				dead[t.Label()] = true
+			}
+		}
+		if w.done != nil {
+			w.done(b)
+		}
+	}
+	return failed
+}
+
+func (b *bench) runOne(ctx context.Context, w workload, t target) ([]metric, error) {
+	log.Printf("[%s] %s ...", t.Label(), w.name)
+	if !isMounted(t.Mountpoint()) {
+		if err := t.Mount(ctx); err != nil {
+			return nil, err
+		}
+	}
+	start := time.Now()
+	ms, err := w.run(ctx, b, t)
+	if err != nil {
+		log.Printf("[%s] %s FAILED after %v: %v", t.Label(), w.name, time.Since(start).Round(time.Millisecond), err)
+		return nil, err
+	}
+	for _, m := range ms {
+		log.Printf("[%s] %s: %s = %s %s", t.Label(), w.name, m.name, fmtValue(m.value, m.unit), m.unit)
+	}
+	return ms, nil
+}
+
+// recover tries to bring a target back to a mounted state after a failed
+// workload; it reports whether that worked.
+func (b *bench) recover(ctx context.Context, t target) bool {
+	log.Printf("[%s] remounting after failure", t.Label())
+	if err := t.Unmount(ctx); err != nil {
+		log.Printf("[%s] unmount: %v; giving up on %s", t.Label(), err, t.Label())
+		t.ForceUnmount()
+		return false
+	}
+	if err := t.Mount(ctx); err != nil {
+		log.Printf("[%s] mount: %v; giving up on %s", t.Label(), err, t.Label())
+		return false
+	}
+	return true
+}
+
+// handleSignals cancels ctx on the first SIGINT/SIGTERM, letting the run
+// unwind and unmount normally; on a second signal, or if unwinding takes
+// more than 30 s, it force-unmounts everything and exits.
+func (b *bench) handleSignals(cancel context.CancelFunc) (stop func()) {
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigc:
+			log.Printf("%v: stopping, unmounting (send again to force)", s)
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case <-sigc:
+		case <-time.After(30 * time.Second):
+		case <-done:
+			return
+		}
+		log.Printf("forcing unmount and exit")
+		for _, t := range b.targets {
+			t.ForceUnmount()
+		}
+		os.Exit(130)
+	}()
+	return func() { signal.Stop(sigc); close(done) }
+}
+
+// cleanup unmounts everything and removes the scratch data (unless -keep).
+// It never removes anything while a mount below the scratch dir remains.
+func (b *bench) cleanup() {
+	b.cleanupOnce.Do(func() {
+		for _, t := range b.targets {
+			if err := t.Unmount(context.Background()); err != nil {
+				log.Printf("cleanup: %v; forcing", err)
+				t.ForceUnmount()
+			}
+		}
+		if err := unmountLeftovers(b.dir); err != nil {
+			log.Printf("cleanup: %v; NOT removing %s", err, b.dir)
+			return
+		}
+		if b.cfg.keep {
+			log.Printf("keeping %s", b.dir)
+			return
+		}
+		for _, sub := range []string{"ref", "geofs", "logs", "bin", "gosrc.tar"} {
+			if sub == "logs" && b.failed {
+				log.Printf("keeping daemon logs in %s", b.logDir)
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(b.dir, sub)); err != nil {
+				log.Printf("cleanup: %v", err)
+			}
+		}
+		os.Remove(b.dir) // only if empty: never delete what we did not create
+		log.Printf("cleaned up %s", b.dir)
+	})
+}

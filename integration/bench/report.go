@@ -1,0 +1,220 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+)
+
+const dedupTargetPct = 1.0
+
+// report collects results and renders them as markdown.
+type report struct {
+	cfg     config
+	started time.Time
+	dirFS   string
+	siteID  string
+	results []*wresult
+	notes   []string
+	errs    []string
+}
+
+// wresult holds the results of one workload on all targets.
+type wresult struct {
+	w    workload
+	rows []*row
+	errs map[string]error // by target label
+}
+
+// row is one metric of a workload, with a value per target label.
+type row struct {
+	m    metric
+	vals map[string]float64
+}
+
+func newReport(cfg config) *report {
+	return &report{cfg: cfg, started: time.Now()}
+}
+
+func (r *report) errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+func (r *report) result(w workload) *wresult {
+	for _, res := range r.results {
+		if res.w.name == w.name {
+			return res
+		}
+	}
+	res := &wresult{w: w, errs: map[string]error{}}
+	r.results = append(r.results, res)
+	return res
+}
+
+// add records the metrics (or the error) of workload w on target label.
+func (r *report) add(w workload, label string, ms []metric, err error) {
+	res := r.result(w)
+	if err != nil {
+		res.errs[label] = err
+		r.errorf("%s on %s: %v", w.name, label, err)
+		return
+	}
+	for _, m := range ms {
+		var rw *row
+		for _, x := range res.rows {
+			if x.m.name == m.name {
+				rw = x
+			}
+		}
+		if rw == nil {
+			rw = &row{m: m, vals: map[string]float64{}}
+			res.rows = append(res.rows, rw)
+		}
+		rw.vals[label] = m.value
+	}
+}
+
+// finishReport adds the notes that need the whole run.
+func (b *bench) finishReport() {
+	r := b.report
+	if b.geofs != nil {
+		r.siteID = b.geofs.siteID
+	}
+	if b.ref != nil && b.ref.total.Opens > 0 {
+		t := b.ref.total
+		b.notef("Reference daemon I/O over the whole run: %d READ requests (%s), %d WRITE requests (%s), %d opens. "+
+			"With passthrough on, these would be ~0 (checked by running loopref -passthrough).",
+			t.Reads, fmtBytes(t.ReadBytes), t.Writes, fmtBytes(t.WriteBytes), t.Opens)
+	}
+}
+
+func fmtValue(v float64, unit string) string {
+	switch {
+	case unit == "s" || strings.HasPrefix(unit, "%"):
+		return fmt.Sprintf("%.2f", v)
+	case unit == "MiB/s":
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+func (r *report) cell(res *wresult, rw *row, label string) string {
+	if v, ok := rw.vals[label]; ok {
+		return fmtValue(v, rw.m.unit)
+	}
+	if res.w.geofsOnly && label == "ref" {
+		return "n/a"
+	}
+	if _, ok := res.errs[label]; ok {
+		return "**error**"
+	}
+	return "—"
+}
+
+// ratio is geofs/ref for throughputs and ref/geofs for times, so that > 1
+// always means geofs is better.
+func (r *report) ratio(res *wresult, rw *row) string {
+	g, gok := rw.vals["geofs"]
+	if res.w.name == "dedup" && gok {
+		verdict := "PASS"
+		if g >= dedupTargetPct {
+			verdict = "FAIL"
+		}
+		return fmt.Sprintf("target < %g %%: %s", dedupTargetPct, verdict)
+	}
+	ref, rok := rw.vals["ref"]
+	if !gok || !rok || g <= 0 || ref <= 0 {
+		return "—"
+	}
+	if rw.m.higherBetter {
+		return fmt.Sprintf("%.2f×", g/ref)
+	}
+	return fmt.Sprintf("%.2f×", ref/g)
+}
+
+func (r *report) markdown() string {
+	var sb strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&sb, format, args...) }
+
+	p("## geofs benchmark\n\n")
+	p("- Date: %s (took %v)\n", r.started.Format("2006-01-02 15:04:05 MST"), time.Since(r.started).Round(time.Second))
+	p("- Host: nproc %d, CPU %s, %s RAM, kernel %s\n", runtime.NumCPU(), cpuModel(), memTotal(), kernelRelease())
+	p("- Build: %s, go-fuse %s\n", runtime.Version(), goFuseVersion())
+	p("- Scratch dir: %s (%s), used by both filesystems\n", r.cfg.dir, r.dirFS)
+	p("- Parameters: -size %s, -files %d, -rand-reads %d, -dedup-size %s\n",
+		fmtBytes(r.cfg.size), r.cfg.files, r.cfg.randReads, fmtBytes(r.cfg.dedupSize))
+	p("- geofs: %s (fresh site %s)\n", r.cfg.geofsBin, orDash(r.siteID))
+	p("- ref: go-fuse loopback (fs.NewLoopbackRoot) over a directory in the scratch dir, separate process, " +
+		"FUSE passthrough off, MaxWrite 1 MiB, DirectMount, entry/attr timeout 1 s\n")
+	p("- Cold = unmount, sync, drop_caches, mount (both filesystems). " +
+		"Ratio > 1 means geofs is better: geofs/ref for rates, ref/geofs for times.\n\n")
+
+	p("| Workload | Metric | Unit | ref | geofs | geofs vs ref |\n")
+	p("|---|---|---|--:|--:|--:|\n")
+	for _, res := range r.results {
+		if len(res.rows) == 0 {
+			p("| %s | — | — | %s | %s | — |\n", res.w.name, errCell(res, "ref"), errCell(res, "geofs"))
+			continue
+		}
+		for _, rw := range res.rows {
+			p("| %s | %s | %s | %s | %s | %s |\n", res.w.name, rw.m.name, rw.m.unit,
+				r.cell(res, rw, "ref"), r.cell(res, rw, "geofs"), r.ratio(res, rw))
+		}
+	}
+
+	p("\nWorkloads:\n")
+	for _, res := range r.results {
+		p("- %s: %s\n", res.w.name, res.w.desc)
+	}
+	if len(r.notes) > 0 {
+		p("\nNotes:\n")
+		for _, n := range r.notes {
+			p("- %s\n", n)
+		}
+	}
+	if len(r.errs) > 0 {
+		p("\nErrors:\n")
+		for _, e := range r.errs {
+			p("- %s\n", e)
+		}
+	}
+	return sb.String()
+}
+
+func errCell(res *wresult, label string) string {
+	if res.w.geofsOnly && label == "ref" {
+		return "n/a"
+	}
+	if _, ok := res.errs[label]; ok {
+		return "**error**"
+	}
+	return "—"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+func goFuseVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/hanwen/go-fuse/v2" {
+				return d.Version
+			}
+		}
+	}
+	return "unknown"
+}
+
+func memTotal() string {
+	total, err := readMeminfo("MemTotal:")
+	if err != nil || total == 0 {
+		return "unknown"
+	}
+	return fmt.Sprintf("%.1f GiB", float64(total)/(1<<30))
+}

@@ -1,0 +1,106 @@
+package cdc
+
+import (
+	"errors"
+	"math/bits"
+)
+
+// Params bound chunk sizes in bytes.
+type Params struct{ Min, Avg, Max int }
+
+// Default: Min 256 KiB, Avg 1 MiB, Max 4 MiB.
+var Default = Params{Min: 256 << 10, Avg: 1 << 20, Max: 4 << 20}
+
+// Validate reports whether the params are usable (0 < Min <= Avg <= Max, Avg a power of two).
+func (p Params) Validate() error {
+	switch {
+	case p.Min <= 0:
+		return errors.New("cdc: Min must be positive")
+	case p.Min > p.Avg:
+		return errors.New("cdc: Min must not exceed Avg")
+	case p.Avg > p.Max:
+		return errors.New("cdc: Avg must not exceed Max")
+	case p.Avg&(p.Avg-1) != 0:
+		return errors.New("cdc: Avg must be a power of two")
+	}
+	return nil
+}
+
+// Cut returns the length of the first chunk of buf. It never returns more than Max.
+// When no boundary is found within buf and len(buf) < Max: if eof it returns len(buf), otherwise 0 (the caller must supply more data).
+// A boundary depends only on the bytes from the start of buf, so that chunking resynchronises after an edit.
+//
+// Cut panics if p is not valid (see Validate).
+func (p Params) Cut(buf []byte, eof bool) int {
+	if err := p.Validate(); err != nil {
+		panic(err)
+	}
+	limit := min(len(buf), p.Max)
+	if limit > p.Min {
+		if n := p.scan(buf[:limit]); n > 0 {
+			return n
+		}
+	}
+	switch {
+	case limit == p.Max:
+		return p.Max
+	case eof:
+		return len(buf)
+	default:
+		return 0
+	}
+}
+
+// Split returns the lengths of the chunks of data, which is taken to be
+// complete (eof). The lengths sum to len(data); it returns nil for empty data.
+func (p Params) Split(data []byte) []int {
+	var lens []int
+	for len(data) > 0 {
+		n := p.Cut(data, true)
+		lens = append(lens, n)
+		data = data[n:]
+	}
+	return lens
+}
+
+// scan looks for a boundary in buf (Min < len(buf) <= Max) and returns the
+// chunk length, or 0 if there is none.
+func (p Params) scan(buf []byte) int {
+	strict, loose := p.masks()
+	normal := min(p.Avg, len(buf))
+	n, h, ok := roll(buf[p.Min:normal], 0, strict)
+	if ok {
+		return p.Min + n
+	}
+	n, _, ok = roll(buf[normal:], h, loose)
+	if ok {
+		return normal + n
+	}
+	return 0
+}
+
+// roll feeds buf into the gear hash h, stopping after the first byte at which
+// h&mask == 0. It returns the number of bytes consumed, the hash, and whether
+// a boundary was found.
+func roll(buf []byte, h, mask uint64) (int, uint64, bool) {
+	for i, b := range buf {
+		h = h<<1 + gear[b]
+		if h&mask == 0 {
+			return i + 1, h, true
+		}
+	}
+	return len(buf), h, false
+}
+
+// masks returns the strict mask (log2(Avg)+2 bits), used before Avg, and the
+// loose mask (log2(Avg)-2 bits), used after it: normalized chunking level 2.
+func (p Params) masks() (strict, loose uint64) {
+	lg := bits.Len(uint(p.Avg)) - 1
+	return topBits(lg + 2), topBits(lg - 2)
+}
+
+// topBits returns a mask of the n most significant bits, n clamped to [1, 64].
+func topBits(n int) uint64 {
+	n = max(1, min(n, 64))
+	return ^uint64(0) << (64 - n)
+}

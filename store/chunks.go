@@ -1,0 +1,322 @@
+package store
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"syscall"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/y"
+	"golang.org/x/sys/unix"
+)
+
+// Chunk values start with a codec byte. Compression is used only when it
+// saves at least an eighth of the bytes; otherwise the chunk is kept raw.
+const (
+	codecRaw  = 0
+	codecZstd = 1
+)
+
+type encodedChunk struct {
+	hash  Hash
+	value []byte
+	fresh bool // not yet in the store
+}
+
+// PutChunks stores each chunk that is not already present and returns their
+// Refs in order. Hashing and compression run on every core. The chunks are
+// durable in Badger's log order before PutChunks returns (invariant 1).
+func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
+	enc := make([]encodedChunk, len(chunks))
+	parallel(len(chunks), func(i int) {
+		enc[i].hash = Sum(chunks[i])
+		enc[i].fresh = !s.HasChunk(enc[i].hash)
+		if enc[i].fresh {
+			enc[i].value = s.encodeChunk(chunks[i])
+		}
+	})
+	if err := s.writeChunks(enc); err != nil {
+		return nil, err
+	}
+	refs := make([]Ref, len(chunks))
+	for i, c := range chunks {
+		refs[i] = Ref{enc[i].hash, uint64(len(c))}
+	}
+	return refs, nil
+}
+
+func (s *Store) writeChunks(enc []encodedChunk) error {
+	var need uint64
+	for _, e := range enc {
+		need += uint64(len(e.value))
+	}
+	if need == 0 {
+		return nil
+	}
+	if err := s.checkSpace(need); err != nil {
+		return err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range enc {
+		if !e.fresh {
+			continue
+		}
+		if err := wb.Set(hashKey(pChunk, e.hash), e.value); err != nil {
+			return fmt.Errorf("store chunk %s: %w", e.hash.Short(), err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("store chunks: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) encodeChunk(data []byte) []byte {
+	out := make([]byte, 1, len(data)/2+64)
+	out[0] = codecZstd
+	out = s.zenc.EncodeAll(data, out)
+	if len(out)-1 > len(data)-len(data)/8 {
+		out = append(append(out[:0], codecRaw), data...)
+	}
+	return out
+}
+
+// parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.
+func parallel(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range workers {
+		wg.Go(func() {
+			for i := range next {
+				fn(i)
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+}
+
+// HasChunk reports whether the chunk is stored (without reading it).
+func (s *Store) HasChunk(h Hash) bool {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(hashKey(pChunk, h))
+		return err
+	})
+	return err == nil
+}
+
+// ReadChunk returns a chunk's bytes, verified against its hash. Damage gives
+// an error wrapping ErrCorrupt; corrupt bytes are never returned. The result
+// is shared and must not be modified.
+func (s *Store) ReadChunk(h Hash) ([]byte, error) {
+	if b, ok := s.chunks.get(h); ok {
+		return b, nil
+	}
+	var raw []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(hashKey(pChunk, h))
+		if err != nil {
+			return err
+		}
+		raw, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("chunk %s: %w", h.Short(), ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read chunk %s: %w", h.Short(), classifyBadger(err))
+	}
+	data, err := s.decodeChunk(h, raw)
+	if err != nil {
+		return nil, err
+	}
+	s.chunks.put(h, data)
+	return data, nil
+}
+
+func (s *Store) decodeChunk(h Hash, raw []byte) ([]byte, error) {
+	if len(raw) == 0 {
+		return nil, fmt.Errorf("chunk %s: %w: empty value", h.Short(), ErrCorrupt)
+	}
+	data := raw[1:]
+	switch raw[0] {
+	case codecRaw:
+	case codecZstd:
+		var err error
+		if data, err = s.zdec.DecodeAll(data, nil); err != nil {
+			return nil, fmt.Errorf("chunk %s: %w: %w", h.Short(), ErrCorrupt, err)
+		}
+	default:
+		return nil, fmt.Errorf("chunk %s: %w: unknown codec %d", h.Short(), ErrCorrupt, raw[0])
+	}
+	if Sum(data) != h {
+		return nil, fmt.Errorf("chunk %s: %w: hash mismatch", h.Short(), ErrCorrupt)
+	}
+	return data, nil
+}
+
+// classifyBadger marks Badger's checksum failures as corruption and its
+// full-disk failures as ErrNoSpace. Badger's y.Wrap formats the cause with
+// %+v instead of wrapping it, so the message is all that is left to test.
+func classifyBadger(err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, y.ErrChecksumMismatch), strings.Contains(msg, "checksum mismatch"),
+		strings.Contains(msg, "value corrupted"):
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	case errors.Is(err, syscall.ENOSPC), strings.Contains(msg, "no space left"):
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
+}
+
+// checkSpace refuses a write of n bytes that would leave less than the
+// reserve free. Badger writes through mmap: running its disk truly full
+// would crash the process (SIGBUS) rather than return an error, so geofs
+// stops early and reports ENOSPC while the store is still consistent.
+func (s *Store) checkSpace(n uint64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return fmt.Errorf("statfs %s: %w", s.dir, err)
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if free < n+s.reserve {
+		return fmt.Errorf("write %d bytes with %d free: %w", n, free, ErrNoSpace)
+	}
+	return nil
+}
+
+// PutManifest stores the manifest tree for refs and returns its root.
+// Nodes already present are not written again.
+func (s *Store) PutManifest(refs []Ref) (Hash, error) {
+	if err := s.checkSpace(uint64(len(refs)) * 40); err != nil {
+		return Hash{}, err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	root, err := BuildManifest(refs, func(h Hash, node []byte) error {
+		if s.hasKey(hashKey(pNode, h)) {
+			return nil
+		}
+		return wb.Set(hashKey(pNode, h), node)
+	})
+	if err != nil {
+		return Hash{}, err
+	}
+	if err := wb.Flush(); err != nil {
+		return Hash{}, fmt.Errorf("store manifest: %w", err)
+	}
+	return root, nil
+}
+
+func (s *Store) hasKey(k []byte) bool {
+	return s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get(k)
+		return err
+	}) == nil
+}
+
+// ReadNode returns a manifest node's bytes, verified against its hash.
+func (s *Store) ReadNode(h Hash) ([]byte, error) {
+	b, err := s.getValue(hashKey(pNode, h))
+	if err != nil {
+		return nil, fmt.Errorf("manifest node %s: %w", h.Short(), err)
+	}
+	if Sum(b) != h {
+		return nil, fmt.Errorf("manifest node %s: %w: hash mismatch", h.Short(), ErrCorrupt)
+	}
+	return b, nil
+}
+
+// Extents returns the flattened content of the manifest rooted at root.
+// The result is shared and must not be modified.
+func (s *Store) Extents(root Hash) (*Extents, error) {
+	if x, ok := s.extents.Get(root); ok {
+		return x, nil
+	}
+	x, err := FlattenManifest(root, s.ReadNode)
+	if err != nil {
+		return nil, err
+	}
+	s.extents.Put(root, x)
+	return x, nil
+}
+
+func (s *Store) getValue(k []byte) ([]byte, error) {
+	var v []byte
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(k)
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, classifyBadger(err)
+	}
+	return v, nil
+}
+
+// chunkCache keeps recently read, verified chunks in memory, bounded by bytes.
+type chunkCache struct {
+	mu    sync.Mutex
+	max   int
+	size  int
+	ll    *list.List
+	items map[Hash]*list.Element
+}
+
+type cachedChunk struct {
+	h    Hash
+	data []byte
+}
+
+func newChunkCache(max int) *chunkCache {
+	return &chunkCache{max: max, ll: list.New(), items: make(map[Hash]*list.Element)}
+}
+
+func (c *chunkCache) get(h Hash) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[h]; ok {
+		c.ll.MoveToFront(e)
+		return e.Value.(*cachedChunk).data, true
+	}
+	return nil, false
+}
+
+func (c *chunkCache) put(h Hash, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[h]; ok || len(data) > c.max/4 {
+		return
+	}
+	c.items[h] = c.ll.PushFront(&cachedChunk{h, data})
+	c.size += len(data)
+	for c.size > c.max {
+		last := c.ll.Back()
+		cc := c.ll.Remove(last).(*cachedChunk)
+		delete(c.items, cc.h)
+		c.size -= len(cc.data)
+	}
+}

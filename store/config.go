@@ -1,0 +1,185 @@
+package store
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/dgraph-io/badger/v4"
+	"gopkg.in/yaml.v3"
+)
+
+// Files in a store directory besides the database.
+const (
+	ConfigFile = "config.yaml"
+	KeyFile    = "site.key"
+)
+
+// Config is a store's config.yaml.
+type Config struct {
+	Name   string `yaml:"name"`
+	Listen string `yaml:"listen,omitempty"`
+	// SiteID is derived from site.key and written here for people to read;
+	// LoadConfig checks that the two agree.
+	SiteID SiteID `yaml:"-"`
+	Site   string `yaml:"site"`
+}
+
+// InitOptions are the settings of a new site.
+type InitOptions struct {
+	Name   string // default: the host name
+	Listen string // HOST:PORT for links; may be empty
+}
+
+// Init creates a site in dir (which must be missing or empty): its key
+// pair, config.yaml and database with the root directory.
+func Init(dir string, opts InitOptions) (*Config, error) {
+	empty, err := dirEmpty(dir)
+	if err != nil {
+		return nil, fmt.Errorf("init %s: %w", dir, err)
+	}
+	if !empty {
+		return nil, fmt.Errorf("init %s: directory is not empty: %w", dir, ErrExists)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	site, err := writeKey(filepath.Join(dir, KeyFile))
+	if err != nil {
+		return nil, err
+	}
+	cfg := &Config{Name: opts.Name, Listen: opts.Listen, SiteID: site, Site: site.String()}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if err := cfg.Save(dir); err != nil {
+		return nil, err
+	}
+	if err := initDB(dir); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func writeKey(path string) (SiteID, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return SiteID{}, fmt.Errorf("generate site key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return SiteID{}, fmt.Errorf("encode site key: %w", err)
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err := os.WriteFile(path, pemBytes, 0o600); err != nil {
+		return SiteID{}, fmt.Errorf("write site key: %w", err)
+	}
+	return SiteIDOf(pub), nil
+}
+
+// SiteIDOf derives a site id from a public key.
+func SiteIDOf(pub ed25519.PublicKey) SiteID {
+	sum := sha256.Sum256(pub)
+	var id SiteID
+	copy(id[:], sum[:])
+	return id
+}
+
+// LoadKey reads the site's private key.
+func LoadKey(dir string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(filepath.Join(dir, KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("read site key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("site key %s: no PEM block: %w", KeyFile, ErrCorrupt)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("site key %s: %w: %w", KeyFile, ErrCorrupt, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("site key %s is not ed25519: %w", KeyFile, ErrCorrupt)
+	}
+	return priv, nil
+}
+
+// LoadConfig reads config.yaml and the site key of the store in dir.
+func LoadConfig(dir string) (*Config, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s is not a geofs store (no %s; create one with 'geofs init %s'): %w", dir, ConfigFile, dir, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg := &Config{}
+	if err := yaml.Unmarshal(b, cfg); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, ConfigFile), err)
+	}
+	priv, err := LoadKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.SiteID = SiteIDOf(priv.Public().(ed25519.PublicKey))
+	if cfg.Site != cfg.SiteID.String() {
+		return nil, fmt.Errorf("%s says site %s but %s belongs to site %s", ConfigFile, cfg.Site, KeyFile, cfg.SiteID)
+	}
+	return cfg, nil
+}
+
+// Save writes config.yaml atomically.
+func (c *Config) Save(dir string) error {
+	b, err := yaml.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode config: %w", err)
+	}
+	tmp := filepath.Join(dir, ConfigFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, ConfigFile)); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// RootVersion is the first version of the namespace root. It is the same
+// at every site (zero stamp, fixed times), so that every site starts from
+// the same namespace root hash.
+func RootVersion() *Version {
+	return &Version{ID: RootID, Kind: KindDir, Mode: 0o755}
+}
+
+func initDB(dir string) error {
+	db, err := openBadger(filepath.Join(dir, DBDir), discardLogger())
+	if err != nil {
+		return err
+	}
+	s := &Store{db: db}
+	root := RootVersion()
+	h := root.Hash()
+	err = db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(hashKey(pVersion, h), root.Encode()); err != nil {
+			return err
+		}
+		if err := txn.Set(idKey(pHead, RootID), h[:]); err != nil {
+			return err
+		}
+		xorInto(&s.buckets[RootID[0]], bucketTerm(RootID, h))
+		return txn.Set([]byte{pBucket, RootID[0]}, s.buckets[RootID[0]][:])
+	})
+	if err != nil {
+		db.Close()
+		return fmt.Errorf("init database: %w", err)
+	}
+	return db.Close()
+}

@@ -1,0 +1,247 @@
+package store
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/geofs/geofs/store/cdc"
+)
+
+// Patch is a run of bytes written at Off.
+type Patch struct {
+	Off  uint64
+	Data []byte
+}
+
+func (p Patch) end() uint64 { return p.Off + uint64(len(p.Data)) }
+
+// Rewrite returns the content that results from writing patches (sorted by
+// Off, not overlapping) over base and then setting the size to size (bytes
+// past the old end that no patch covers are a hole).
+//
+// Work is proportional to what changed: unchanged chunks are kept; a dirty
+// region is re-chunked from the start of the chunk around its first byte
+// until a new boundary meets an old one again (content-defined chunking
+// resynchronises there). Appending re-chunks the old last chunk together
+// with the new bytes, so boundaries do not depend on when commits happened.
+// Holes are kept as holes; a write into a hole is chunked from its offset.
+func (s *Store) Rewrite(base *Extents, patches []Patch, size uint64) (*Extents, error) {
+	w := &rewriter{s: s, base: base, patches: patches, size: size, params: chunkParams, out: &Extents{}}
+	if err := w.run(); err != nil {
+		return nil, err
+	}
+	return w.out, nil
+}
+
+type rewriter struct {
+	s       *Store
+	base    *Extents
+	patches []Patch
+	size    uint64
+	params  cdc.Params
+	out     *Extents
+	pending [][]byte // chunks waiting for PutChunks
+	slots   []int    // their indexes in out.Refs
+}
+
+func (w *rewriter) run() error {
+	pos := uint64(0)
+	for pos < w.size {
+		next, err := w.step(pos)
+		if err != nil {
+			return err
+		}
+		pos = next
+	}
+	return w.flush()
+}
+
+// step emits what starts at pos and returns where it ended.
+func (w *rewriter) step(pos uint64) (uint64, error) {
+	k := w.base.Find(pos)
+	if k < len(w.base.Refs) && !w.base.Refs[k].IsHole() && w.base.Offs[k] == pos && w.clean(k) {
+		w.out.Append(w.base.Refs[k])
+		return pos + w.base.Refs[k].Len, nil
+	}
+	if _, patched := w.patchAt(pos); !patched && w.holeAt(pos) {
+		end := min(w.holeEnd(pos), w.nextPatch(pos), w.size)
+		w.out.Append(Ref{Len: end - pos})
+		return end, nil
+	}
+	return w.chunkRun(pos)
+}
+
+// clean reports whether base extent k can be kept as it is: no patch touches
+// it, it ends within the new size, and it is not the last extent with an
+// append right behind it (that extent was cut by the old end of file).
+func (w *rewriter) clean(k int) bool {
+	start, end := w.base.Offs[k], w.base.Offs[k]+w.base.Refs[k].Len
+	if end > w.size {
+		return false
+	}
+	last := k == len(w.base.Refs)-1
+	if last && end < w.size && w.nextPatch(end) == end {
+		return false
+	}
+	i := sort.Search(len(w.patches), func(i int) bool { return w.patches[i].end() > start })
+	return i == len(w.patches) || w.patches[i].Off >= end
+}
+
+// patchAt returns the index of the patch holding byte x.
+func (w *rewriter) patchAt(x uint64) (int, bool) {
+	i := sort.Search(len(w.patches), func(i int) bool { return w.patches[i].end() > x })
+	return i, i < len(w.patches) && w.patches[i].Off <= x
+}
+
+// nextPatch returns where the first patch at or after x starts (or size).
+func (w *rewriter) nextPatch(x uint64) uint64 {
+	i, in := w.patchAt(x)
+	if in {
+		return x
+	}
+	if i < len(w.patches) {
+		return w.patches[i].Off
+	}
+	return w.size
+}
+
+// holeAt reports whether base byte x is a hole or past the old end.
+func (w *rewriter) holeAt(x uint64) bool {
+	k := w.base.Find(x)
+	return k == len(w.base.Refs) || w.base.Refs[k].IsHole()
+}
+
+func (w *rewriter) holeEnd(x uint64) uint64 {
+	k := w.base.Find(x)
+	if k == len(w.base.Refs) {
+		return w.size
+	}
+	return w.base.Offs[k] + w.base.Refs[k].Len
+}
+
+// chunkRun re-chunks new content from pos. It starts at the base chunk that
+// holds pos (or, when appending, the old last chunk) and stops at the end of
+// the data (a hole, or the new size) or where a new boundary meets an old one.
+func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
+	start := pos
+	var buf []byte
+	x := start
+	stopped := false
+	for {
+		for len(buf) < w.params.Max && !stopped {
+			var err error
+			buf, x, stopped, err = w.fill(buf, x, w.params.Max-len(buf))
+			if err != nil {
+				return 0, err
+			}
+		}
+		n := w.params.Cut(buf, stopped)
+		if err := w.emit(buf[:n]); err != nil {
+			return 0, err
+		}
+		end := start + uint64(n)
+		if stopped && n == len(buf) {
+			return end, nil
+		}
+		if w.oldBoundary(end) {
+			return end, nil
+		}
+		buf = append([]byte(nil), buf[n:]...)
+		start = end
+	}
+}
+
+// fill appends up to want bytes of new content at x to buf. It reports
+// stopped at the end of a data run: a base hole or gap no patch covers, or
+// the new size.
+func (w *rewriter) fill(buf []byte, x uint64, want int) ([]byte, uint64, bool, error) {
+	if x >= w.size {
+		return buf, x, true, nil
+	}
+	limit := min(x+uint64(want), w.size)
+	if i, in := w.patchAt(x); in {
+		p := w.patches[i]
+		end := min(p.end(), limit)
+		return append(buf, p.Data[x-p.Off:end-p.Off]...), end, false, nil
+	}
+	if w.holeAt(x) {
+		return buf, x, true, nil
+	}
+	k := w.base.Find(x)
+	end := min(w.base.Offs[k]+w.base.Refs[k].Len, limit, w.nextPatch(x))
+	data, err := w.s.ReadChunk(w.base.Refs[k].Hash)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	off := w.base.Offs[k]
+	return append(buf, data[x-off:end-off]...), end, false, nil
+}
+
+// oldBoundary reports whether a base data chunk ends at e with more base
+// content after it, so the base extents from e on can be kept.
+func (w *rewriter) oldBoundary(e uint64) bool {
+	if e >= w.base.Size || e >= w.size {
+		return false
+	}
+	k := w.base.Find(e)
+	return k > 0 && w.base.Offs[k] == e && !w.base.Refs[k-1].IsHole()
+}
+
+// emit queues a new chunk; queued chunks are stored in batches so that
+// hashing and compression run in parallel.
+func (w *rewriter) emit(chunk []byte) error {
+	if len(chunk) == 0 {
+		return nil
+	}
+	w.slots = append(w.slots, len(w.out.Refs))
+	w.pending = append(w.pending, append([]byte(nil), chunk...))
+	w.out.Append(Ref{Len: uint64(len(chunk)), Hash: Hash{0xff}}) // placeholder until flush
+	if len(w.pending) >= 8 {
+		return w.flush()
+	}
+	return nil
+}
+
+// flush stores pending chunks and fills in their hashes.
+func (w *rewriter) flush() error {
+	if len(w.pending) == 0 {
+		return nil
+	}
+	refs, err := w.s.PutChunks(w.pending)
+	if err != nil {
+		return fmt.Errorf("store chunks: %w", err)
+	}
+	for i, r := range refs {
+		w.out.Refs[w.slots[i]] = r
+	}
+	w.pending, w.slots = nil, nil
+	return nil
+}
+
+// ReadAt fills p with content from x at off and returns how many bytes it
+// read (short only at the end of the content). Holes read as zeros; chunks
+// are verified.
+func (s *Store) ReadAt(x *Extents, p []byte, off uint64) (int, error) {
+	n := 0
+	for n < len(p) && off < x.Size {
+		k := x.Find(off)
+		r := x.Refs[k]
+		in := off - x.Offs[k]
+		m := int(min(uint64(len(p)-n), r.Len-in))
+		if r.IsHole() {
+			clear(p[n : n+m])
+		} else {
+			data, err := s.ReadChunk(r.Hash)
+			if err != nil {
+				return n, err
+			}
+			copy(p[n:n+m], data[in:])
+		}
+		n += m
+		off += uint64(m)
+	}
+	return n, nil
+}
+
+// chunkParams are the chunk size bounds; tests shrink them.
+var chunkParams = cdc.Default

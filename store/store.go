@@ -1,0 +1,254 @@
+// Package store is a site's local storage: content-addressed chunks,
+// manifests and version records in a Badger database, the per-site
+// transaction log, and the namespace merkle root.
+//
+// # Ordering invariants
+//
+// These hold for every commit; docs/INVARIANTS.md explains them.
+//
+//  1. A chunk or manifest node is durable before any record that references
+//     it is committed: PutChunks and PutManifest commit in Badger
+//     transactions of their own that precede the version's, and Badger
+//     replays its log in order after a crash.
+//  2. A version record, the head and directory-entry indexes, the namespace
+//     buckets and its txlog entry commit in one Badger transaction (Update).
+//  3. A record is in the txlog before anything can announce it: the txlog
+//     entry is written in the same transaction as the record.
+//  4. Sync makes everything committed so far durable; fs calls it in fsync.
+//  5. Nothing is ever deleted: old versions stay reachable through Prev.
+//     (Retention and garbage collection will have to keep this true.)
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/geofs/geofs/internal/hlc"
+)
+
+// Store is an open site store. Its methods are safe for concurrent use;
+// commits are serialized.
+type Store struct {
+	dir   string
+	db    *badger.DB
+	site  SiteID
+	clock *hlc.Clock
+	log   *slog.Logger
+
+	mu      sync.Mutex // serializes Update; guards seq and buckets
+	seq     uint64     // last txlog sequence number used
+	buckets [256]Hash
+
+	versions *lru[FileID, *Version]
+	extents  *lru[Hash, *Extents]
+	chunks   *chunkCache
+
+	zenc *zstd.Encoder
+	zdec *zstd.Decoder
+
+	reserve uint64 // free bytes to keep on the disk (see checkSpace)
+}
+
+// DBDir is the Badger directory inside a store directory.
+const DBDir = "db"
+
+// Open opens the store in dir, which Init made.
+func Open(dir string, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	db, err := openBadger(filepath.Join(dir, DBDir), log)
+	if err != nil {
+		return nil, err
+	}
+	s, err := newStore(dir, db, cfg.SiteID, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func openBadger(path string, log *slog.Logger) (*badger.DB, error) {
+	opts := badger.DefaultOptions(path).
+		WithLogger(badgerLogger{log}).
+		WithValueThreshold(1 << 10). // chunks go to the value log, metadata stays in the LSM
+		WithValueLogFileSize(256 << 20).
+		WithMemTableSize(32 << 20).
+		WithNumVersionsToKeep(1).
+		WithDetectConflicts(false). // Update is serialized by Store.mu
+		WithCompression(options.None).
+		WithBlockCacheSize(64 << 20).
+		WithIndexCacheSize(32 << 20)
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("open %s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store, error) {
+	zenc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		return nil, err
+	}
+	zdec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(MaxChunkLen*2))
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		dir: dir, db: db, site: site, log: log,
+		clock:    &hlc.Clock{},
+		versions: newLRU[FileID, *Version](100_000),
+		extents:  newLRU[Hash, *Extents](1024),
+		chunks:   newChunkCache(64 << 20),
+		zenc:     zenc, zdec: zdec,
+		reserve:  128 << 20,
+	}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// load reads the txlog position, the clock and the namespace buckets.
+func (s *Store) load() error {
+	return s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: []byte{pLog}})
+		defer it.Close()
+		it.Seek(logKey(^uint64(0)))
+		if it.Valid() {
+			b, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			e, err := DecodeEntry(b)
+			if err != nil {
+				return fmt.Errorf("last txlog entry: %w: %w", ErrCorrupt, err)
+			}
+			s.seq = e.Seq
+			s.clock.Update(e.Time)
+		}
+		for i := range s.buckets {
+			item, err := txn.Get([]byte{pBucket, byte(i)})
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if _, err := item.ValueCopy(s.buckets[i][:0]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Close flushes and closes the database.
+func (s *Store) Close() error {
+	s.zenc.Close()
+	s.zdec.Close()
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close store: %w", err)
+	}
+	return nil
+}
+
+// Sync makes every committed change durable (invariant 4).
+func (s *Store) Sync() error {
+	if err := s.db.Sync(); err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	return nil
+}
+
+// Site returns the site id.
+func (s *Store) Site() SiteID { return s.site }
+
+// Dir returns the store directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Now returns a fresh hybrid-logical-clock timestamp.
+func (s *Store) Now() hlc.Timestamp { return s.clock.Now() }
+
+// NamespaceRoot is the merkle root over every file id's current version:
+// equal roots mean equal trees.
+func (s *Store) NamespaceRoot() Hash {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return rootOf(&s.buckets)
+}
+
+func rootOf(b *[256]Hash) Hash {
+	buf := make([]byte, 0, 1+256*32)
+	buf = append(buf, 'N')
+	for _, h := range b {
+		buf = append(buf, h[:]...)
+	}
+	return Sum(buf)
+}
+
+// bucketTerm is a file's contribution to its namespace bucket.
+func bucketTerm(id FileID, head Hash) Hash {
+	var b [48]byte
+	copy(b[:], id[:])
+	copy(b[16:], head[:])
+	return Sum(b[:])
+}
+
+func xorInto(dst *Hash, h Hash) {
+	for i := range dst {
+		dst[i] ^= h[i]
+	}
+}
+
+// DBSize returns Badger's LSM and value-log sizes in bytes.
+func (s *Store) DBSize() (lsm, vlog int64) { return s.db.Size() }
+
+// RunGC runs value-log garbage collection until there is nothing to gain.
+func (s *Store) RunGC(ctx context.Context) {
+	for ctx.Err() == nil && s.db.RunValueLogGC(0.5) == nil {
+	}
+}
+
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) Errorf(f string, a ...any) {
+	b.l.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+}
+func (b badgerLogger) Warningf(f string, a ...any) {
+	b.l.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+}
+func (b badgerLogger) Infof(f string, a ...any) {
+	b.l.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)), "component", "badger")
+}
+func (b badgerLogger) Debugf(f string, a ...any) {}
+
+// exists reports whether dir holds anything.
+func dirEmpty(dir string) (bool, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return true, nil
+	}
+	return len(ents) == 0, err
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

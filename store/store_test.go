@@ -1,0 +1,389 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/geofs/geofs/store/cdc"
+)
+
+func newTestStore(t testing.TB) *Store {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "site")
+	if _, err := Init(dir, InitOptions{Name: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reserve = 0
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func randBytes(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func TestVersionRoundTrip(t *testing.T) {
+	v := &Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, "b"}, {RootID, "a"}},
+		Mode: 0o4755, UID: 1000, GID: 100, Size: 1 << 40, Mtime: -5, Ctime: 7,
+		Content: Sum([]byte("x")), Xattrs: []Xattr{{"user.z", []byte{1}}, {"user.a", nil}},
+		Prev: Sum([]byte("p")), Stamp: Stamp{Time: 99, Site: SiteID{1}}}
+	v.Normalize()
+	got, err := DecodeVersion(v.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Hash() != v.Hash() || got.Links[0].Name != "a" || got.Xattrs[0].Name != "user.a" {
+		t.Fatalf("round trip changed the record: %+v", got)
+	}
+}
+
+func TestDecodeVersionRejectsDamage(t *testing.T) {
+	v := RootVersion()
+	enc := v.Encode()
+	for i := range enc {
+		if _, err := DecodeVersion(enc[:i]); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", i)
+		}
+	}
+	bad := append([]byte(nil), enc...)
+	bad[18] = 9 // kind
+	if _, err := DecodeVersion(bad); err == nil {
+		t.Fatal("unknown kind accepted")
+	}
+}
+
+func FuzzDecodeVersion(f *testing.F) {
+	f.Add(RootVersion().Encode())
+	v := &Version{ID: NewFileID(), Kind: KindLink, Links: []Link{{RootID, "l"}}, Target: "/x", Xattrs: []Xattr{{"user.k", []byte("v")}}}
+	f.Add(v.Encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		v, err := DecodeVersion(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(v.Encode(), b) {
+			t.Fatalf("decode/encode not canonical")
+		}
+	})
+}
+
+func FuzzDecodeNode(f *testing.F) {
+	f.Add(encodeNode(leafTag, []Ref{{Sum(nil), 5}, {Hash{}, 1 << 40}}))
+	f.Add(encodeNode(interiorTag, []Ref{{Sum(nil), 5}}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		refs, leaf, err := DecodeNode(b)
+		if err != nil {
+			return
+		}
+		tag := byte(interiorTag)
+		if leaf {
+			tag = leafTag
+		}
+		if !bytes.Equal(encodeNode(tag, refs), b) {
+			t.Fatalf("decode/encode not canonical")
+		}
+	})
+}
+
+func FuzzDecodeEntry(f *testing.F) {
+	e := &Entry{Seq: 3, Time: 4, Op: OpWrite, File: NewFileID(), Version: Sum(nil)}
+	f.Add(e.Encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := DecodeEntry(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(e.Encode(), b) {
+			t.Fatalf("decode/encode not canonical")
+		}
+	})
+}
+
+func TestManifestSmallChangeRewritesFewNodes(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	refs := make([]Ref, 5000)
+	for i := range refs {
+		refs[i] = Ref{Sum(randBytes(r, 8)), 1 << 20}
+	}
+	nodes := map[Hash]bool{}
+	put := func(h Hash, _ []byte) error { nodes[h] = true; return nil }
+	root1, _ := BuildManifest(refs, put)
+	before := len(nodes)
+	refs[2500].Hash = Sum([]byte("changed"))
+	root2, _ := BuildManifest(refs, put)
+	if root1 == root2 {
+		t.Fatal("root did not change")
+	}
+	if added := len(nodes) - before; added > 4 {
+		t.Fatalf("one changed chunk added %d nodes, want O(log n) <= 4", added)
+	}
+	get := func(h Hash) ([]byte, error) {
+		var out []byte
+		_, err := BuildManifest(refs, func(hh Hash, b []byte) error {
+			if hh == h {
+				out = b
+			}
+			return nil
+		})
+		return out, err
+	}
+	x, err := FlattenManifest(root2, get)
+	if err != nil || len(x.Refs) != len(refs) || x.Refs[2500] != refs[2500] {
+		t.Fatalf("flatten: %v, %d refs", err, len(x.Refs))
+	}
+}
+
+// model applies patches and a size to plain bytes, for checking Rewrite.
+func model(base []byte, patches []Patch, size uint64) []byte {
+	out := make([]byte, max(uint64(len(base)), size))
+	copy(out, base)
+	for _, p := range patches {
+		if p.end() > uint64(len(out)) {
+			out = append(out, make([]byte, p.end()-uint64(len(out)))...)
+		}
+		copy(out[p.Off:], p.Data)
+	}
+	return out[:size]
+}
+
+func readAll(t *testing.T, s *Store, x *Extents) []byte {
+	t.Helper()
+	b := make([]byte, x.Size)
+	if n, err := s.ReadAt(x, b, 0); err != nil || uint64(n) != x.Size {
+		t.Fatalf("ReadAt: %d, %v", n, err)
+	}
+	return b
+}
+
+func TestRewriteMatchesModel(t *testing.T) {
+	old := chunkParams
+	chunkParams = cdc.Params{Min: 2 << 10, Avg: 8 << 10, Max: 32 << 10}
+	t.Cleanup(func() { chunkParams = old })
+	s := newTestStore(t)
+	r := rand.New(rand.NewPCG(7, 7))
+	x, content := &Extents{}, []byte(nil)
+	for round := range 300 {
+		size := uint64(len(content))
+		var patches []Patch
+		off := uint64(0)
+		for range r.IntN(4) {
+			off += uint64(r.IntN(200_000))
+			p := Patch{Off: off, Data: randBytes(r, 1+r.IntN(40_000))}
+			if r.IntN(4) == 0 {
+				p.Data = make([]byte, len(p.Data)) // zeros, to mix with holes
+			}
+			patches = append(patches, p)
+			off = p.end() + 1
+			size = max(size, p.end())
+		}
+		if r.IntN(5) == 0 {
+			size = uint64(r.IntN(int(size) + 100_000)) // truncate or extend
+		}
+		next, err := s.Rewrite(x, patches, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := model(content, patches, size)
+		if got := readAll(t, s, next); !bytes.Equal(got, want) {
+			t.Fatalf("round %d: content differs from model (size %d vs %d)", round, len(got), len(want))
+		}
+		for i, ref := range next.Refs {
+			if !ref.IsHole() && ref.Len > uint64(chunkParams.Max) {
+				t.Fatalf("round %d: chunk %d is %d bytes", round, i, ref.Len)
+			}
+		}
+		x, content = next, want
+	}
+}
+
+func TestRewriteSmallWriteRechunksLittle(t *testing.T) {
+	s := newTestStore(t)
+	r := rand.New(rand.NewPCG(3, 4))
+	data := randBytes(r, 64<<20)
+	x, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := s.Rewrite(x, []Patch{{32 << 20, []byte("hello")}}, x.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := map[Hash]bool{}
+	for _, r := range x.Refs {
+		old[r.Hash] = true
+	}
+	changed := 0
+	for _, r := range y.Refs {
+		if !old[r.Hash] {
+			changed++
+		}
+	}
+	if changed == 0 || changed > 2 {
+		t.Fatalf("a 5-byte write changed %d of %d chunks, want 1 or 2", changed, len(y.Refs))
+	}
+}
+
+func TestAppendInPiecesChunksLikeOneWrite(t *testing.T) {
+	s := newTestStore(t)
+	r := rand.New(rand.NewPCG(5, 6))
+	data := randBytes(r, 24<<20)
+	whole, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &Extents{}
+	for off := 0; off < len(data); off += 3 << 20 {
+		piece := data[off:min(off+3<<20, len(data))]
+		if x, err = s.Rewrite(x, []Patch{{uint64(off), piece}}, uint64(off+len(piece))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(x.Refs) != len(whole.Refs) {
+		t.Fatalf("appending in pieces made %d chunks, one write %d", len(x.Refs), len(whole.Refs))
+	}
+	for i := range x.Refs {
+		if x.Refs[i] != whole.Refs[i] {
+			t.Fatalf("chunk %d differs: boundaries depend on commit timing", i)
+		}
+	}
+}
+
+func TestChunkDedupAndCorruption(t *testing.T) {
+	s := newTestStore(t)
+	data := bytes.Repeat([]byte("geofs "), 50_000)
+	refs, err := s.PutChunks([][]byte{data, data})
+	if err != nil || refs[0] != refs[1] {
+		t.Fatalf("PutChunks: %v %v", refs, err)
+	}
+	h := refs[0].Hash
+	got, err := s.ReadChunk(h)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("ReadChunk: %v", err)
+	}
+	// Damage the stored bytes behind the store's back.
+	s.chunks = newChunkCache(1 << 20)
+	bad := append([]byte{codecRaw}, data...)
+	bad[100] ^= 1
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(hashKey(pChunk, h), bad) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ReadChunk(h); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("corrupt chunk read: err = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestUpdateIndexesLogAndRoot(t *testing.T) {
+	s := newTestStore(t)
+	root0 := s.NamespaceRoot()
+	id := NewFileID()
+	err := s.Update(OpCreate, func(tx *Tx) error {
+		_, err := tx.Put(&Version{ID: id, Kind: KindFile, Links: []Link{{RootID, "f"}}, Mode: 0o644})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, kind, err := s.Lookup(RootID, "f"); err != nil || got != id || kind != KindFile {
+		t.Fatalf("Lookup: %v %v %v", got, kind, err)
+	}
+	root1 := s.NamespaceRoot()
+	if root1 == root0 {
+		t.Fatal("namespace root did not change")
+	}
+	err = s.Update(OpRename, func(tx *Tx) error {
+		v, _ := tx.Head(id)
+		v = v.Clone()
+		v.Links = []Link{{RootID, "g"}}
+		_, err := tx.Put(v)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Lookup(RootID, "f"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("old name still there: %v", err)
+	}
+	ents, _ := s.ReadDir(RootID)
+	if len(ents) != 1 || ents[0].Name != "g" {
+		t.Fatalf("ReadDir = %+v", ents)
+	}
+	vs, hs, err := s.History(id)
+	if err != nil || len(vs) != 2 || vs[0].Prev != hs[1] {
+		t.Fatalf("History: %d versions, %v", len(vs), err)
+	}
+	var ops []Op
+	s.Log(0, func(e *Entry) (bool, error) { ops = append(ops, e.Op); return true, nil })
+	if len(ops) != 2 || ops[0] != OpCreate || ops[1] != OpRename {
+		t.Fatalf("txlog ops = %v", ops)
+	}
+	// A failed update commits nothing.
+	wantErr := errors.New("stop")
+	err = s.Update(OpUnlink, func(tx *Tx) error {
+		v, _ := tx.Head(id)
+		v = v.Clone()
+		v.Links, v.Deleted = nil, true
+		tx.Put(v)
+		return wantErr
+	})
+	if !errors.Is(err, wantErr) {
+		t.Fatal(err)
+	}
+	s.versions = newLRU[FileID, *Version](10)
+	if v, _ := s.Head(id); v.Deleted || s.LastSeq() != 2 {
+		t.Fatalf("failed update left changes: deleted=%v seq=%d", v.Deleted, s.LastSeq())
+	}
+}
+
+func TestReopenKeepsLogAndRoot(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "site")
+	if _, err := Init(dir, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(dir, nil); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+	s.Update(OpMkdir, func(tx *Tx) error {
+		_, err := tx.Put(&Version{ID: NewFileID(), Kind: KindDir, Links: []Link{{RootID, "d"}}, Mode: 0o755})
+		return err
+	})
+	root, seq := s.NamespaceRoot(), s.LastSeq()
+	s.Close()
+	s, err = Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.NamespaceRoot() != root || s.LastSeq() != seq {
+		t.Fatal("reopen lost the namespace root or txlog position")
+	}
+	st, _ := s.DirState(RootID)
+	if st.Subdirs != 1 {
+		t.Fatalf("root subdirs = %d", st.Subdirs)
+	}
+}
+
+func TestInitRefusesNonEmptyDir(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Init(dir, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(dir, InitOptions{}); !errors.Is(err, ErrExists) {
+		t.Fatalf("second init: %v", err)
+	}
+}

@@ -1,0 +1,414 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/geofs/geofs/internal/hlc"
+)
+
+// Tx is one atomic change to the namespace: every version it puts, with
+// their index updates, namespace buckets and txlog entries, commits in one
+// Badger transaction (invariant 2), or none of it does.
+type Tx struct {
+	s       *Store
+	txn     *badger.Txn
+	op      Op
+	now     hlc.Timestamp
+	wall    int64 // Unix nanoseconds for directory times
+	seq     uint64
+	buckets [256]Hash
+	puts    []*Version
+}
+
+// Update runs fn in a transaction recorded in the txlog as op. Updates are
+// serialized. If fn returns an error nothing is committed.
+func (s *Store) Update(op Op, fn func(tx *Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tx := &Tx{s: s, txn: s.db.NewTransaction(true), op: op, now: s.clock.Now(),
+		wall: time.Now().UnixNano(), seq: s.seq, buckets: s.buckets}
+	defer tx.txn.Discard()
+	if err := s.checkSpace(4096); err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if len(tx.puts) == 0 {
+		return nil
+	}
+	if err := tx.txn.Commit(); err != nil {
+		return fmt.Errorf("commit %s: %w", op, classifyBadger(err))
+	}
+	s.seq, s.buckets = tx.seq, tx.buckets
+	for _, v := range tx.puts {
+		s.versions.Put(v.ID, v)
+	}
+	return nil
+}
+
+// Wall is the transaction's wall-clock time in Unix nanoseconds, for the
+// times of the versions it makes.
+func (tx *Tx) Wall() int64 { return tx.wall }
+
+// Head returns the current version of id as this transaction sees it.
+// The result may be shared: Clone it before changing it.
+func (tx *Tx) Head(id FileID) (*Version, error) {
+	for i := len(tx.puts) - 1; i >= 0; i-- {
+		if tx.puts[i].ID == id {
+			return tx.puts[i], nil
+		}
+	}
+	return headIn(tx.s, tx.txn, id)
+}
+
+// Lookup returns the file id named name in dir.
+func (tx *Tx) Lookup(dir FileID, name string) (FileID, Kind, error) {
+	return lookupIn(tx.txn, dir, name)
+}
+
+// HasChildren reports whether dir has any entry.
+func (tx *Tx) HasChildren(dir FileID) (bool, error) {
+	it := tx.txn.NewIterator(badger.IteratorOptions{Prefix: idKey(pDirent, dir)})
+	defer it.Close()
+	it.Rewind()
+	return it.Valid(), nil
+}
+
+// Put commits v as the new current version of v.ID: it sets Prev and Stamp,
+// stores the record, moves the head, updates directory entries for changed
+// Links, the namespace bucket, and appends a txlog entry.
+func (tx *Tx) Put(v *Version) (Hash, error) {
+	old, err := tx.Head(v.ID)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Hash{}, err
+	}
+	var oldHash Hash
+	var oldLinks []Link
+	if old != nil {
+		oldHash, oldLinks = old.Hash(), old.Links
+	}
+	v.Prev = oldHash
+	v.Stamp = Stamp{tx.now, tx.s.site}
+	v.Normalize()
+	enc := v.Encode()
+	h := Sum(enc)
+	if err := tx.set(hashKey(pVersion, h), enc); err != nil {
+		return Hash{}, err
+	}
+	if err := tx.set(idKey(pHead, v.ID), h[:]); err != nil {
+		return Hash{}, err
+	}
+	if err := tx.relink(v, oldLinks); err != nil {
+		return Hash{}, err
+	}
+	if err := tx.updateBucket(v.ID, oldHash, h); err != nil {
+		return Hash{}, err
+	}
+	tx.seq++
+	e := Entry{Seq: tx.seq, Time: tx.now, Site: tx.s.site, Op: tx.op, File: v.ID, Version: h}
+	if err := tx.set(logKey(e.Seq), e.Encode()); err != nil {
+		return Hash{}, err
+	}
+	tx.puts = append(tx.puts, v)
+	return h, nil
+}
+
+func (tx *Tx) set(k, v []byte) error {
+	if err := tx.txn.Set(k, v); err != nil {
+		return fmt.Errorf("%s: %w", tx.op, err)
+	}
+	return nil
+}
+
+func (tx *Tx) updateBucket(id FileID, oldHead, newHead Hash) error {
+	b := &tx.buckets[id[0]]
+	if !oldHead.IsZero() {
+		xorInto(b, bucketTerm(id, oldHead))
+	}
+	xorInto(b, bucketTerm(id, newHead))
+	return tx.set([]byte{pBucket, id[0]}, b[:])
+}
+
+// relink makes the directory entries match v.Links, given the old Links.
+func (tx *Tx) relink(v *Version, oldLinks []Link) error {
+	for _, l := range oldLinks {
+		if !slices.Contains(v.Links, l) {
+			// Another file may own the name by now (rename exchange).
+			if cur, _, err := lookupIn(tx.txn, l.Parent, l.Name); err == nil && cur == v.ID {
+				if err := tx.txn.Delete(direntKey(l.Parent, l.Name)); err != nil {
+					return err
+				}
+			}
+			if err := tx.touchDir(l.Parent, v.Kind, -1); err != nil {
+				return err
+			}
+		}
+	}
+	for _, l := range v.Links {
+		if slices.Contains(oldLinks, l) {
+			continue
+		}
+		if err := tx.set(direntKey(l.Parent, l.Name), append(v.ID[:], byte(v.Kind))); err != nil {
+			return err
+		}
+		if err := tx.touchDir(l.Parent, v.Kind, +1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DirState is what a site keeps about a directory outside its versions:
+// when its entries last changed, and how many subdirectories it holds (for
+// its link count). Entry changes do not make new directory versions, so
+// concurrent creates at two sites never conflict on the parent.
+type DirState struct {
+	Mtime, Ctime int64 // Unix nanoseconds
+	Subdirs      uint32
+}
+
+func (tx *Tx) touchDir(dir FileID, child Kind, delta int) error {
+	st, err := dirStateIn(tx.txn, dir)
+	if err != nil {
+		return err
+	}
+	st.Mtime, st.Ctime = tx.wall, tx.wall
+	if child == KindDir {
+		st.Subdirs = uint32(int(st.Subdirs) + delta)
+	}
+	b := binary.AppendVarint(nil, st.Mtime)
+	b = binary.AppendVarint(b, st.Ctime)
+	b = binary.AppendUvarint(b, uint64(st.Subdirs))
+	return tx.set(idKey(pDirState, dir), b)
+}
+
+func dirStateIn(txn *badger.Txn, dir FileID) (DirState, error) {
+	var st DirState
+	item, err := txn.Get(idKey(pDirState, dir))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return st, nil
+	}
+	if err != nil {
+		return st, classifyBadger(err)
+	}
+	err = item.Value(func(b []byte) error {
+		var n1, n2, n3 int
+		st.Mtime, n1 = binary.Varint(b)
+		if n1 > 0 {
+			st.Ctime, n2 = binary.Varint(b[n1:])
+		}
+		if n1 > 0 && n2 > 0 {
+			var sub uint64
+			sub, n3 = binary.Uvarint(b[n1+n2:])
+			st.Subdirs = uint32(sub)
+		}
+		if n1 <= 0 || n2 <= 0 || n3 <= 0 {
+			return fmt.Errorf("directory state of %s: %w", dir, ErrCorrupt)
+		}
+		return nil
+	})
+	return st, err
+}
+
+// DirState returns the local state of a directory.
+func (s *Store) DirState(dir FileID) (DirState, error) {
+	var st DirState
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		st, err = dirStateIn(txn, dir)
+		return err
+	})
+	return st, err
+}
+
+func headIn(s *Store, txn *badger.Txn, id FileID) (*Version, error) {
+	if v, ok := s.versions.Get(id); ok {
+		return v, nil
+	}
+	item, err := txn.Get(idKey(pHead, id))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("file %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, classifyBadger(err)
+	}
+	var h Hash
+	if _, err := item.ValueCopy(h[:0]); err != nil {
+		return nil, classifyBadger(err)
+	}
+	v, err := versionIn(txn, h)
+	if err != nil {
+		return nil, fmt.Errorf("head of %s: %w", id, err)
+	}
+	s.versions.Put(id, v)
+	return v, nil
+}
+
+func versionIn(txn *badger.Txn, h Hash) (*Version, error) {
+	item, err := txn.Get(hashKey(pVersion, h))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, fmt.Errorf("version %s: %w", h.Short(), ErrNotFound)
+	}
+	if err != nil {
+		return nil, classifyBadger(err)
+	}
+	b, err := item.ValueCopy(nil)
+	if err != nil {
+		return nil, classifyBadger(err)
+	}
+	if Sum(b) != h {
+		return nil, fmt.Errorf("version %s: %w: hash mismatch", h.Short(), ErrCorrupt)
+	}
+	v, err := DecodeVersion(b)
+	if err != nil {
+		return nil, fmt.Errorf("version %s: %w: %w", h.Short(), ErrCorrupt, err)
+	}
+	return v, nil
+}
+
+func lookupIn(txn *badger.Txn, dir FileID, name string) (FileID, Kind, error) {
+	var id FileID
+	item, err := txn.Get(direntKey(dir, name))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return id, 0, fmt.Errorf("%q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return id, 0, classifyBadger(err)
+	}
+	var kind Kind
+	err = item.Value(func(b []byte) error {
+		if len(b) != 17 {
+			return fmt.Errorf("directory entry %q: %w", name, ErrCorrupt)
+		}
+		copy(id[:], b)
+		kind = Kind(b[16])
+		return nil
+	})
+	return id, kind, err
+}
+
+// Head returns the current version of id. The result is shared: Clone it
+// before changing it.
+func (s *Store) Head(id FileID) (*Version, error) {
+	if v, ok := s.versions.Get(id); ok {
+		return v, nil
+	}
+	var v *Version
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		v, err = headIn(s, txn, id)
+		return err
+	})
+	return v, err
+}
+
+// Version returns the version record with hash h, verified.
+func (s *Store) Version(h Hash) (*Version, error) {
+	var v *Version
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		v, err = versionIn(txn, h)
+		return err
+	})
+	return v, err
+}
+
+// Lookup returns the file id named name in dir.
+func (s *Store) Lookup(dir FileID, name string) (FileID, Kind, error) {
+	var id FileID
+	var kind Kind
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		id, kind, err = lookupIn(txn, dir, name)
+		return err
+	})
+	return id, kind, err
+}
+
+// Dirent is one directory entry.
+type Dirent struct {
+	Name string
+	ID   FileID
+	Kind Kind
+}
+
+// ReadDir returns dir's entries in name order, from one scan.
+func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
+	var out []Dirent
+	prefix := idKey(pDirent, dir)
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 1000, Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			d := Dirent{Name: string(item.Key()[len(prefix):])}
+			err := item.Value(func(b []byte) error {
+				if len(b) != 17 {
+					return fmt.Errorf("directory entry %q: %w", d.Name, ErrCorrupt)
+				}
+				copy(d.ID[:], b)
+				d.Kind = Kind(b[16])
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// History returns the versions of id, newest first, following Prev.
+func (s *Store) History(id FileID) ([]*Version, []Hash, error) {
+	var vs []*Version
+	var hs []Hash
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(idKey(pHead, id))
+		if err != nil {
+			return fmt.Errorf("file %s: %w", id, ErrNotFound)
+		}
+		var h Hash
+		if _, err := item.ValueCopy(h[:0]); err != nil {
+			return err
+		}
+		for !h.IsZero() {
+			v, err := versionIn(txn, h)
+			if err != nil {
+				return err
+			}
+			vs, hs = append(vs, v), append(hs, h)
+			h = v.Prev
+		}
+		return nil
+	})
+	return vs, hs, err
+}
+
+// PathOf returns a path of id for messages ("/a/b"), following its first
+// link up to the root. Deleted files get "(deleted) " and their id.
+func (s *Store) PathOf(id FileID) string {
+	var parts []string
+	for range 4096 {
+		if id == RootID {
+			slices.Reverse(parts)
+			return "/" + strings.Join(parts, "/")
+		}
+		v, err := s.Head(id)
+		if err != nil || len(v.Links) == 0 {
+			return "(deleted) " + id.String()
+		}
+		parts = append(parts, v.Links[0].Name)
+		id = v.Links[0].Parent
+	}
+	return "(cycle) " + id.String()
+}

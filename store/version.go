@@ -1,0 +1,245 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/geofs/geofs/internal/codec"
+	"github.com/geofs/geofs/internal/hlc"
+)
+
+// Kind is what a file id names.
+type Kind uint8
+
+// The kinds of file.
+const (
+	KindFile Kind = 1
+	KindDir  Kind = 2
+	KindLink Kind = 3 // symbolic link
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindFile:
+		return "file"
+	case KindDir:
+		return "dir"
+	case KindLink:
+		return "symlink"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Link is one name of a file: its parent directory and its name there. A
+// file with hard links has several; a directory or symlink has one; a
+// deleted file has none.
+type Link struct {
+	Parent FileID
+	Name   string
+}
+
+// Xattr is one extended attribute.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Stamp orders versions: hybrid logical clock time, then site id.
+type Stamp struct {
+	Time hlc.Timestamp
+	Site SiteID
+}
+
+// Version is one immutable state of one file id. Its Hash (the SHA-256 of
+// its encoding) is its identity; Prev chains it to the version it replaced.
+type Version struct {
+	ID      FileID
+	Kind    Kind
+	Links   []Link // sorted by parent then name
+	Mode    uint32 // permission bits, setuid, setgid and sticky (no type bits)
+	UID     uint32
+	GID     uint32
+	Size    uint64
+	Atime   int64  // Unix nanoseconds; set only explicitly (reads never change it)
+	Mtime   int64  // Unix nanoseconds
+	Ctime   int64  // Unix nanoseconds
+	Content Hash   // manifest root of a file; zero when empty
+	Target  string // symlink target
+	Xattrs  []Xattr
+	Deleted bool
+	Prev    Hash
+	Stamp   Stamp
+}
+
+// Limits enforced when decoding, so a damaged or hostile record costs
+// bounded memory.
+const (
+	MaxNameLen   = 255
+	MaxPathLen   = 4096
+	MaxLinks     = 65000
+	MaxXattrs    = 1024
+	MaxXattrName = 255
+	MaxXattrSize = 64 << 10
+)
+
+const versionTag = 'V'
+const formatVersion = 1
+
+// Clone returns a deep copy whose slices can be changed freely.
+func (v *Version) Clone() *Version {
+	c := *v
+	c.Links = slices.Clone(v.Links)
+	c.Xattrs = make([]Xattr, len(v.Xattrs))
+	for i, x := range v.Xattrs {
+		c.Xattrs[i] = Xattr{x.Name, slices.Clone(x.Value)}
+	}
+	return &c
+}
+
+// Normalize sorts Links and Xattrs, so equal states encode equally.
+func (v *Version) Normalize() {
+	slices.SortFunc(v.Links, compareLinks)
+	v.Links = slices.Compact(v.Links)
+	slices.SortFunc(v.Xattrs, func(a, b Xattr) int { return strings.Compare(a.Name, b.Name) })
+}
+
+func compareLinks(a, b Link) int {
+	if c := slices.Compare(a.Parent[:], b.Parent[:]); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
+}
+
+// Encode returns the canonical encoding of v (call Normalize first).
+func (v *Version) Encode() []byte {
+	e := codec.Encoder{B: make([]byte, 0, 128+len(v.Target))}
+	e.Byte(versionTag)
+	e.Byte(formatVersion)
+	e.Fixed(v.ID[:])
+	e.Byte(byte(v.Kind))
+	e.Uvarint(uint64(len(v.Links)))
+	for _, l := range v.Links {
+		e.Fixed(l.Parent[:])
+		e.String(l.Name)
+	}
+	e.Uvarint(uint64(v.Mode))
+	e.Uvarint(uint64(v.UID))
+	e.Uvarint(uint64(v.GID))
+	e.Uvarint(v.Size)
+	e.Varint(v.Atime)
+	e.Varint(v.Mtime)
+	e.Varint(v.Ctime)
+	e.Fixed(v.Content[:])
+	e.String(v.Target)
+	e.Uvarint(uint64(len(v.Xattrs)))
+	for _, x := range v.Xattrs {
+		e.String(x.Name)
+		e.Bytes(x.Value)
+	}
+	e.Byte(boolByte(v.Deleted))
+	e.Fixed(v.Prev[:])
+	e.Uvarint(uint64(v.Stamp.Time))
+	e.Fixed(v.Stamp.Site[:])
+	return e.B
+}
+
+// Hash returns the version's identity.
+func (v *Version) Hash() Hash { return Sum(v.Encode()) }
+
+// DecodeVersion parses an encoding made by Encode, checking every limit.
+func DecodeVersion(b []byte) (*Version, error) {
+	d := codec.Decoder{B: b}
+	if d.Byte() != versionTag || d.Byte() != formatVersion {
+		return nil, fmt.Errorf("decode version: %w: bad tag or format", codec.ErrMalformed)
+	}
+	v := &Version{}
+	d.Fixed(v.ID[:])
+	v.Kind = Kind(d.Byte())
+	v.Links = make([]Link, d.Count(MaxLinks, 17))
+	for i := range v.Links {
+		d.Fixed(v.Links[i].Parent[:])
+		v.Links[i].Name = d.String(MaxNameLen)
+	}
+	v.Mode = uint32(d.Uvarint())
+	v.UID = uint32(d.Uvarint())
+	v.GID = uint32(d.Uvarint())
+	v.Size = d.Uvarint()
+	v.Atime = d.Varint()
+	v.Mtime = d.Varint()
+	v.Ctime = d.Varint()
+	d.Fixed(v.Content[:])
+	v.Target = d.String(MaxPathLen)
+	v.Xattrs = make([]Xattr, d.Count(MaxXattrs, 2))
+	for i := range v.Xattrs {
+		v.Xattrs[i].Name = d.String(MaxXattrName)
+		v.Xattrs[i].Value = d.Bytes(MaxXattrSize)
+	}
+	v.Deleted = d.Byte() != 0
+	d.Fixed(v.Prev[:])
+	v.Stamp.Time = hlc.Timestamp(d.Uvarint())
+	d.Fixed(v.Stamp.Site[:])
+	if err := d.Finish(); err != nil {
+		return nil, fmt.Errorf("decode version: %w", err)
+	}
+	if err := v.validate(); err != nil {
+		return nil, fmt.Errorf("decode version: %w", err)
+	}
+	return v, nil
+}
+
+func (v *Version) validate() error {
+	if v.Kind < KindFile || v.Kind > KindLink {
+		return fmt.Errorf("%w: unknown kind %d", codec.ErrMalformed, v.Kind)
+	}
+	if v.Mode&^07777 != 0 {
+		return fmt.Errorf("%w: mode %o has type bits", codec.ErrMalformed, v.Mode)
+	}
+	for _, l := range v.Links {
+		if !ValidName(l.Name) {
+			return fmt.Errorf("%w: bad name %q", codec.ErrMalformed, l.Name)
+		}
+	}
+	return nil
+}
+
+// ValidName reports whether s can be a directory entry name.
+func ValidName(s string) bool {
+	return s != "" && s != "." && s != ".." && len(s) <= MaxNameLen && !strings.ContainsAny(s, "/\x00")
+}
+
+// Xattr returns the value of the named attribute.
+func (v *Version) Xattr(name string) ([]byte, bool) {
+	for _, x := range v.Xattrs {
+		if x.Name == name {
+			return x.Value, true
+		}
+	}
+	return nil, false
+}
+
+// SetXattr sets or, with a nil value, removes an attribute.
+func (v *Version) SetXattr(name string, value []byte) {
+	v.Xattrs = slices.DeleteFunc(v.Xattrs, func(x Xattr) bool { return x.Name == name })
+	if value != nil {
+		v.Xattrs = append(v.Xattrs, Xattr{name, slices.Clone(value)})
+	}
+	v.Normalize()
+}
+
+// HasLink reports whether v has the name (parent, name).
+func (v *Version) HasLink(parent FileID, name string) bool {
+	return slices.Contains(v.Links, Link{parent, name})
+}
+
+// RemoveLink drops one name.
+func (v *Version) RemoveLink(parent FileID, name string) {
+	v.Links = slices.DeleteFunc(v.Links, func(l Link) bool { return l == Link{parent, name} })
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
