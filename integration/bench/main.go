@@ -33,6 +33,7 @@ type config struct {
 	size       int64
 	files      int
 	randReads  int
+	runs       int
 	dedupSize  int64
 	only       []string
 	out        string
@@ -45,7 +46,13 @@ type bench struct {
 	dir     string // absolute, symlinks resolved
 	logDir  string
 	tarPath string
-	bigData []byte // pre-generated content of big.dat, if it fits in memory
+	run     int // index of the current run (-runs)
+
+	bigLabels    map[string]string // target label -> data label of its big.dat
+	bigData      []byte            // pre-generated content of big.dat, if it fits in memory
+	bigDataLabel string            // data label of bigData
+
+	passthroughNoted bool
 
 	ref     *refTarget
 	geofs   *geofsTarget
@@ -76,6 +83,7 @@ func parseFlags() (config, error) {
 	flag.Var(&size, "size", "size of the sequential/random I/O file")
 	flag.IntVar(&cfg.files, "files", 20000, "number of files for the metadata workload")
 	flag.IntVar(&cfg.randReads, "rand-reads", 20000, "number of 4 KiB random reads")
+	flag.IntVar(&cfg.runs, "runs", 1, "run each workload this many times (alternating the order of the filesystems) and report medians")
 	flag.Var(&dedupSize, "dedup-size", "size of the file copied by the dedup workload")
 	flag.StringVar(&only, "only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames(), ","))
 	flag.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
@@ -90,8 +98,8 @@ func parseFlags() (config, error) {
 	if cfg.geofsBin == "" {
 		return cfg, errors.New("-geofs is required")
 	}
-	if cfg.size < pageSize || cfg.dedupSize < 1 || cfg.files < 1 || cfg.randReads < 1 {
-		return cfg, errors.New("-size must be >= 4KiB; -dedup-size, -files and -rand-reads must be positive")
+	if cfg.size < pageSize || cfg.dedupSize < 1 || cfg.files < 1 || cfg.randReads < 1 || cfg.runs < 1 {
+		return cfg, errors.New("-size must be >= 4KiB; -dedup-size, -files, -rand-reads and -runs must be positive")
 	}
 	if only != "" {
 		for _, name := range strings.Split(only, ",") {
@@ -202,7 +210,13 @@ func newBench(cfg config) (*bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &bench{cfg: cfg, dir: dir, logDir: filepath.Join(dir, "logs"), report: newReport(cfg)}
+	b := &bench{
+		cfg:       cfg,
+		dir:       dir,
+		logDir:    filepath.Join(dir, "logs"),
+		report:    newReport(cfg),
+		bigLabels: map[string]string{},
+	}
 	return b, nil
 }
 
@@ -226,6 +240,7 @@ func (b *bench) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	b.report.goFuse = goFuseVersion(bin)
 	b.ref = newRefTarget(bin, filepath.Join(b.dir, "ref"), b.logDir)
 	b.geofs = newGeofsTarget(b.cfg.geofsBin, filepath.Join(b.dir, "geofs"), b.logDir)
 	b.targets = []target{b.ref, b.geofs}
@@ -274,36 +289,39 @@ func unmountLeftovers(dir string) error {
 	return nil
 }
 
-// runWorkloads runs every selected workload on every target and records the
-// results. It reports whether anything failed.
+// runWorkloads runs every selected workload -runs times on every target and
+// records the results. It reports whether anything failed.
 func (b *bench) runWorkloads(ctx context.Context) (failed bool) {
 	dead := map[string]bool{}
 	for _, w := range workloads {
 		if !b.cfg.selected(w.name) {
 			continue
 		}
-		for _, t := range b.targets {
-			if ctx.Err() != nil {
-				return true
-			}
-			if w.geofsOnly && t != target(b.geofs) {
-				continue
-			}
-			if dead[t.Label()] {
-				b.report.add(w, t.Label(), nil, errors.New("skipped: mount unusable after an earlier failure"))
-				continue
-			}
-			ms, err := b.runOne(ctx, w, t)
-			b.report.add(w, t.Label(), ms, err)
-			if err == nil {
-				continue
-			}
-			failed = true
-			if ctx.Err() != nil {
-				return true
-			}
-			if !b.recover(ctx, t) {
-				dead[t.Label()] = true
+		for run := 0; run < b.cfg.runs; run++ {
+			b.run = run
+			for _, t := range b.order(run) {
+				if ctx.Err() != nil {
+					return true
+				}
+				if w.geofsOnly && t != target(b.geofs) {
+					continue
+				}
+				if dead[t.Label()] {
+					b.report.add(w, t.Label(), nil, errors.New("skipped: mount unusable after an earlier failure"))
+					continue
+				}
+				ms, err := b.runOne(ctx, w, t)
+				b.report.add(w, t.Label(), ms, err)
+				if err == nil {
+					continue
+				}
+				failed = true
+				if ctx.Err() != nil {
+					return true
+				}
+				if !b.recover(ctx, t) {
+					dead[t.Label()] = true
+				}
 			}
 		}
 		if w.done != nil {
@@ -311,6 +329,15 @@ func (b *bench) runWorkloads(ctx context.Context) (failed bool) {
 		}
 	}
 	return failed
+}
+
+// order returns the targets in the order to use for the given run: the
+// reference first on even runs, geofs first on odd ones.
+func (b *bench) order(run int) []target {
+	if run%2 == 1 {
+		return []target{b.geofs, b.ref}
+	}
+	return []target{b.ref, b.geofs}
 }
 
 func (b *bench) runOne(ctx context.Context, w workload, t target) ([]metric, error) {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"debug/buildinfo"
 	"fmt"
+	"math"
 	"runtime"
-	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 )
@@ -15,6 +17,7 @@ type report struct {
 	cfg     config
 	started time.Time
 	dirFS   string
+	goFuse  string
 	siteID  string
 	results []*wresult
 	notes   []string
@@ -28,10 +31,34 @@ type wresult struct {
 	errs map[string]error // by target label
 }
 
-// row is one metric of a workload, with a value per target label.
+// row is one metric of a workload, with the values of all runs per target
+// label.
 type row struct {
 	m    metric
-	vals map[string]float64
+	vals map[string][]float64
+}
+
+// median returns the median of the values for label.
+func (rw *row) median(label string) (float64, bool) {
+	vs := slices.Clone(rw.vals[label])
+	if len(vs) == 0 {
+		return 0, false
+	}
+	slices.Sort(vs)
+	if len(vs)%2 == 1 {
+		return vs[len(vs)/2], true
+	}
+	return (vs[len(vs)/2-1] + vs[len(vs)/2]) / 2, true
+}
+
+// spread returns half the min-max range relative to the median, in percent.
+func (rw *row) spread(label string) float64 {
+	vs := rw.vals[label]
+	med, _ := rw.median(label)
+	if len(vs) < 2 || med == 0 {
+		return 0
+	}
+	return 100 * (slices.Max(vs) - slices.Min(vs)) / 2 / math.Abs(med)
 }
 
 func newReport(cfg config) *report {
@@ -69,10 +96,10 @@ func (r *report) add(w workload, label string, ms []metric, err error) {
 			}
 		}
 		if rw == nil {
-			rw = &row{m: m, vals: map[string]float64{}}
+			rw = &row{m: m, vals: map[string][]float64{}}
 			res.rows = append(res.rows, rw)
 		}
-		rw.vals[label] = m.value
+		rw.vals[label] = append(rw.vals[label], m.value)
 	}
 }
 
@@ -101,7 +128,10 @@ func fmtValue(v float64, unit string) string {
 }
 
 func (r *report) cell(res *wresult, rw *row, label string) string {
-	if v, ok := rw.vals[label]; ok {
+	if v, ok := rw.median(label); ok {
+		if len(rw.vals[label]) > 1 {
+			return fmt.Sprintf("%s ±%.0f%%", fmtValue(v, rw.m.unit), rw.spread(label))
+		}
 		return fmtValue(v, rw.m.unit)
 	}
 	if res.w.geofsOnly && label == "ref" {
@@ -116,7 +146,7 @@ func (r *report) cell(res *wresult, rw *row, label string) string {
 // ratio is geofs/ref for throughputs and ref/geofs for times, so that > 1
 // always means geofs is better.
 func (r *report) ratio(res *wresult, rw *row) string {
-	g, gok := rw.vals["geofs"]
+	g, gok := rw.median("geofs")
 	if res.w.name == "dedup" && gok {
 		verdict := "PASS"
 		if g >= dedupTargetPct {
@@ -124,7 +154,7 @@ func (r *report) ratio(res *wresult, rw *row) string {
 		}
 		return fmt.Sprintf("target < %g %%: %s", dedupTargetPct, verdict)
 	}
-	ref, rok := rw.vals["ref"]
+	ref, rok := rw.median("ref")
 	if !gok || !rok || g <= 0 || ref <= 0 {
 		return "—"
 	}
@@ -141,15 +171,20 @@ func (r *report) markdown() string {
 	p("## geofs benchmark\n\n")
 	p("- Date: %s (took %v)\n", r.started.Format("2006-01-02 15:04:05 MST"), time.Since(r.started).Round(time.Second))
 	p("- Host: nproc %d, CPU %s, %s RAM, kernel %s\n", runtime.NumCPU(), cpuModel(), memTotal(), kernelRelease())
-	p("- Build: %s, go-fuse %s\n", runtime.Version(), goFuseVersion())
+	p("- Build: %s, reference go-fuse %s\n", runtime.Version(), orDash(r.goFuse))
 	p("- Scratch dir: %s (%s), used by both filesystems\n", r.cfg.dir, r.dirFS)
-	p("- Parameters: -size %s, -files %d, -rand-reads %d, -dedup-size %s\n",
-		fmtBytes(r.cfg.size), r.cfg.files, r.cfg.randReads, fmtBytes(r.cfg.dedupSize))
+	p("- Parameters: -size %s, -files %d, -rand-reads %d, -dedup-size %s, -runs %d\n",
+		fmtBytes(r.cfg.size), r.cfg.files, r.cfg.randReads, fmtBytes(r.cfg.dedupSize), r.cfg.runs)
 	p("- geofs: %s (fresh site %s)\n", r.cfg.geofsBin, orDash(r.siteID))
 	p("- ref: go-fuse loopback (fs.NewLoopbackRoot) over a directory in the scratch dir, separate process, " +
 		"FUSE passthrough off, MaxWrite 1 MiB, DirectMount, entry/attr timeout 1 s\n")
 	p("- Cold = unmount, sync, drop_caches, mount (both filesystems). " +
-		"Ratio > 1 means geofs is better: geofs/ref for rates, ref/geofs for times.\n\n")
+		"Ratio > 1 means geofs is better: geofs/ref for rates, ref/geofs for times.\n")
+	if r.cfg.runs > 1 {
+		p("- Each workload ran %d times, alternating which filesystem goes first; "+
+			"values are medians, ±x%% is half the min–max range.\n", r.cfg.runs)
+	}
+	p("\n")
 
 	p("| Workload | Metric | Unit | ref | geofs | geofs vs ref |\n")
 	p("|---|---|---|--:|--:|--:|\n")
@@ -200,8 +235,9 @@ func orDash(s string) string {
 	return s
 }
 
-func goFuseVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
+// goFuseVersion returns the go-fuse version the reference helper was built with.
+func goFuseVersion(bin string) string {
+	if bi, err := buildinfo.ReadFile(bin); err == nil {
 		for _, d := range bi.Deps {
 			if d.Path == "github.com/hanwen/go-fuse/v2" {
 				return d.Version

@@ -48,7 +48,7 @@ type workload struct {
 
 var workloads = []workload{
 	{name: "seq-write", desc: "write -size in 1 MiB blocks of random data, fsync, close", run: seqWrite,
-		done: func(b *bench) { b.bigData = nil }},
+		done: func(b *bench) { b.bigData, b.bigDataLabel = nil, "" }},
 	{name: "seq-read", desc: "cold (remount + drop caches), read the file back in 1 MiB blocks", run: seqRead},
 	{name: "rand-read", desc: "cold, 4 KiB preads at random aligned offsets (fixed seed)", run: randRead},
 	{name: "metadata", desc: "create / lstat / readdir (cold) / readdir+lstat (cold) / unlink of -files empty files in one directory", run: metadata},
@@ -69,7 +69,13 @@ func workloadNames() []string {
 
 const bigName = "big.dat"
 
-func (b *bench) bigRand() *randData { return newRandData("big") }
+// bigLabel is the data label for big.dat written in the current run. Each
+// run writes different data, so that geofs cannot deduplicate a rerun
+// against the previous version of the file still in its history.
+func (b *bench) bigLabel() string { return fmt.Sprintf("big-%d", b.run) }
+
+// bigRand returns the data generator of the big.dat currently on t.
+func (b *bench) bigRand(t target) *randData { return newRandData(b.bigLabels[t.Label()]) }
 
 // writeRandomFile writes size bytes of rd's data (or pre, if not nil) to
 // path in 1 MiB blocks, then fsyncs and closes it. The returned duration
@@ -97,25 +103,33 @@ func writeRandomFile(ctx context.Context, path string, rd *randData, size int64,
 			return 0, err
 		}
 	}
+	written := time.Since(start)
 	if err := f.Sync(); err != nil {
 		return 0, fmt.Errorf("fsync %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
 		return 0, fmt.Errorf("close %s: %w", path, err)
 	}
-	return time.Since(start), nil
+	d := time.Since(start)
+	log.Printf("wrote %s in %v (writes %v, fsync+close %v)", filepath.Base(path),
+		d.Round(time.Millisecond), written.Round(time.Millisecond), (d - written).Round(time.Millisecond))
+	return d, nil
 }
 
 // ensureBigFile writes the big file (untimed) if a previous workload did not
 // leave it in place, so that -only seq-read works on its own.
 func ensureBigFile(ctx context.Context, b *bench, t target) (string, error) {
 	path := filepath.Join(t.Mountpoint(), bigName)
-	if st, err := os.Stat(path); err == nil && st.Size() == b.cfg.size {
+	if st, err := os.Stat(path); err == nil && st.Size() == b.cfg.size && b.bigLabels[t.Label()] != "" {
 		return path, nil
 	}
 	log.Printf("[%s] preparing %s (%s, untimed)", t.Label(), bigName, fmtBytes(b.cfg.size))
-	_, err := writeRandomFile(ctx, path, b.bigRand(), b.cfg.size, nil)
-	return path, err
+	label := b.bigLabel()
+	if _, err := writeRandomFile(ctx, path, newRandData(label), b.cfg.size, nil); err != nil {
+		return "", err
+	}
+	b.bigLabels[t.Label()] = label
+	return path, nil
 }
 
 func mibPerSec(bytes int64, d time.Duration) float64 {
@@ -129,17 +143,20 @@ func seqWrite(ctx context.Context, b *bench, t target) ([]metric, error) {
 	}
 	// Pre-generate the data when it comfortably fits in memory, so that the
 	// timed loop measures the filesystem and not AES.
-	if b.bigData == nil && b.cfg.size <= memAvailable()/4 {
-		log.Printf("pre-generating %s of random data", fmtBytes(b.cfg.size))
-		b.bigData = b.bigRand().pregenerate(b.cfg.size)
+	label := b.bigLabel()
+	if b.bigDataLabel != label {
+		b.bigData, b.bigDataLabel = nil, ""
+		if b.cfg.size <= memAvailable()/4 {
+			log.Printf("pre-generating %s of random data", fmtBytes(b.cfg.size))
+			b.bigData, b.bigDataLabel = newRandData(label).pregenerate(b.cfg.size), label
+		}
 	}
-	if err := dropCaches(); err != nil {
-		return nil, err
-	}
-	d, err := writeRandomFile(ctx, path, b.bigRand(), b.cfg.size, b.bigData)
+	unix.Sync()
+	d, err := writeRandomFile(ctx, path, newRandData(label), b.cfg.size, b.bigData)
 	if err != nil {
 		return nil, err
 	}
+	b.bigLabels[t.Label()] = label
 	return []metric{throughput("throughput", "MiB/s", mibPerSec(b.cfg.size, d))}, nil
 }
 
@@ -176,7 +193,7 @@ func seqRead(ctx context.Context, b *bench, t target) ([]metric, error) {
 	if total != b.cfg.size {
 		return nil, fmt.Errorf("read %d bytes, want %d", total, b.cfg.size)
 	}
-	if err := verifyBlocks(f, b.bigRand(), b.cfg.size); err != nil {
+	if err := verifyBlocks(f, b.bigRand(t), b.cfg.size); err != nil {
 		return nil, err
 	}
 	f.Close()
@@ -217,8 +234,11 @@ func checkPassthroughOff(ctx context.Context, b *bench, r *refTarget, read int64
 		return err
 	}
 	served := r.last.ReadBytes
-	b.notef("Passthrough check: for the cold seq-read of %s, the reference daemon served %d READ requests totalling %s (%.0f%% of the file) — reads go through the daemon, i.e. FUSE passthrough is off.",
-		fmtBytes(read), r.last.Reads, fmtBytes(served), 100*float64(served)/float64(read))
+	if !b.passthroughNoted {
+		b.passthroughNoted = true
+		b.notef("Passthrough check: for the cold seq-read of %s, the reference daemon served %d READ requests totalling %s (%.0f%% of the file) — reads go through the daemon, i.e. FUSE passthrough is off.",
+			fmtBytes(read), r.last.Reads, fmtBytes(served), 100*float64(served)/float64(read))
+	}
 	if float64(served) < 0.9*float64(read) {
 		return fmt.Errorf("reference daemon served only %d of %d bytes read: FUSE passthrough appears to be ON", served, read)
 	}
@@ -267,7 +287,7 @@ func randRead(ctx context.Context, b *bench, t target) ([]metric, error) {
 		}
 	}
 	d := time.Since(start)
-	if err := verifyPages(fd, b.bigRand(), offs[:min(16, len(offs))]); err != nil {
+	if err := verifyPages(fd, b.bigRand(t), offs[:min(16, len(offs))]); err != nil {
 		return nil, err
 	}
 	return []metric{throughput("4 KiB random reads", "IOPS", float64(len(offs))/d.Seconds())}, nil
@@ -554,7 +574,7 @@ func dedup(ctx context.Context, b *bench, t target) ([]metric, error) {
 		}
 	}
 	log.Printf("[%s] writing %s of random data", t.Label(), fmtBytes(size))
-	if _, err := writeRandomFile(ctx, src, newRandData("dedup"), size, nil); err != nil {
+	if _, err := writeRandomFile(ctx, src, newRandData(fmt.Sprintf("dedup-%d", b.run)), size, nil); err != nil {
 		return nil, err
 	}
 	unix.Sync()
@@ -593,10 +613,10 @@ func dedup(ctx context.Context, b *bench, t target) ([]metric, error) {
 		return nil, err
 	}
 	pct := func(a, b int64) float64 { return 100 * float64(a-b) / float64(size) }
-	b.notef("dedup: store %s — after writing the %s file, mounted: %v; unmounted: %v; after cp + unmount: %v. "+
+	b.notef("dedup (run %d): store %s — after writing the %s file, mounted: %v; unmounted: %v; after cp + unmount: %v. "+
 		"Growth = (after − unmounted baseline) / file size: allocated %+.2f%%, apparent %+.2f%% "+
 		"(mounted-baseline figures, which include preallocation: allocated %+.2f%%, apparent %+.2f%%).",
-		t.Store(), fmtBytes(size), mounted, base, after,
+		b.run+1, t.Store(), fmtBytes(size), mounted, base, after,
 		pct(after.allocated, base.allocated), pct(after.apparent, base.apparent),
 		pct(after.allocated, mounted.allocated), pct(after.apparent, mounted.apparent))
 	return []metric{

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/geofs/geofs/internal/admin"
+)
+
+// siteCall is a located site and a path in its tree.
+type siteCall struct {
+	c    *cli.Context
+	site admin.Site
+	path string
+}
+
+func logCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "log",
+		Usage:     "print a site's transaction log",
+		ArgsUsage: "STORE|MOUNTPOINT",
+		Description: "One line per committed version: sequence number, time, site, operation, file id, version.\n\n" +
+			"Examples:\n   geofs log /var/lib/geofs/site\n   geofs log --json --from 100 /mnt/geofs",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object per line"},
+			&cli.Uint64Flag{Name: "from", Usage: "start at this sequence number"},
+		},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			return withStore(c, func(site admin.Site) error {
+				enc := json.NewEncoder(os.Stdout)
+				tw := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
+				if !c.Bool("json") {
+					fmt.Fprintln(tw, "SEQ\tTIME\tSITE\tOP\tFILE\tVERSION")
+				}
+				err := site.Log(c.Context, c.Uint64("from"), func(e admin.LogEntry) error {
+					if c.Bool("json") {
+						return enc.Encode(e)
+					}
+					_, err := fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, e.Time.Local().Format(time.RFC3339Nano), e.Site[:12], e.Op, e.File, e.Version[:12])
+					return err
+				})
+				tw.Flush()
+				return err
+			})
+		},
+	}
+}
+
+func fsckCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "fsck",
+		Usage:     "check every record and chunk of a store against its hash",
+		ArgsUsage: "STORE|MOUNTPOINT",
+		Description: "Names the paths affected by any damage. Exit status: 0 clean, 3 damage found, 1 could not check.\n" +
+			"Works on a mounted store too (through the running process).\n\n" +
+			"Example:\n   geofs fsck /var/lib/geofs/site",
+		Flags:        []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON report"}},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			return withStore(c, func(site admin.Site) error {
+				rep, err := site.Fsck(c.Context)
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					json.NewEncoder(os.Stdout).Encode(rep)
+				} else {
+					for _, p := range rep.Problems {
+						fmt.Println(p)
+					}
+					st := rep.Stats
+					fmt.Printf("checked %d files, %d versions, %d manifest nodes, %d chunks (%d bytes), %d directory entries\n",
+						st.Files, st.Versions, st.Nodes, st.Chunks, st.ChunkBytes, st.Entries)
+				}
+				if len(rep.Problems) > 0 {
+					return exitError{exitDamage, fmt.Sprintf("%d problem(s) found", len(rep.Problems))}
+				}
+				if !c.Bool("json") {
+					fmt.Println("clean")
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "show a site's identity, namespace root and log position",
+		ArgsUsage: "STORE|MOUNTPOINT",
+		Description: "Examples:\n   geofs status /mnt/geofs\n   geofs status --json /var/lib/geofs/site",
+		Flags:        []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			return withStore(c, func(site admin.Site) error {
+				st, err := site.Status(c.Context)
+				if err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					return json.NewEncoder(os.Stdout).Encode(st)
+				}
+				mp := st.Mountpoint
+				if mp == "" {
+					mp = "(not mounted)"
+				}
+				fmt.Printf("site:           %s (%s)\nstore:          %s\nmountpoint:     %s\nnamespace root: %s\nlast txlog seq: %d\ndatabase:       %d bytes LSM, %d bytes value log\n",
+					st.Site, st.Name, st.Store, mp, st.NamespaceRoot, st.LastSeq, st.LSMBytes, st.VlogBytes)
+				return nil
+			})
+		},
+	}
+}
+
+// withStore opens the site named by a STORE or MOUNTPOINT argument.
+func withStore(c *cli.Context, fn func(admin.Site) error) error {
+	a, err := args(c, "STORE|MOUNTPOINT")
+	if err != nil {
+		return err
+	}
+	storeDir, err := siteFor(a[0])
+	if err != nil {
+		return err
+	}
+	site, closeSite, err := openSite(storeDir)
+	if err != nil {
+		return err
+	}
+	defer closeSite()
+	return fn(site)
+}

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/urfave/cli/v2"
+
+	"github.com/geofs/geofs/fs"
+	"github.com/geofs/geofs/internal/admin"
+	"github.com/geofs/geofs/store"
+)
+
+func mountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount a site's tree",
+		ArgsUsage: "STORE MOUNTPOINT",
+		Description: "Without -f, returns once the mount is ready and keeps serving in the background\n" +
+			"(logging to STORE/geofs.log). 'umount MOUNTPOINT' flushes, syncs and ends it.\n\n" +
+			"Options (-o, comma-separated): allow_other (default when root), ro, nosuid, nodev, noexec;\n" +
+			"generic fstab options (defaults, rw, _netdev, nofail, noauto, ...) are accepted and ignored.\n\n" +
+			"Examples:\n   geofs mount /var/lib/geofs/site /mnt/geofs\n" +
+			"   geofs mount -f -o ro /var/lib/geofs/site /mnt/geofs\n" +
+			"   mount -t fuse.geofs /var/lib/geofs/site /mnt/geofs\n" +
+			"   fstab: /var/lib/geofs/site /mnt/geofs fuse.geofs defaults,_netdev 0 0",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "stay in the foreground, logging to stderr"},
+			&cli.StringSliceFlag{Name: "o", Usage: "mount options, e.g. -o ro,allow_other"},
+		},
+		OnUsageError: onUsageError,
+		Action: func(c *cli.Context) error {
+			a, err := args(c, "STORE", "MOUNTPOINT")
+			if err != nil {
+				return err
+			}
+			opts := strings.Join(c.StringSlice("o"), ",")
+			if c.Bool("foreground") {
+				return runMount(c.Context, a[0], a[1], opts)
+			}
+			return daemonize(a[0], a[1], opts, c.String("log-level"))
+		},
+	}
+}
+
+// helperMount is the form fuse3's mount helper runs:
+// geofs STORE MOUNTPOINT [-o OPTS].
+func helperMount(c *cli.Context) error {
+	a := c.Args().Slice()
+	if len(a) == 0 {
+		return cli.ShowAppHelp(c)
+	}
+	var pos, opts []string
+	for i := 0; i < len(a); i++ {
+		switch {
+		case a[i] == "-o" && i+1 < len(a):
+			opts = append(opts, a[i+1])
+			i++
+		case strings.HasPrefix(a[i], "-o"):
+			opts = append(opts, a[i][2:])
+		case strings.HasPrefix(a[i], "-"):
+			return usagef("unknown option %q", a[i])
+		default:
+			pos = append(pos, a[i])
+		}
+	}
+	if len(pos) != 2 {
+		return usagef("unknown command %q", a[0])
+	}
+	return daemonize(pos[0], pos[1], strings.Join(opts, ","), c.String("log-level"))
+}
+
+// mountConfig is what -o asks for.
+type mountConfig struct {
+	allowOther bool
+	readOnly   bool
+	extra      []string // passed to the kernel
+}
+
+var ignoredOptions = map[string]bool{"defaults": true, "rw": true, "auto": true, "noauto": true,
+	"user": true, "users": true, "nouser": true, "_netdev": true, "nofail": true, "async": true,
+	"atime": true, "noatime": true, "relatime": true, "nodiratime": true, "default_permissions": true}
+
+func parseMountOptions(opts string) (mountConfig, error) {
+	cfg := mountConfig{allowOther: os.Geteuid() == 0}
+	for _, o := range strings.Split(opts, ",") {
+		switch {
+		case o == "" || ignoredOptions[o] || strings.HasPrefix(o, "x-") || strings.HasPrefix(o, "comment="):
+		case o == "allow_other":
+			cfg.allowOther = true
+		case o == "ro":
+			cfg.readOnly = true
+		case o == "nosuid", o == "suid", o == "nodev", o == "dev", o == "noexec", o == "exec":
+			cfg.extra = append(cfg.extra, o)
+		default:
+			return cfg, usagef("unknown mount option %q (see 'geofs mount --help')", o)
+		}
+	}
+	return cfg, nil
+}
+
+// readyFD is the pipe on which a daemonized mount reports "ok" or an error.
+const readyEnv = "GEOFS_READY_FD"
+
+// daemonize starts 'geofs mount -f' in the background and waits until it
+// reports the mount ready (or fails), like sshfs.
+func daemonize(storeDir, mnt, opts, logLevel string) error {
+	if _, err := parseMountOptions(opts); err != nil {
+		return err
+	}
+	if _, err := store.LoadConfig(storeDir); err != nil {
+		return err
+	}
+	logPath := filepath.Join(storeDir, "geofs.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer logf.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	argv := []string{"--log-level", logLevel, "mount", "-f"}
+	if opts != "" {
+		argv = append(argv, "-o", opts)
+	}
+	cmd := exec.Command("/proc/self/exe", append(argv, storeDir, mnt)...)
+	cmd.Env = append(os.Environ(), readyEnv+"=3")
+	cmd.ExtraFiles = []*os.File{w}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start mount process: %w", err)
+	}
+	w.Close()
+	msg, _ := io.ReadAll(r)
+	if string(msg) == "ok" {
+		return cmd.Process.Release()
+	}
+	cmd.Wait()
+	if len(msg) == 0 {
+		msg = []byte("the mount process died before the mount was ready; see " + logPath)
+	}
+	return exitError{exitFailure, string(msg)}
+}
+
+// signalReady tells a waiting parent (see daemonize) how the mount went.
+func signalReady(err error) {
+	if os.Getenv(readyEnv) == "" {
+		return
+	}
+	f := os.NewFile(3, "ready")
+	if err == nil {
+		f.WriteString("ok")
+	} else {
+		f.WriteString(hint(err))
+	}
+	f.Close()
+	os.Unsetenv(readyEnv)
+}
+
+// runMount serves storeDir at mnt until it is unmounted.
+func runMount(ctx context.Context, storeDir, mnt, opts string) (err error) {
+	defer func() { signalReady(err) }()
+	cfg, err := parseMountOptions(opts)
+	if err != nil {
+		return err
+	}
+	absStore, err := filepath.Abs(storeDir)
+	if err != nil {
+		return err
+	}
+	if mnt, err = filepath.Abs(mnt); err != nil {
+		return err
+	}
+	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory (create it with 'mkdir -p %s')", mnt, mnt)
+	}
+	conf, err := store.LoadConfig(absStore)
+	if err != nil {
+		return err
+	}
+	log := slog.Default().With("site", conf.Name)
+	s, err := store.Open(absStore, log)
+	if err != nil {
+		return err
+	}
+	fsys := fs.New(s, fs.Options{Log: log})
+	server, err := mountFS(fsys, absStore, mnt, cfg)
+	if err != nil {
+		fsys.Close()
+		s.Close()
+		return err
+	}
+	adm, err := admin.Listen(admin.SocketPath(absStore), &admin.Local{S: s, Name: conf.Name, Mountpoint: mnt, Changed: fsys.Changed}, log)
+	if err != nil {
+		server.Unmount()
+		fsys.Close()
+		s.Close()
+		return err
+	}
+	log.Info("mounted", "store", absStore, "mountpoint", mnt, "pid", os.Getpid())
+	signalReady(nil)
+	go unmountOnSignal(server, mnt, log)
+	server.Wait()
+	return shutdown(log, adm, fsys, s)
+}
+
+func mountFS(fsys *fs.FS, absStore, mnt string, cfg mountConfig) (*fuse.Server, error) {
+	opts := fsys.MountOptions(absStore, cfg.allowOther, cfg.extra)
+	if cfg.readOnly {
+		opts.MountOptions.DirectMountFlags = syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV
+	}
+	server, err := gofs.Mount(mnt, fsys.Root(), opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount %s: %w", mnt, err)
+	}
+	return server, nil
+}
+
+func unmountOnSignal(server *fuse.Server, mnt string, log *slog.Logger) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for s := range sig {
+		log.Info("unmounting on signal", "signal", s.String())
+		if err := server.Unmount(); err != nil {
+			log.Error("unmount failed: close files using the mount, then run umount", "mountpoint", mnt, "err", err)
+		}
+	}
+}
+
+func shutdown(log *slog.Logger, adm *admin.Server, fsys *fs.FS, s *store.Store) error {
+	start := time.Now()
+	adm.Close()
+	errs := []error{fsys.Close(), s.Close()}
+	if err := errors.Join(errs...); err != nil {
+		log.Error("unmounted with errors", "err", err)
+		return err
+	}
+	log.Info("unmounted cleanly", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,78 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/geofs/geofs/store"
+)
+
+// dirHandle lists a directory from one scan of the store taken at opendir,
+// and answers the kernel's per-entry lookups of READDIRPLUS from it.
+type dirHandle struct {
+	node    *Node
+	entries []store.Dirent
+	pos     int // next entry; offsets handed to the kernel are pos+1
+}
+
+var (
+	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
+	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
+	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
+)
+
+// OpendirHandle scans the directory once.
+func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	v, errno := n.head(ctx)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	ents, err := n.fsys.s.ReadDir(n.id)
+	if err != nil {
+		return nil, 0, n.errno(ctx, err, "opendir")
+	}
+	parent := n.id
+	if len(v.Links) > 0 {
+		parent = v.Links[0].Parent
+	}
+	dots := []store.Dirent{{Name: ".", ID: n.id, Kind: store.KindDir}, {Name: "..", ID: parent, Kind: store.KindDir}}
+	return &dirHandle{node: n, entries: append(dots, ents...)}, 0, 0
+}
+
+// Readdirent returns the next entry, or nil at the end.
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if d.pos >= len(d.entries) {
+		return nil, 0
+	}
+	e := d.entries[d.pos]
+	d.pos++
+	return &fuse.DirEntry{Name: e.Name, Mode: kindMode(e.Kind), Ino: e.ID.Ino(), Off: uint64(d.pos)}, 0
+}
+
+// Seekdir moves to the entry after offset off.
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.pos = int(min(off, uint64(len(d.entries))))
+	return 0
+}
+
+// Lookup answers READDIRPLUS without another directory-entry lookup.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	i := d.pos - 1
+	if i < 0 || i >= len(d.entries) || d.entries[i].Name != name {
+		return d.node.Lookup(ctx, name, out)
+	}
+	v, err := d.node.fsys.s.Head(d.entries[i].ID)
+	if err != nil {
+		return nil, d.node.errno(ctx, err, "readdirplus")
+	}
+	return d.node.newChild(ctx, v, out)
+}
+
+// Fsyncdir makes directory changes durable.
+func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
+	return d.node.errno(ctx, d.node.fsys.s.Sync(), "fsyncdir")
+}

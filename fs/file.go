@@ -1,0 +1,236 @@
+package fs
+
+import (
+	"context"
+	"sync"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/geofs/geofs/store"
+)
+
+// handle is one open file description of a regular file.
+type handle struct {
+	node *Node
+	of   *openFile
+	once sync.Once
+}
+
+var (
+	_ = (gofs.FileReader)((*handle)(nil))
+	_ = (gofs.FileWriter)((*handle)(nil))
+	_ = (gofs.FileFlusher)((*handle)(nil))
+	_ = (gofs.FileFsyncer)((*handle)(nil))
+	_ = (gofs.FileReleaser)((*handle)(nil))
+	_ = (gofs.FileAllocater)((*handle)(nil))
+	_ = (gofs.FileLseeker)((*handle)(nil))
+	_ = (gofs.FileGetattrer)((*handle)(nil))
+)
+
+// Open opens a regular file. O_TRUNC empties it.
+func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	v, errno := n.head(ctx)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	if v.Kind != store.KindFile {
+		return nil, 0, syscall.EISDIR
+	}
+	return n.openFile(ctx, v, flags)
+}
+
+func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	of, err := n.fsys.acquire(v)
+	if err != nil {
+		return nil, 0, n.errno(ctx, err, "open")
+	}
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		of.truncate(0)
+	}
+	// The kernel's cached pages stay valid while only this mount changes
+	// files, so keep them across opens.
+	return &handle{node: n, of: of}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (h *handle) errno(ctx context.Context, err error, op string) syscall.Errno {
+	return h.node.errno(ctx, err, op)
+}
+
+// Read serves uncommitted and committed bytes alike.
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.of.read(dest, uint64(off))
+	if err != nil {
+		return nil, h.errno(ctx, err, "read")
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// Write buffers data; it becomes a version at the next commit.
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	if err := h.of.write(data, uint64(off)); err != nil {
+		return 0, h.errno(ctx, err, "write")
+	}
+	return uint32(len(data)), 0
+}
+
+// Flush (every close) commits buffered writes, so close reports errors.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	return h.errno(ctx, h.of.commit(), "flush")
+}
+
+// Fsync returns once the data and its version are durable (invariant 4).
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if err := h.of.commit(); err != nil {
+		return h.errno(ctx, err, "fsync")
+	}
+	return h.errno(ctx, h.node.fsys.s.Sync(), "fsync")
+}
+
+// Release commits what is left and drops the handle.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	var errno syscall.Errno
+	h.once.Do(func() {
+		errno = h.errno(ctx, h.of.commit(), "release")
+		h.node.fsys.release(h.of)
+	})
+	return errno
+}
+
+// Getattr on an open handle also sees uncommitted writes.
+func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	return h.node.Getattr(ctx, h, out)
+}
+
+// Allocate supports plain preallocation (which may extend the file) and
+// FALLOC_FL_KEEP_SIZE. Space is not reserved: chunks are written when data
+// is, so preallocation cannot promise later writes will fit.
+func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	switch mode {
+	case 0:
+		h.of.mu.Lock()
+		grow := off+size > h.of.size
+		h.of.mu.Unlock()
+		if grow {
+			h.of.extend(off + size)
+		}
+		return 0
+	case unix.FALLOC_FL_KEEP_SIZE:
+		return 0
+	}
+	return syscall.EOPNOTSUPP
+}
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the committed extents (holes
+// are explicit in manifests).
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	if err := h.of.commit(); err != nil {
+		return 0, h.errno(ctx, err, "lseek")
+	}
+	h.of.mu.Lock()
+	defer h.of.mu.Unlock()
+	x := h.of.base
+	if off >= x.Size {
+		return 0, syscall.ENXIO
+	}
+	for k := x.Find(off); k < len(x.Refs); k++ {
+		start := max(off, x.Offs[k])
+		if x.Refs[k].IsHole() == (whence == unix.SEEK_HOLE) {
+			return start, 0
+		}
+	}
+	if whence == unix.SEEK_HOLE {
+		return x.Size, 0
+	}
+	return 0, syscall.ENXIO
+}
+
+// extend grows the file with a hole.
+func (of *openFile) extend(size uint64) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if size > of.size {
+		of.size = size
+		of.touch()
+	}
+}
+
+// Setattr changes mode, owner, size and times as one new version.
+func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		if errno := n.setSize(ctx, size); errno != 0 {
+			return errno
+		}
+	}
+	var nv *store.Version
+	err := n.fsys.s.Update(store.OpSetattr, func(tx *store.Tx) error {
+		v, err := tx.Head(n.id)
+		if err != nil {
+			return err
+		}
+		nv = v.Clone()
+		if !applySetattr(nv, in, tx.Wall()) {
+			nv = v
+			return nil
+		}
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		return n.errno(ctx, err, "setattr")
+	}
+	return n.errno(ctx, n.fsys.fillAttr(nv, &out.Attr), "setattr")
+}
+
+// applySetattr changes v as in asks and reports whether anything changed.
+func applySetattr(v *store.Version, in *fuse.SetAttrIn, now int64) bool {
+	changed := false
+	if m, ok := in.GetMode(); ok {
+		v.Mode, changed = m&07777, true
+	}
+	if uid, ok := in.GetUID(); ok {
+		v.UID, changed = uid, true
+	}
+	if gid, ok := in.GetGID(); ok {
+		v.GID, changed = gid, true
+	}
+	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_ATIME_NOW) != 0 {
+		v.Atime, changed = now, true
+		if a, ok := in.GetATime(); ok && in.Valid&fuse.FATTR_ATIME_NOW == 0 {
+			v.Atime = a.UnixNano()
+		}
+	}
+	if in.Valid&(fuse.FATTR_MTIME|fuse.FATTR_MTIME_NOW) != 0 {
+		v.Mtime, changed = now, true
+		if m, ok := in.GetMTime(); ok && in.Valid&fuse.FATTR_MTIME_NOW == 0 {
+			v.Mtime = m.UnixNano()
+		}
+	}
+	if changed {
+		v.Ctime = now
+	}
+	return changed
+}
+
+// setSize truncates or extends a file and commits it.
+func (n *Node) setSize(ctx context.Context, size uint64) syscall.Errno {
+	v, errno := n.head(ctx)
+	if errno != 0 {
+		return errno
+	}
+	if v.Kind == store.KindDir {
+		return syscall.EISDIR
+	}
+	of, err := n.fsys.acquire(v)
+	if err != nil {
+		return n.errno(ctx, err, "truncate")
+	}
+	defer n.fsys.release(of)
+	of.truncate(size)
+	return n.errno(ctx, of.commit(), "truncate")
+}

@@ -1,0 +1,153 @@
+// Package fs serves a geofs store as a FUSE filesystem with go-fuse.
+//
+// Every node is a file id; its attributes come from the file's current
+// version in the store. Writes are buffered per open file (see openFile) and
+// committed as a new version on flush, fsync, release, and periodically for
+// long writers.
+//
+// # Errors
+//
+// This package is the one boundary where errors become errno (toErrno).
+//
+// # Kernel caching
+//
+// Entries and attributes are cached by the kernel for Options.CacheTimeout.
+// Only this process changes the store, and every change passes through the
+// kernel, so the caches stay true. Page-cache contents are kept across opens
+// while a file's content hash is unchanged (FOPEN_KEEP_CACHE).
+package fs
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/geofs/geofs/store"
+)
+
+// Options tune a mount.
+type Options struct {
+	// CommitInterval bounds how long written data stays uncommitted while a
+	// file stays open (default 5 s).
+	CommitInterval time.Duration
+	// MaxDirty bounds the bytes buffered per open file before a commit
+	// (default 64 MiB).
+	MaxDirty int
+	// CacheTimeout is the kernel's entry and attribute cache time (default 1 s).
+	CacheTimeout time.Duration
+	Log          *slog.Logger
+}
+
+// FS is a mounted store.
+type FS struct {
+	s    *store.Store
+	log  *slog.Logger
+	opts Options
+
+	mu    sync.Mutex
+	open  map[store.FileID]*openFile
+	nodes map[store.FileID]*Node // see notify.go
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// New returns the filesystem for s. Call Close after unmounting.
+func New(s *store.Store, opts Options) *FS {
+	if opts.CommitInterval <= 0 {
+		opts.CommitInterval = 5 * time.Second
+	}
+	if opts.MaxDirty <= 0 {
+		opts.MaxDirty = 64 << 20
+	}
+	if opts.CacheTimeout <= 0 {
+		opts.CacheTimeout = time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	f := &FS{s: s, log: opts.Log, opts: opts, open: map[store.FileID]*openFile{},
+		stop: make(chan struct{}), done: make(chan struct{})}
+	go f.committer()
+	return f
+}
+
+// Root returns the root node to mount.
+func (f *FS) Root() gofs.InodeEmbedder {
+	n := &Node{fsys: f, id: store.RootID}
+	f.remember(n)
+	return n
+}
+
+// MountOptions returns go-fuse options for mounting f.
+func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.Options {
+	t := f.opts.CacheTimeout
+	return &gofs.Options{
+		EntryTimeout:    &t,
+		AttrTimeout:     &t,
+		NegativeTimeout: &t,
+		MountOptions: fuse.MountOptions{
+			FsName:       fsname,
+			Name:         "geofs",
+			AllowOther:   allowOther,
+			MaxWrite:     1 << 20,
+			MaxReadAhead: 1 << 20,
+			DirectMount:  true,
+			Options:      append([]string{"default_permissions"}, extra...),
+		},
+	}
+}
+
+// committer commits files that stayed dirty longer than CommitInterval.
+func (f *FS) committer() {
+	defer close(f.done)
+	tick := time.NewTicker(f.opts.CommitInterval / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-f.stop:
+			return
+		case <-tick.C:
+			f.commitOld(time.Now().Add(-f.opts.CommitInterval))
+		}
+	}
+}
+
+func (f *FS) commitOld(before time.Time) {
+	for _, of := range f.openFiles() {
+		if err := of.commitIfOlder(before); err != nil {
+			f.toErrno(context.Background(), err, "periodic commit", of.id)
+		}
+	}
+}
+
+func (f *FS) openFiles() []*openFile {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*openFile, 0, len(f.open))
+	for _, of := range f.open {
+		out = append(out, of)
+	}
+	return out
+}
+
+// Close commits every open file and syncs the store. Call it after the
+// kernel has unmounted (open files are then already released).
+func (f *FS) Close() error {
+	close(f.stop)
+	<-f.done
+	var first error
+	for _, of := range f.openFiles() {
+		if err := of.commit(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if err := f.s.Sync(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}

@@ -1,0 +1,118 @@
+// Package admin is what the geofs command asks of a site: file versions,
+// old content, restores, the txlog, fsck and status. Local answers from an
+// open store; Server serves a Local on a unix socket in the store (for the
+// mount process, which holds the store open); Client asks that socket. Both
+// implement Site, so each command works the same mounted or not.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/geofs/geofs/store"
+)
+
+// Site is what the CLI needs from a site.
+type Site interface {
+	Versions(ctx context.Context, path string) ([]VersionInfo, error)
+	Cat(ctx context.Context, path, version string, w io.Writer) error
+	Restore(ctx context.Context, path, version string) (VersionInfo, error)
+	Log(ctx context.Context, from uint64, fn func(LogEntry) error) error
+	Fsck(ctx context.Context) (FsckReport, error)
+	Status(ctx context.Context) (Status, error)
+}
+
+// VersionInfo describes one version of a file (JSON field names are part
+// of the CLI contract, docs/CLI.md).
+type VersionInfo struct {
+	Version string    `json:"version"`
+	Time    time.Time `json:"time"` // when it was committed (hybrid logical clock)
+	Site    string    `json:"site"`
+	Size    uint64    `json:"size"`
+	Kind    string    `json:"kind"`
+	Mode    string    `json:"mode"`
+	Mtime   time.Time `json:"mtime"`
+	Deleted bool      `json:"deleted,omitempty"`
+}
+
+// LogEntry is one txlog entry.
+type LogEntry struct {
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	Site    string    `json:"site"`
+	Op      string    `json:"op"`
+	File    string    `json:"file"`
+	Version string    `json:"version"`
+}
+
+// FsckReport is the result of checking a store.
+type FsckReport struct {
+	Stats    store.FsckStats `json:"stats"`
+	Problems []string        `json:"problems"`
+}
+
+// Status describes a running or stored site.
+type Status struct {
+	Site          string `json:"site"`
+	Name          string `json:"name"`
+	Store         string `json:"store"`
+	Mountpoint    string `json:"mountpoint,omitempty"`
+	NamespaceRoot string `json:"namespace_root"`
+	LastSeq       uint64 `json:"last_seq"`
+	LSMBytes      int64  `json:"lsm_bytes"`
+	VlogBytes     int64  `json:"vlog_bytes"`
+}
+
+func versionInfo(v *store.Version, h store.Hash) VersionInfo {
+	return VersionInfo{Version: h.String(), Time: v.Stamp.Time.Time().UTC(), Site: v.Stamp.Site.String(),
+		Size: v.Size, Kind: v.Kind.String(), Mode: fmt.Sprintf("%04o", v.Mode),
+		Mtime: time.Unix(0, v.Mtime).UTC(), Deleted: v.Deleted}
+}
+
+// SocketPath is where a mounted store listens. Unix socket paths are
+// limited to 108 bytes, so a store with a long path uses one in the
+// temporary directory named after it.
+func SocketPath(storeDir string) string {
+	abs, err := filepath.Abs(storeDir)
+	if err != nil {
+		abs = storeDir
+	}
+	p := filepath.Join(abs, "admin.sock")
+	if len(p) < 100 {
+		return p
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return filepath.Join(os.TempDir(), "geofs-"+hex.EncodeToString(sum[:8])+".sock")
+}
+
+// findVersion returns the version of id whose hash starts with prefix.
+func findVersion(s *store.Store, id store.FileID, prefix string) (*store.Version, store.Hash, error) {
+	prefix = strings.ToLower(prefix)
+	if len(prefix) < 4 {
+		return nil, store.Hash{}, fmt.Errorf("version %q: give at least 4 hex digits", prefix)
+	}
+	vs, hs, err := s.History(id)
+	if err != nil {
+		return nil, store.Hash{}, err
+	}
+	var found []int
+	for i, h := range hs {
+		if strings.HasPrefix(h.String(), prefix) {
+			found = append(found, i)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, store.Hash{}, fmt.Errorf("version %s: %w (see 'geofs versions')", prefix, store.ErrNotFound)
+	case 1:
+		return vs[found[0]], hs[found[0]], nil
+	}
+	return nil, store.Hash{}, fmt.Errorf("version %s is ambiguous: give more digits", prefix)
+}

@@ -1,0 +1,266 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Problem is one piece of damage fsck found.
+type Problem struct {
+	File  FileID
+	Path  string // a path of File, for people
+	Issue string
+}
+
+func (p Problem) String() string { return p.Path + ": " + p.Issue }
+
+// FsckStats counts what fsck checked.
+type FsckStats struct {
+	Files, Versions, Nodes, Chunks, Entries int
+	ChunkBytes                              int64
+}
+
+// Fsck checks every file's versions (following Prev to the first), their
+// manifests and chunks against their hashes, the directory entries against
+// the versions' links, the txlog entries, and the namespace root. It reads
+// one consistent snapshot, so it may run while the store is in use.
+func (s *Store) Fsck(report func(Problem)) (FsckStats, error) {
+	c := &checker{s: s, report: report, seenVersion: map[Hash]bool{}, seenNode: map[Hash]bool{}, seenChunk: map[Hash]bool{}}
+	err := s.db.View(func(txn *badger.Txn) error {
+		c.txn = txn
+		for _, step := range []func() error{c.checkHeads, c.dirents, c.txlog} {
+			if err := step(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return c.stats, err
+}
+
+type checker struct {
+	s      *Store
+	txn    *badger.Txn
+	report func(Problem)
+	stats  FsckStats
+
+	heads       map[FileID]*Version
+	buckets     [256]Hash
+	seenVersion map[Hash]bool
+	seenNode    map[Hash]bool
+	seenChunk   map[Hash]bool
+}
+
+func (c *checker) problem(id FileID, format string, args ...any) {
+	c.report(Problem{File: id, Path: c.path(id), Issue: fmt.Sprintf(format, args...)})
+}
+
+// path names id from the heads read so far.
+func (c *checker) path(id FileID) string {
+	var parts []string
+	for range 4096 {
+		if id == RootID {
+			slices.Reverse(parts)
+			return "/" + strings.Join(parts, "/")
+		}
+		v := c.heads[id]
+		if v == nil || len(v.Links) == 0 {
+			return "(unnamed file " + id.String() + ")"
+		}
+		parts = append(parts, v.Links[0].Name)
+		id = v.Links[0].Parent
+	}
+	return "(cycle at " + id.String() + ")"
+}
+
+// checkHeads loads every current version first (so problems can name paths),
+// then checks each file's chain and content.
+func (c *checker) checkHeads() error {
+	c.heads = map[FileID]*Version{}
+	hashes := map[FileID]Hash{}
+	err := iterate(c.txn, []byte{pHead}, func(k, v []byte) error {
+		var id FileID
+		var h Hash
+		copy(id[:], k[1:])
+		if len(v) != len(h) {
+			c.problem(id, "head entry has %d bytes", len(v))
+			return nil
+		}
+		copy(h[:], v)
+		hashes[id] = h
+		xorInto(&c.buckets[id[0]], bucketTerm(id, h))
+		if ver, err := versionIn(c.txn, h); err == nil {
+			c.heads[id] = ver
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id, h := range hashes {
+		c.stats.Files++
+		c.chain(id, h)
+	}
+	if rootOf(&c.buckets) != c.s.NamespaceRoot() {
+		c.report(Problem{Path: "/", Issue: "namespace root does not match the file heads"})
+	}
+	return nil
+}
+
+// chain checks every version of id, newest first.
+func (c *checker) chain(id FileID, h Hash) {
+	for depth := 0; !h.IsZero(); depth++ {
+		if c.seenVersion[h] {
+			return
+		}
+		c.seenVersion[h] = true
+		v, err := versionIn(c.txn, h)
+		if err != nil {
+			c.problem(id, "version %s (%d back): %v", h.Short(), depth, err)
+			return
+		}
+		c.stats.Versions++
+		if v.ID != id {
+			c.problem(id, "version %s belongs to file %s", h.Short(), v.ID)
+		}
+		if v.Kind == KindFile {
+			c.content(id, h, v)
+		}
+		h = v.Prev
+	}
+}
+
+func (c *checker) content(id FileID, vh Hash, v *Version) {
+	if v.Content.IsZero() {
+		if v.Size != 0 {
+			c.problem(id, "version %s: size %d but no content", vh.Short(), v.Size)
+		}
+		return
+	}
+	x, err := FlattenManifest(v.Content, c.node)
+	if err != nil {
+		c.problem(id, "version %s: manifest: %v", vh.Short(), err)
+		return
+	}
+	if x.Size != v.Size {
+		c.problem(id, "version %s: size %d but content holds %d bytes", vh.Short(), v.Size, x.Size)
+	}
+	for _, r := range x.Refs {
+		if !r.IsHole() {
+			c.chunk(id, vh, r)
+		}
+	}
+}
+
+func (c *checker) node(h Hash) ([]byte, error) {
+	b, err := c.s.ReadNode(h)
+	if err == nil && !c.seenNode[h] {
+		c.seenNode[h] = true
+		c.stats.Nodes++
+	}
+	return b, err
+}
+
+func (c *checker) chunk(id FileID, vh Hash, r Ref) {
+	if c.seenChunk[r.Hash] {
+		return
+	}
+	c.seenChunk[r.Hash] = true
+	item, err := c.txn.Get(hashKey(pChunk, r.Hash))
+	if err != nil {
+		c.problem(id, "version %s: chunk %s: %v", vh.Short(), r.Hash.Short(), missing(err))
+		return
+	}
+	raw, err := item.ValueCopy(nil)
+	if err == nil {
+		var data []byte
+		if data, err = c.s.decodeChunk(r.Hash, raw); err == nil && uint64(len(data)) != r.Len {
+			err = fmt.Errorf("%w: %d bytes, manifest says %d", ErrCorrupt, len(data), r.Len)
+		}
+	}
+	if err != nil {
+		c.problem(id, "version %s: %v", vh.Short(), classifyBadger(err))
+		return
+	}
+	c.stats.Chunks++
+	c.stats.ChunkBytes += int64(r.Len)
+}
+
+func missing(err error) error {
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	return classifyBadger(err)
+}
+
+// dirents checks that directory entries and links agree both ways.
+func (c *checker) dirents() error {
+	seen := map[Link]bool{}
+	err := iterate(c.txn, []byte{pDirent}, func(k, val []byte) error {
+		var parent, child FileID
+		copy(parent[:], k[1:17])
+		name := string(k[17:])
+		c.stats.Entries++
+		if len(val) != 17 {
+			c.problem(parent, "entry %q is damaged", name)
+			return nil
+		}
+		copy(child[:], val)
+		seen[Link{parent, name}] = true
+		v := c.heads[child]
+		if v == nil || !v.HasLink(parent, name) {
+			c.problem(parent, "entry %q names file %s, which does not link back", name, child)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id, v := range c.heads {
+		for _, l := range v.Links {
+			if !seen[l] {
+				c.problem(id, "link %q in %s has no directory entry", l.Name, l.Parent)
+			}
+		}
+	}
+	return nil
+}
+
+// txlog checks that entries decode, are in order, and name known versions.
+func (c *checker) txlog() error {
+	var last uint64
+	return iterate(c.txn, []byte{pLog}, func(k, v []byte) error {
+		e, err := DecodeEntry(v)
+		if err != nil {
+			c.report(Problem{Path: "(txlog)", Issue: fmt.Sprintf("entry %x: %v", k[1:], err)})
+			return nil
+		}
+		if e.Seq <= last {
+			c.report(Problem{Path: "(txlog)", Issue: fmt.Sprintf("entry %d out of order", e.Seq)})
+		}
+		last = e.Seq
+		if _, err := c.txn.Get(hashKey(pVersion, e.Version)); err != nil {
+			c.problem(e.File, "txlog entry %d: version %s: %v", e.Seq, e.Version.Short(), missing(err))
+		}
+		return nil
+	})
+}
+
+func iterate(txn *badger.Txn, prefix []byte, fn func(k, v []byte) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		v, err := it.Item().ValueCopy(nil)
+		if err != nil {
+			return classifyBadger(err)
+		}
+		if err := fn(it.Item().KeyCopy(nil), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
