@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
-	"syscall"
 	"sync"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/y"
@@ -50,28 +50,34 @@ func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
 }
 
 func (s *Store) writeChunks(enc []encodedChunk) error {
+	var hashes []Hash
+	var values [][]byte
 	var need uint64
 	for _, e := range enc {
-		need += uint64(len(e.value))
+		if e.fresh {
+			hashes, values = append(hashes, e.hash), append(values, e.value)
+			need += uint64(len(e.value)) + packHeaderSize
+		}
 	}
-	if need == 0 {
+	if len(values) == 0 {
 		return nil
 	}
 	if err := s.checkSpace(need); err != nil {
 		return err
 	}
+	locs, err := s.packs.append(hashes, values)
+	if err != nil {
+		return classifyBadger(err)
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for _, e := range enc {
-		if !e.fresh {
-			continue
-		}
-		if err := wb.Set(hashKey(pChunk, e.hash), e.value); err != nil {
-			return fmt.Errorf("store chunk %s: %w", e.hash.Short(), err)
+	for i, h := range hashes {
+		if err := wb.Set(hashKey(pChunk, h), locs[i].encode()); err != nil {
+			return fmt.Errorf("index chunk %s: %w", h.Short(), err)
 		}
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("store chunks: %w", err)
+		return fmt.Errorf("index chunks: %w", classifyBadger(err))
 	}
 	return nil
 }
@@ -127,20 +133,9 @@ func (s *Store) ReadChunk(h Hash) ([]byte, error) {
 	if b, ok := s.chunks.get(h); ok {
 		return b, nil
 	}
-	var raw []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(hashKey(pChunk, h))
-		if err != nil {
-			return err
-		}
-		raw, err = item.ValueCopy(nil)
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("chunk %s: %w", h.Short(), ErrNotFound)
-	}
+	raw, err := s.readStored(h)
 	if err != nil {
-		return nil, fmt.Errorf("read chunk %s: %w", h.Short(), classifyBadger(err))
+		return nil, err
 	}
 	data, err := s.decodeChunk(h, raw)
 	if err != nil {
@@ -148,6 +143,23 @@ func (s *Store) ReadChunk(h Hash) ([]byte, error) {
 	}
 	s.chunks.put(h, data)
 	return data, nil
+}
+
+// readStored returns a chunk as stored: the codec byte, then its bytes.
+func (s *Store) readStored(h Hash) ([]byte, error) {
+	b, err := s.getValue(hashKey(pChunk, h))
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	loc, err := decodeLoc(b)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	codec, data, err := s.packs.read(h, loc)
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	return append([]byte{codec}, data...), nil
 }
 
 func (s *Store) decodeChunk(h Hash, raw []byte) ([]byte, error) {

@@ -170,12 +170,7 @@ func (c *checker) chunk(id FileID, vh Hash, r Ref) {
 		return
 	}
 	c.seenChunk[r.Hash] = true
-	item, err := c.txn.Get(hashKey(pChunk, r.Hash))
-	if err != nil {
-		c.problem(id, "version %s: chunk %s: %v", vh.Short(), r.Hash.Short(), missing(err))
-		return
-	}
-	raw, err := item.ValueCopy(nil)
+	raw, err := c.s.readStored(r.Hash)
 	if err == nil {
 		var data []byte
 		if data, err = c.s.decodeChunk(r.Hash, raw); err == nil && uint64(len(data)) != r.Len {
@@ -183,7 +178,7 @@ func (c *checker) chunk(id FileID, vh Hash, r Ref) {
 		}
 	}
 	if err != nil {
-		c.problem(id, "version %s: %v", vh.Short(), classifyBadger(err))
+		c.problem(id, "version %s: %v", vh.Short(), err)
 		return
 	}
 	c.stats.Chunks++

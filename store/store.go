@@ -6,10 +6,11 @@
 //
 // These hold for every commit; docs/INVARIANTS.md explains them.
 //
-//  1. A chunk or manifest node is durable before any record that references
-//     it is committed: PutChunks and PutManifest commit in Badger
-//     transactions of their own that precede the version's, and Badger
-//     replays its log in order after a crash.
+//  1. A chunk or manifest node is stored before any record that references
+//     it is committed: PutChunks appends to a pack file and indexes it, and
+//     PutManifest commits, before the version's transaction. Written data
+//     survives a crash of the process as soon as it is written; it survives
+//     a crash of the machine once Sync has run (fsync).
 //  2. A version record, the head and directory-entry indexes, the namespace
 //     buckets and its txlog entry commit in one Badger transaction (Update).
 //  3. A record is in the txlog before anything can announce it: the txlog
@@ -26,6 +27,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -52,6 +54,8 @@ type Store struct {
 	versions *lru[FileID, *Version]
 	extents  *lru[Hash, *Extents]
 	chunks   *chunkCache
+
+	packs *packs
 
 	zenc *zstd.Encoder
 	zdec *zstd.Decoder
@@ -80,14 +84,18 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if s.packs, err = openPacks(filepath.Join(dir, PackDir)); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
 func openBadger(path string, log *slog.Logger) (*badger.DB, error) {
 	opts := badger.DefaultOptions(path).
 		WithLogger(badgerLogger{log}).
-		WithValueThreshold(1 << 10). // chunks go to the value log, metadata stays in the LSM
-		WithValueLogFileSize(256 << 20).
+		WithValueThreshold(1 << 20). // metadata stays in the LSM; chunks are in packs
+		WithValueLogFileSize(64 << 20).
 		WithMemTableSize(32 << 20).
 		WithNumVersionsToKeep(1).
 		WithDetectConflicts(false). // Update is serialized by Store.mu
@@ -105,7 +113,7 @@ func openBadger(path string, log *slog.Logger) (*badger.DB, error) {
 }
 
 func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store, error) {
-	zenc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	zenc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +128,7 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 		extents:  newLRU[Hash, *Extents](1024),
 		chunks:   newChunkCache(64 << 20),
 		zenc:     zenc, zdec: zdec,
-		reserve:  128 << 20,
+		reserve: 128 << 20,
 	}
 	if err := s.load(); err != nil {
 		return nil, err
@@ -166,7 +174,8 @@ func (s *Store) load() error {
 func (s *Store) Close() error {
 	s.zenc.Close()
 	s.zdec.Close()
-	if err := s.db.Close(); err != nil {
+	perr := s.packs.sync()
+	if err := errors.Join(perr, s.packs.close(), s.db.Close()); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}
 	return nil
@@ -174,6 +183,9 @@ func (s *Store) Close() error {
 
 // Sync makes every committed change durable (invariant 4).
 func (s *Store) Sync() error {
+	if err := s.packs.sync(); err != nil {
+		return err
+	}
 	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync store: %w", err)
 	}

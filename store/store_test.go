@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/geofs/geofs/store/cdc"
 )
 
@@ -274,11 +274,14 @@ func TestChunkDedupAndCorruption(t *testing.T) {
 	}
 	// Damage the stored bytes behind the store's back.
 	s.chunks = newChunkCache(1 << 20)
-	bad := append([]byte{codecRaw}, data...)
-	bad[100] ^= 1
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(hashKey(pChunk, h), bad) }); err != nil {
+	b, _ := s.getValue(hashKey(pChunk, h))
+	loc, _ := decodeLoc(b)
+	f, err := os.OpenFile(s.packs.path(loc.Pack), os.O_RDWR, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
+	f.WriteAt([]byte{0xff, 0xfe}, int64(loc.Off)+packHeaderSize+5)
+	f.Close()
 	if _, err := s.ReadChunk(h); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("corrupt chunk read: err = %v, want ErrCorrupt", err)
 	}

@@ -1,0 +1,203 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+// Chunks live in append-only pack files of geofs's own, not in Badger's
+// value log: Badger validates its newest value-log file when it opens and
+// cuts it at the first damaged entry, so one flipped bit would lose every
+// chunk written after it. In a pack, damage costs only the chunk it hits.
+// Badger keeps each chunk's location (see chunkLoc).
+//
+// A pack record is: magic "GC", the chunk hash (32 bytes), the codec byte,
+// the stored length (4 bytes, little endian), then the stored bytes. The
+// header lets a reader check that a location points at the chunk it names.
+const (
+	PackDir        = "packs"
+	packMagic      = "GC"
+	packHeaderSize = 2 + 32 + 1 + 4
+	packMaxSize    = 1 << 30 // start a new pack file past this size
+)
+
+// chunkLoc is where a chunk's record starts, and its stored length.
+type chunkLoc struct {
+	Pack uint32
+	Off  uint64
+	Len  uint32 // stored bytes after the header
+}
+
+func (l chunkLoc) encode() []byte {
+	b := binary.LittleEndian.AppendUint32(nil, l.Pack)
+	b = binary.LittleEndian.AppendUint64(b, l.Off)
+	return binary.LittleEndian.AppendUint32(b, l.Len)
+}
+
+func decodeLoc(b []byte) (chunkLoc, error) {
+	if len(b) != 16 {
+		return chunkLoc{}, fmt.Errorf("chunk location: %w: %d bytes", ErrCorrupt, len(b))
+	}
+	return chunkLoc{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint64(b[4:]), binary.LittleEndian.Uint32(b[12:])}, nil
+}
+
+// packs appends chunk records and reads them back.
+type packs struct {
+	dir string
+
+	mu      sync.Mutex // guards the fields below and orders appends
+	cur     *os.File
+	curID   uint32
+	curSize int64
+	unsync  []*os.File // written since the last sync (cur, and any rotated)
+	readers map[uint32]*os.File
+}
+
+func openPacks(dir string) (*packs, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("pack directory: %w", err)
+	}
+	p := &packs{dir: dir, readers: map[uint32]*os.File{}}
+	ids, err := p.list()
+	if err != nil {
+		return nil, err
+	}
+	id := uint32(1)
+	if len(ids) > 0 {
+		id = ids[len(ids)-1]
+	}
+	if err := p.openForAppend(id); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *packs) path(id uint32) string { return filepath.Join(p.dir, fmt.Sprintf("%08d.pack", id)) }
+
+func (p *packs) list() ([]uint32, error) {
+	names, err := filepath.Glob(filepath.Join(p.dir, "*.pack"))
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint32
+	for _, n := range names {
+		var id uint32
+		if _, err := fmt.Sscanf(filepath.Base(n), "%08d.pack", &id); err == nil {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+// openForAppend makes pack id the current one. A torn record at its end
+// (from a crash) is never referenced; new records simply follow it.
+func (p *packs) openForAppend(id uint32) error {
+	f, err := os.OpenFile(p.path(id), os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open pack: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("open pack: %w", err)
+	}
+	p.cur, p.curID, p.curSize = f, id, st.Size()
+	p.readers[id] = f
+	return nil
+}
+
+// append writes records for the chunks (hash, codec byte + stored bytes)
+// with one write and returns their locations.
+func (p *packs) append(hashes []Hash, values [][]byte) ([]chunkLoc, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.curSize > packMaxSize {
+		if err := p.openForAppend(p.curID + 1); err != nil {
+			return nil, err
+		}
+	}
+	var buf []byte
+	locs := make([]chunkLoc, len(values))
+	for i, v := range values {
+		locs[i] = chunkLoc{Pack: p.curID, Off: uint64(p.curSize) + uint64(len(buf)), Len: uint32(len(v) - 1)}
+		buf = append(buf, packMagic...)
+		buf = append(buf, hashes[i][:]...)
+		buf = append(buf, v[0])
+		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(v)-1))
+		buf = append(buf, v[1:]...)
+	}
+	n, err := p.cur.Write(buf)
+	p.curSize += int64(n) // a short write leaves an unreferenced tail
+	if err != nil {
+		return nil, fmt.Errorf("write pack %d: %w", p.curID, err)
+	}
+	if len(p.unsync) == 0 || p.unsync[len(p.unsync)-1] != p.cur {
+		p.unsync = append(p.unsync, p.cur)
+	}
+	return locs, nil
+}
+
+// read returns the codec byte and stored bytes at l, checking the header.
+func (p *packs) read(h Hash, l chunkLoc) (byte, []byte, error) {
+	f, err := p.reader(l.Pack)
+	if err != nil {
+		return 0, nil, err
+	}
+	buf := make([]byte, packHeaderSize+int(l.Len))
+	if _, err := f.ReadAt(buf, int64(l.Off)); err != nil {
+		return 0, nil, fmt.Errorf("pack %d at %d: %w: %w", l.Pack, l.Off, ErrCorrupt, err)
+	}
+	if string(buf[:2]) != packMagic || Hash(buf[2:34]) != h || binary.LittleEndian.Uint32(buf[35:]) != l.Len {
+		return 0, nil, fmt.Errorf("pack %d at %d: %w: record header does not match", l.Pack, l.Off, ErrCorrupt)
+	}
+	return buf[34], buf[packHeaderSize:], nil
+}
+
+func (p *packs) reader(id uint32) (*os.File, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f := p.readers[id]; f != nil {
+		return f, nil
+	}
+	f, err := os.Open(p.path(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("pack %d: %w: file missing", id, ErrCorrupt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	p.readers[id] = f
+	return f, nil
+}
+
+// sync makes every appended record durable.
+func (p *packs) sync() error {
+	p.mu.Lock()
+	files := p.unsync
+	p.unsync = nil
+	p.mu.Unlock()
+	for _, f := range files {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("sync pack: %w", err)
+		}
+	}
+	return nil
+}
+
+func (p *packs) close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var first error
+	for _, f := range p.readers {
+		if err := f.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
