@@ -1,0 +1,59 @@
+# geofs — see README.md. `make run` mounts a fresh site at ./mnt; `make test`
+# runs every test (unit, fuzz seeds, integration on real FUSE mounts).
+
+GO      ?= go
+BIN     := bin/geofs
+SITE    ?= $(CURDIR)/.site
+MNT     ?= $(CURDIR)/mnt
+FUZZTIME ?= 30s
+
+.PHONY: all build deps run stop test unit integration bench fuzz install clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/geofs
+
+# fuse3 gives mount.fuse3 (for mount -t fuse.geofs) and fusermount3.
+deps:
+	@command -v mount.fuse3 >/dev/null 2>&1 || { \
+	  echo "installing fuse3 (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3; }
+
+# A fresh site in ./.site mounted at ./mnt, serving in the background.
+run: deps build
+	@test -f $(SITE)/config.yaml || $(BIN) init --name $$(hostname) $(SITE)
+	@mkdir -p $(MNT)
+	@if grep -qs " $(MNT) fuse.geofs " /proc/self/mountinfo; then echo "already mounted at $(MNT)"; \
+	 else $(BIN) mount $(SITE) $(MNT); fi
+	@echo "geofs site $$($(BIN) id $(SITE)) is mounted at $(MNT) (store: $(SITE), log: $(SITE)/geofs.log)"
+	@echo "stop it with: make stop   (or: umount $(MNT))"
+
+stop:
+	umount $(MNT)
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)
+
+integration: deps
+	$(GO) test -count=1 -timeout 20m ./integration/
+
+bench: deps build
+	$(GO) run ./integration/bench -geofs $(CURDIR)/$(BIN) -out docs/bench-latest.md
+
+fuzz:
+	$(GO) test -run x -fuzz FuzzDecodeVersion -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run x -fuzz FuzzDecodeNode -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run x -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run x -fuzz FuzzCut -fuzztime $(FUZZTIME) ./store/cdc/
+
+# Puts geofs on PATH, where mount -t fuse.geofs looks for it.
+install: build
+	install -m 0755 $(BIN) /usr/local/bin/geofs
+
+clean:
+	rm -rf bin
