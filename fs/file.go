@@ -47,7 +47,7 @@ func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (go
 	if err != nil {
 		return nil, 0, n.errno(ctx, err, "open")
 	}
-	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+	if flags&syscall.O_TRUNC != 0 { // like ext4, even with O_RDONLY
 		of.truncate(0)
 	}
 	// The kernel's cached pages stay valid while only this mount changes
@@ -113,12 +113,7 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	switch mode {
 	case 0:
-		h.of.mu.Lock()
-		grow := off+size > h.of.size
-		h.of.mu.Unlock()
-		if grow {
-			h.of.extend(off + size)
-		}
+		h.of.extend(off + size)
 		return 0
 	case unix.FALLOC_FL_KEEP_SIZE:
 		return 0
@@ -150,16 +145,6 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 	return 0, syscall.ENXIO
 }
 
-// extend grows the file with a hole.
-func (of *openFile) extend(size uint64) {
-	of.mu.Lock()
-	defer of.mu.Unlock()
-	if size > of.size {
-		of.size = size
-		of.touch()
-	}
-}
-
 // Setattr changes mode, owner, size and times as one new version.
 func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
@@ -178,8 +163,14 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			nv = v
 			return nil
 		}
-		_, err = tx.Put(nv)
-		return err
+		if _, err = tx.Put(nv); err != nil {
+			return err
+		}
+		if nv.Kind == store.KindDir && in.Valid&(fuse.FATTR_MTIME|fuse.FATTR_MTIME_NOW) != 0 {
+			// An explicit time wins over the last entry change.
+			return tx.SetDirMtime(nv.ID, nv.Mtime)
+		}
+		return nil
 	})
 	if err != nil {
 		return n.errno(ctx, err, "setattr")

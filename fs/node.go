@@ -71,7 +71,10 @@ func (f *FS) fillAttr(v *store.Version, out *fuse.Attr) error {
 			return err
 		}
 		out.Nlink, out.Size = 2+st.Subdirs, 4096
-		mtime, ctime = max(mtime, st.Mtime), max(ctime, st.Ctime)
+		mtime, ctime = st.Mtime, max(ctime, st.Ctime)
+		if mtime == 0 {
+			mtime = v.Mtime
+		}
 	case store.KindLink:
 		out.Size = uint64(len(v.Target))
 	case store.KindFile:

@@ -52,7 +52,7 @@ func (f *FS) Changed(id store.FileID) {
 func (of *openFile) reload() error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	if of.changed {
+	if of.dirtyLocked() {
 		return nil
 	}
 	v, err := of.fsys.s.Head(of.id)
@@ -63,6 +63,6 @@ func (of *openFile) reload() error {
 	if err != nil {
 		return err
 	}
-	of.base, of.content, of.size, of.keep = x, v.Content, v.Size, v.Size
+	of.base, of.cur = x, newLayer(v.Size)
 	return nil
 }

@@ -9,27 +9,43 @@ import (
 )
 
 // openFile is the shared state of a regular file while any handle has it
-// open: the committed content (base) and the writes not yet committed. All
-// handles of a file share it, so each sees the others' writes.
+// open: the committed content (base) and the writes not yet committed, in up
+// to two layers. All handles of a file share it, so each sees the others'
+// writes.
 //
-// Uncommitted content at byte x is: the patch holding x if any; else, below
-// both base.Size and keep, the base content; else zero.
+// Writes go to cur. When cur holds MaxDirty bytes it becomes pending and is
+// committed in the background while new writes fill a fresh cur, so the
+// writer does not wait for chunking, hashing and storing. A failed
+// background commit keeps its layer (to retry) and reports the error to the
+// next write or flush.
 type openFile struct {
 	fsys *FS
 	id   store.FileID
 
 	mu      sync.Mutex
-	refs    int // open handles
+	cond    *sync.Cond // signalled when a background commit ends
+	refs    int        // open handles
 	base    *store.Extents
-	content store.Hash    // manifest root of base
+	pending *layer // committing in the background, or failed and waiting for a retry
+	cur     *layer
+	busy    bool  // a background commit runs
+	err     error // from the last background commit, not yet reported
+	since   time.Time
+}
+
+// layer is a set of uncommitted changes. Content at byte x, over what lies
+// below: the patch holding x if any; else, below keep, the content below;
+// else zero. size is the file size with the layer applied.
+type layer struct {
 	patches []store.Patch // sorted by Off, not overlapping
 	dirty   int           // bytes in patches
 	size    uint64
-	keep    uint64 // base bytes below keep survive (lowest truncation since commit)
-	changed bool   // uncommitted size change or writes
-	since   time.Time
+	keep    uint64
 	mtime   int64
+	changed bool
 }
+
+func newLayer(size uint64) *layer { return &layer{size: size, keep: size} }
 
 // acquire returns the open state of v's file, creating it.
 func (f *FS) acquire(v *store.Version) (*openFile, error) {
@@ -43,7 +59,8 @@ func (f *FS) acquire(v *store.Version) (*openFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	of := &openFile{fsys: f, id: v.ID, refs: 1, base: x, content: v.Content, size: v.Size, keep: v.Size}
+	of := &openFile{fsys: f, id: v.ID, refs: 1, base: x, cur: newLayer(v.Size)}
+	of.cond = sync.NewCond(&of.mu)
 	f.open[v.ID] = of
 	return of, nil
 }
@@ -67,71 +84,115 @@ func (f *FS) lookupOpen(id store.FileID) *openFile {
 func (of *openFile) isDirty() bool {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	return of.changed
+	return of.dirtyLocked()
 }
+
+func (of *openFile) dirtyLocked() bool { return of.cur.changed || of.pending != nil || of.busy }
 
 func (of *openFile) fillAttr(size *uint64, mtime, ctime *int64) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	if of.changed {
-		*size = of.size
-		*mtime = max(*mtime, of.mtime)
-		*ctime = max(*ctime, of.mtime)
+	if of.dirtyLocked() {
+		*size = of.cur.size
+		for _, l := range []*layer{of.pending, of.cur} {
+			if l != nil && l.changed {
+				*mtime, *ctime = max(*mtime, l.mtime), max(*ctime, l.mtime)
+			}
+		}
 	}
 }
 
 func (of *openFile) touch() {
-	if !of.changed {
-		of.changed, of.since = true, time.Now()
+	if !of.dirtyLocked() {
+		of.since = time.Now()
 	}
-	of.mtime = time.Now().UnixNano()
+	of.cur.changed = true
+	of.cur.mtime = time.Now().UnixNano()
 }
 
-// write buffers data at off. It commits when the buffer passes MaxDirty.
+// write buffers data at off, handing the buffer to a background commit
+// when it passes MaxDirty (and waiting if one is still running).
 func (of *openFile) write(data []byte, off uint64) error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	of.addPatch(store.Patch{Off: off, Data: append([]byte(nil), data...)})
-	of.size = max(of.size, off+uint64(len(data)))
-	of.touch()
-	if of.dirty >= of.fsys.opts.MaxDirty || len(of.patches) > 4096 {
-		return of.commitLocked()
+	if err := of.takeErr(); err != nil {
+		return err
 	}
+	of.touch()
+	of.cur.add(store.Patch{Off: off, Data: append([]byte(nil), data...)})
+	of.cur.size = max(of.cur.size, off+uint64(len(data)))
+	if of.cur.dirty < of.fsys.opts.MaxDirty && len(of.cur.patches) < 8192 {
+		return nil
+	}
+	for of.busy {
+		of.cond.Wait()
+	}
+	if of.pending != nil { // an earlier background commit failed: retry now
+		if err := of.commitLayer(of.pending); err != nil {
+			return err
+		}
+		of.pending = nil
+	}
+	of.pending, of.cur = of.cur, newLayer(of.cur.size)
+	of.busy = true
+	go of.background(of.base, of.pending)
 	return nil
 }
 
-// addPatch inserts p over what it overwrites. A write that starts where
-// the last patch ends grows that patch (sequential writes make one patch).
-// Split pieces are capped so that growing one never writes into another.
-func (of *openFile) addPatch(p store.Patch) {
+func (of *openFile) takeErr() error {
+	err := of.err
+	of.err = nil
+	return err
+}
+
+// background commits l over base without holding the lock.
+func (of *openFile) background(base *store.Extents, l *layer) {
+	x, err := of.fsys.build(of.id, base, l)
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if err == nil {
+		of.base, of.pending = x, nil
+	} else {
+		of.err = err
+	}
+	of.busy = false
+	of.cond.Broadcast()
+}
+
+// add inserts p over what it overwrites. Each write stays a patch of its
+// own (growing one big slice would copy the data again and again); a write
+// past every patch, the sequential case, is a plain append.
+func (l *layer) add(p store.Patch) {
 	end := patchEnd(p)
-	if n := len(of.patches); n > 0 && patchEnd(of.patches[n-1]) == p.Off {
-		of.patches[n-1].Data = append(of.patches[n-1].Data, p.Data...)
-		of.dirty += len(p.Data)
+	if n := len(l.patches); n == 0 || patchEnd(l.patches[n-1]) <= p.Off {
+		l.patches = append(l.patches, p)
+		l.dirty += len(p.Data)
 		return
 	}
-	i := sort.Search(len(of.patches), func(i int) bool { return patchEnd(of.patches[i]) > p.Off })
+	i := sort.Search(len(l.patches), func(i int) bool { return patchEnd(l.patches[i]) > p.Off })
 	j := i
-	for j < len(of.patches) && of.patches[j].Off < end {
+	for j < len(l.patches) && l.patches[j].Off < end {
 		j++
 	}
+	// Pieces of a split patch are capped (three-index slices) so that no
+	// later append can write into the bytes of another.
 	var mid []store.Patch
-	if i < j && of.patches[i].Off < p.Off {
-		q := of.patches[i]
+	if i < j && l.patches[i].Off < p.Off {
+		q := l.patches[i]
 		mid = append(mid, store.Patch{Off: q.Off, Data: q.Data[: p.Off-q.Off : p.Off-q.Off]})
 	}
 	mid = append(mid, p)
-	if i < j && patchEnd(of.patches[j-1]) > end {
-		q := of.patches[j-1]
+	if i < j && patchEnd(l.patches[j-1]) > end {
+		q := l.patches[j-1]
 		mid = append(mid, store.Patch{Off: end, Data: q.Data[end-q.Off:]})
 	}
-	for _, q := range of.patches[i:j] {
-		of.dirty -= len(q.Data)
+	for _, q := range l.patches[i:j] {
+		l.dirty -= len(q.Data)
 	}
 	for _, q := range mid {
-		of.dirty += len(q.Data)
+		l.dirty += len(q.Data)
 	}
-	of.patches = append(of.patches[:i], append(mid, of.patches[j:]...)...)
+	l.patches = append(l.patches[:i], append(mid, l.patches[j:]...)...)
 }
 
 func patchEnd(p store.Patch) uint64 { return p.Off + uint64(len(p.Data)) }
@@ -140,40 +201,57 @@ func patchEnd(p store.Patch) uint64 { return p.Off + uint64(len(p.Data)) }
 func (of *openFile) truncate(size uint64) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	if size == of.size {
+	if size == of.cur.size {
 		return
 	}
-	out := of.patches[:0]
-	for _, p := range of.patches {
+	of.touch()
+	l := of.cur
+	out := l.patches[:0]
+	for _, p := range l.patches {
 		switch {
 		case p.Off >= size:
-			of.dirty -= len(p.Data)
-		case p.Off+uint64(len(p.Data)) > size:
-			of.dirty -= int(p.Off + uint64(len(p.Data)) - size)
+			l.dirty -= len(p.Data)
+		case patchEnd(p) > size:
+			l.dirty -= int(patchEnd(p) - size)
 			p.Data = p.Data[: size-p.Off : size-p.Off]
 			out = append(out, p)
 		default:
 			out = append(out, p)
 		}
 	}
-	of.patches = out
-	of.size = size
-	of.keep = min(of.keep, size)
-	of.touch()
+	l.patches = out
+	l.size = size
+	l.keep = min(l.keep, size)
+}
+
+// extend grows the file with a hole.
+func (of *openFile) extend(size uint64) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if size > of.cur.size {
+		of.touch()
+		of.cur.size = size
+	}
+}
+
+// size returns the current size, uncommitted changes included.
+func (of *openFile) size() uint64 {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	return of.cur.size
 }
 
 // read fills p from the uncommitted view of the file.
 func (of *openFile) read(p []byte, off uint64) (int, error) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	if off >= of.size {
+	if off >= of.cur.size {
 		return 0, nil
 	}
-	n := int(min(uint64(len(p)), of.size-off))
+	n := int(min(uint64(len(p)), of.cur.size-off))
 	p = p[:n]
-	baseEnd := min(of.base.Size, of.keep)
-	if off < baseEnd {
-		m := int(min(uint64(n), baseEnd-off))
+	if off < of.base.Size {
+		m := int(min(uint64(n), of.base.Size-off))
 		if _, err := of.fsys.s.ReadAt(of.base, p[:m], off); err != nil {
 			return 0, err
 		}
@@ -181,69 +259,100 @@ func (of *openFile) read(p []byte, off uint64) (int, error) {
 	} else {
 		clear(p)
 	}
-	end := off + uint64(n)
-	for _, q := range of.patches {
-		qend := q.Off + uint64(len(q.Data))
-		if qend <= off || q.Off >= end {
-			continue
+	for _, l := range []*layer{of.pending, of.cur} {
+		if l != nil {
+			l.overlay(p, off)
 		}
-		lo, hi := max(q.Off, off), min(qend, end)
-		copy(p[lo-off:hi-off], q.Data[lo-q.Off:hi-q.Off])
 	}
 	return n, nil
 }
 
-// commit makes the buffered changes a new version.
+// overlay applies l to p, which holds the content below l from off.
+func (l *layer) overlay(p []byte, off uint64) {
+	end := off + uint64(len(p))
+	if l.keep < end {
+		clear(p[max(l.keep, off)-off:])
+	}
+	i := sort.Search(len(l.patches), func(i int) bool { return patchEnd(l.patches[i]) > off })
+	for _, q := range l.patches[i:] {
+		if q.Off >= end {
+			break
+		}
+		lo, hi := max(q.Off, off), min(patchEnd(q), end)
+		copy(p[lo-off:hi-off], q.Data[lo-q.Off:hi-q.Off])
+	}
+}
+
+// commit makes every buffered change a version before it returns.
 func (of *openFile) commit() error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	return of.commitLocked()
+	for of.busy {
+		of.cond.Wait()
+	}
+	of.err = nil // reported here instead, if the retry below fails too
+	for _, l := range []*layer{of.pending, of.cur} {
+		if l != nil && l.changed {
+			if err := of.commitLayer(l); err != nil {
+				return err
+			}
+		}
+	}
+	of.pending, of.cur = nil, newLayer(of.cur.size)
+	return nil
 }
 
 func (of *openFile) commitIfOlder(before time.Time) error {
 	of.mu.Lock()
-	defer of.mu.Unlock()
-	if !of.changed || of.since.After(before) {
+	old := of.dirtyLocked() && of.since.Before(before)
+	of.mu.Unlock()
+	if !old {
 		return nil
 	}
-	return of.commitLocked()
+	return of.commit()
 }
 
-func (of *openFile) commitLocked() error {
-	if !of.changed {
-		return nil
-	}
-	s := of.fsys.s
-	base := of.base
-	var err error
-	if of.keep < base.Size {
-		if base, err = s.Rewrite(base, nil, of.keep); err != nil {
-			return err
-		}
-	}
-	x, err := s.Rewrite(base, of.patches, of.size)
+// commitLayer commits l over the base (with the lock held).
+func (of *openFile) commitLayer(l *layer) error {
+	x, err := of.fsys.build(of.id, of.base, l)
 	if err != nil {
 		return err
+	}
+	of.base = x
+	l.changed = false
+	return nil
+}
+
+// build stores l's content over base and commits it as a new version of id.
+func (f *FS) build(id store.FileID, base *store.Extents, l *layer) (*store.Extents, error) {
+	s := f.s
+	var err error
+	if l.keep < base.Size {
+		if base, err = s.Rewrite(base, nil, l.keep); err != nil {
+			return nil, err
+		}
+	}
+	x, err := s.Rewrite(base, l.patches, l.size)
+	if err != nil {
+		return nil, err
 	}
 	root, err := s.PutManifest(x.Refs)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	err = s.Update(store.OpWrite, func(tx *store.Tx) error {
-		v, err := tx.Head(of.id)
+		v, err := tx.Head(id)
 		if err != nil {
 			return err
 		}
 		nv := v.Clone()
 		nv.Content, nv.Size = root, x.Size
-		nv.Mtime, nv.Ctime = of.mtime, of.mtime
+		nv.Mtime, nv.Ctime = l.mtime, l.mtime
 		_, err = tx.Put(nv)
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	of.base, of.content, of.patches, of.dirty = x, root, nil, 0
-	of.keep, of.changed = of.size, false
-	return nil
+	return x, nil
 }

@@ -23,8 +23,9 @@ const (
 
 type encodedChunk struct {
 	hash  Hash
-	value []byte
-	fresh bool // not yet in the store
+	codec byte
+	data  []byte // stored bytes: the chunk itself when raw
+	fresh bool   // not yet in the store
 }
 
 // PutChunks stores each chunk that is not already present and returns their
@@ -36,7 +37,7 @@ func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
 		enc[i].hash = Sum(chunks[i])
 		enc[i].fresh = !s.HasChunk(enc[i].hash)
 		if enc[i].fresh {
-			enc[i].value = s.encodeChunk(chunks[i])
+			enc[i].codec, enc[i].data = s.encodeChunk(chunks[i])
 		}
 	})
 	if err := s.writeChunks(enc); err != nil {
@@ -50,22 +51,22 @@ func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
 }
 
 func (s *Store) writeChunks(enc []encodedChunk) error {
+	var fresh []encodedChunk
 	var hashes []Hash
-	var values [][]byte
 	var need uint64
 	for _, e := range enc {
 		if e.fresh {
-			hashes, values = append(hashes, e.hash), append(values, e.value)
-			need += uint64(len(e.value)) + packHeaderSize
+			fresh, hashes = append(fresh, e), append(hashes, e.hash)
+			need += uint64(len(e.data)) + packHeaderSize
 		}
 	}
-	if len(values) == 0 {
+	if len(fresh) == 0 {
 		return nil
 	}
 	if err := s.checkSpace(need); err != nil {
 		return err
 	}
-	locs, err := s.packs.append(hashes, values)
+	locs, err := s.packs.append(fresh)
 	if err != nil {
 		return classifyBadger(err)
 	}
@@ -82,14 +83,28 @@ func (s *Store) writeChunks(enc []encodedChunk) error {
 	return nil
 }
 
-func (s *Store) encodeChunk(data []byte) []byte {
-	out := make([]byte, 1, len(data)/2+64)
-	out[0] = codecZstd
-	out = s.zenc.EncodeAll(data, out)
-	if len(out)-1 > len(data)-len(data)/8 {
-		out = append(append(out[:0], codecRaw), data...)
+// encodeChunk returns how to store data: zstd when that saves an eighth,
+// else raw (the chunk itself, not a copy). A chunk whose first 64 KiB do
+// not compress is taken to be incompressible and not tried whole.
+func (s *Store) encodeChunk(data []byte) (byte, []byte) {
+	const sample = 64 << 10
+	if len(data) > 2*sample && !s.pays(data[:sample], nil) {
+		return codecRaw, data
 	}
-	return out
+	out := s.zenc.EncodeAll(data, make([]byte, 0, len(data)))
+	if s.pays(data, out) {
+		return codecZstd, out
+	}
+	return codecRaw, data
+}
+
+// pays reports whether compressing data (into out, or trying it when out
+// is nil) saves at least an eighth.
+func (s *Store) pays(data, out []byte) bool {
+	if out == nil {
+		out = s.zenc.EncodeAll(data, make([]byte, 0, len(data)))
+	}
+	return len(out) <= len(data)-len(data)/8
 }
 
 // parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.

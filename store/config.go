@@ -116,7 +116,7 @@ func LoadKey(dir string) (ed25519.PrivateKey, error) {
 func LoadConfig(dir string) (*Config, error) {
 	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s is not a geofs store (no %s; create one with 'geofs init %s'): %w", dir, ConfigFile, dir, ErrNotFound)
+		return nil, fmt.Errorf("%s is not a geofs store or mount (no %s; create a store with 'geofs init %s')", dir, ConfigFile, dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)

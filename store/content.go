@@ -122,12 +122,19 @@ func (w *rewriter) holeEnd(x uint64) uint64 {
 // chunkRun re-chunks new content from pos. It starts at the base chunk that
 // holds pos (or, when appending, the old last chunk) and stops at the end of
 // the data (a hole, or the new size) or where a new boundary meets an old one.
+//
+// Bytes are read into buf once; emitted chunks are slices of it, so buf is
+// never written again after a chunk is cut from it: when it fills up, the
+// unconsumed tail moves to a fresh buffer.
 func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 	start := pos
-	var buf []byte
+	buf := make([]byte, 0, 4*w.params.Max)
 	x := start
 	stopped := false
 	for {
+		if cap(buf)-len(buf) < w.params.Max {
+			buf = append(make([]byte, 0, 4*w.params.Max), buf...)
+		}
 		for len(buf) < w.params.Max && !stopped {
 			var err error
 			buf, x, stopped, err = w.fill(buf, x, w.params.Max-len(buf))
@@ -136,7 +143,7 @@ func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 			}
 		}
 		n := w.params.Cut(buf, stopped)
-		if err := w.emit(buf[:n]); err != nil {
+		if err := w.emit(buf[:n:n]); err != nil {
 			return 0, err
 		}
 		end := start + uint64(n)
@@ -146,7 +153,7 @@ func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 		if w.oldBoundary(end) {
 			return end, nil
 		}
-		buf = append([]byte(nil), buf[n:]...)
+		buf = buf[n:]
 		start = end
 	}
 }
@@ -194,7 +201,7 @@ func (w *rewriter) emit(chunk []byte) error {
 		return nil
 	}
 	w.slots = append(w.slots, len(w.out.Refs))
-	w.pending = append(w.pending, append([]byte(nil), chunk...))
+	w.pending = append(w.pending, chunk)
 	w.out.Append(Ref{Len: uint64(len(chunk)), Hash: Hash{0xff}}) // placeholder until flush
 	if len(w.pending) >= 8 {
 		return w.flush()

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Chunks live in append-only pack files of geofs's own, not in Badger's
@@ -112,9 +114,9 @@ func (p *packs) openForAppend(id uint32) error {
 	return nil
 }
 
-// append writes records for the chunks (hash, codec byte + stored bytes)
-// with one write and returns their locations.
-func (p *packs) append(hashes []Hash, values [][]byte) ([]chunkLoc, error) {
+// append writes records for the chunks with one writev and returns their
+// locations.
+func (p *packs) append(chunks []encodedChunk) ([]chunkLoc, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.curSize > packMaxSize {
@@ -122,18 +124,21 @@ func (p *packs) append(hashes []Hash, values [][]byte) ([]chunkLoc, error) {
 			return nil, err
 		}
 	}
-	var buf []byte
-	locs := make([]chunkLoc, len(values))
-	for i, v := range values {
-		locs[i] = chunkLoc{Pack: p.curID, Off: uint64(p.curSize) + uint64(len(buf)), Len: uint32(len(v) - 1)}
-		buf = append(buf, packMagic...)
-		buf = append(buf, hashes[i][:]...)
-		buf = append(buf, v[0])
-		buf = binary.LittleEndian.AppendUint32(buf, uint32(len(v)-1))
-		buf = append(buf, v[1:]...)
+	iov := make([][]byte, 0, 2*len(chunks))
+	locs := make([]chunkLoc, len(chunks))
+	off := uint64(p.curSize)
+	for i, c := range chunks {
+		locs[i] = chunkLoc{Pack: p.curID, Off: off, Len: uint32(len(c.data))}
+		hdr := make([]byte, 0, packHeaderSize)
+		hdr = append(hdr, packMagic...)
+		hdr = append(hdr, c.hash[:]...)
+		hdr = append(hdr, c.codec)
+		hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(c.data)))
+		iov = append(iov, hdr, c.data)
+		off += uint64(packHeaderSize + len(c.data))
 	}
-	n, err := p.cur.Write(buf)
-	p.curSize += int64(n) // a short write leaves an unreferenced tail
+	n, err := writev(p.cur, iov)
+	p.curSize += n // a short write leaves an unreferenced tail
 	if err != nil {
 		return nil, fmt.Errorf("write pack %d: %w", p.curID, err)
 	}
@@ -141,6 +146,51 @@ func (p *packs) append(hashes []Hash, values [][]byte) ([]chunkLoc, error) {
 		p.unsync = append(p.unsync, p.cur)
 	}
 	return locs, nil
+}
+
+// writev writes all of iov to f (an O_APPEND file), retrying short writes.
+func writev(f *os.File, iov [][]byte) (int64, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for len(iov) > 0 {
+		var n int
+		var werr error
+		batch := iov[:min(len(iov), 1024)] // IOV_MAX
+		if err := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Writev(int(fd), batch)
+			return werr != unix.EAGAIN
+		}); err != nil {
+			return total, err
+		}
+		if werr == unix.EINTR {
+			continue
+		}
+		if werr != nil {
+			return total, werr
+		}
+		total += int64(n)
+		iov = advance(iov, n)
+	}
+	return total, nil
+}
+
+// advance drops the first n bytes of iov.
+func advance(iov [][]byte, n int) [][]byte {
+	for n > 0 && len(iov) > 0 {
+		if n < len(iov[0]) {
+			iov[0] = iov[0][n:]
+			return iov
+		}
+		n -= len(iov[0])
+		iov = iov[1:]
+	}
+	for len(iov) > 0 && len(iov[0]) == 0 {
+		iov = iov[1:]
+	}
+	return iov
 }
 
 // read returns the codec byte and stored bytes at l, checking the header.

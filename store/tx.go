@@ -169,7 +169,9 @@ func (tx *Tx) relink(v *Version, oldLinks []Link) error {
 // DirState is what a site keeps about a directory outside its versions:
 // when its entries last changed, and how many subdirectories it holds (for
 // its link count). Entry changes do not make new directory versions, so
-// concurrent creates at two sites never conflict on the parent.
+// concurrent creates at two sites never conflict on the parent. The mount
+// reports the later of this mtime and the version's; an explicit utimens
+// sets both.
 type DirState struct {
 	Mtime, Ctime int64 // Unix nanoseconds
 	Subdirs      uint32
@@ -184,6 +186,21 @@ func (tx *Tx) touchDir(dir FileID, child Kind, delta int) error {
 	if child == KindDir {
 		st.Subdirs = uint32(int(st.Subdirs) + delta)
 	}
+	return tx.putDirState(dir, st)
+}
+
+// SetDirMtime records an explicitly set directory mtime (utimens), so that
+// it is not overridden by an older entry change.
+func (tx *Tx) SetDirMtime(dir FileID, mtime int64) error {
+	st, err := dirStateIn(tx.txn, dir)
+	if err != nil {
+		return err
+	}
+	st.Mtime = mtime
+	return tx.putDirState(dir, st)
+}
+
+func (tx *Tx) putDirState(dir FileID, st DirState) error {
 	b := binary.AppendVarint(nil, st.Mtime)
 	b = binary.AppendVarint(b, st.Ctime)
 	b = binary.AppendUvarint(b, uint64(st.Subdirs))

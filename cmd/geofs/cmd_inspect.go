@@ -92,10 +92,10 @@ func fsckCommand() *cli.Command {
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "status",
-		Usage:     "show a site's identity, namespace root and log position",
-		ArgsUsage: "STORE|MOUNTPOINT",
-		Description: "Examples:\n   geofs status /mnt/geofs\n   geofs status --json /var/lib/geofs/site",
+		Name:         "status",
+		Usage:        "show a site's identity, namespace root and log position",
+		ArgsUsage:    "STORE|MOUNTPOINT",
+		Description:  "Examples:\n   geofs status /mnt/geofs\n   geofs status --json /var/lib/geofs/site",
 		Flags:        []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -214,6 +215,14 @@ func runMount(ctx context.Context, storeDir, mnt, opts string) (err error) {
 		s.Close()
 		return err
 	}
+	if path := os.Getenv("GEOFS_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			log.Error("cpu profile", "err", err)
+		} else {
+			defer stop()
+		}
+	}
 	log.Info("mounted", "store", absStore, "mountpoint", mnt, "pid", os.Getpid())
 	signalReady(nil)
 	go unmountOnSignal(server, mnt, log)
@@ -242,6 +251,20 @@ func unmountOnSignal(server *fuse.Server, mnt string, log *slog.Logger) {
 			log.Error("unmount failed: close files using the mount, then run umount", "mountpoint", mnt, "err", err)
 		}
 	}
+}
+
+// startCPUProfile writes a CPU profile of the mount process to path until
+// stop is called (GEOFS_CPUPROFILE=path, for benchmarks).
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func shutdown(log *slog.Logger, adm *admin.Server, fsys *fs.FS, s *store.Store) error {

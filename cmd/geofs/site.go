@@ -110,7 +110,8 @@ func siteFor(arg string) (string, error) {
 	}
 	storeDir, inTree, err := locate(arg, "")
 	if err != nil {
-		return "", fmt.Errorf("%s is neither a geofs store nor a geofs mount", arg)
+		_, cerr := store.LoadConfig(arg) // it says how to create a store
+		return "", cerr
 	}
 	if inTree != "/" {
 		return "", usagef("%s is inside a mount; give the mountpoint or the store", arg)

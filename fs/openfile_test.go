@@ -1,0 +1,112 @@
+package fs
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+
+	"github.com/geofs/geofs/store"
+)
+
+func newTestFS(t *testing.T, maxDirty int) (*FS, *store.Store) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "site")
+	if _, err := store.Init(dir, store.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := New(s, Options{MaxDirty: maxDirty})
+	t.Cleanup(func() { f.Close(); s.Close() })
+	return f, s
+}
+
+// TestOpenFileMatchesModel drives one open file with random writes,
+// truncates and extensions, with a small MaxDirty so that background
+// commits overlap new writes, and checks every read against a model.
+func TestOpenFileMatchesModel(t *testing.T) {
+	f, s := newTestFS(t, 256<<10)
+	id := store.NewFileID()
+	err := s.Update(store.OpCreate, func(tx *store.Tx) error {
+		_, err := tx.Put(&store.Version{ID: id, Kind: store.KindFile, Links: []store.Link{{Parent: store.RootID, Name: "f"}}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := s.Head(id)
+	of, err := f.acquire(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	var model []byte
+	for step := range 2000 {
+		switch op := r.IntN(20); {
+		case op == 0:
+			size := r.IntN(len(model) + 300_000)
+			of.truncate(uint64(size))
+			model = resize(model, size)
+		case op == 1:
+			size := len(model) + r.IntN(100_000)
+			of.extend(uint64(size))
+			model = resize(model, size)
+		case op == 2:
+			if err := of.commit(); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			off := r.IntN(len(model) + 50_000)
+			data := make([]byte, 1+r.IntN(70_000))
+			for i := range data {
+				data[i] = byte(r.Uint32())
+			}
+			if err := of.write(data, uint64(off)); err != nil {
+				t.Fatal(err)
+			}
+			model = resize(model, max(len(model), off+len(data)))
+			copy(model[off:], data)
+		}
+		checkRead(t, of, model, r, step)
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	v, _ = s.Head(id)
+	x, err := s.Extents(v.Content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, x.Size)
+	s.ReadAt(x, got, 0)
+	if !bytes.Equal(got, model) {
+		t.Fatalf("committed content (%d bytes) differs from the model (%d bytes)", len(got), len(model))
+	}
+}
+
+func resize(b []byte, n int) []byte {
+	if n <= len(b) {
+		return b[:n]
+	}
+	return append(b, make([]byte, n-len(b))...)
+}
+
+func checkRead(t *testing.T, of *openFile, model []byte, r *rand.Rand, step int) {
+	t.Helper()
+	if got := of.size(); got != uint64(len(model)) {
+		t.Fatalf("step %d: size %d, want %d", step, got, len(model))
+	}
+	off := r.IntN(len(model) + 1)
+	buf := make([]byte, r.IntN(200_000))
+	n, err := of.read(buf, uint64(off))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := model[off:min(len(model), off+len(buf))]
+	if !bytes.Equal(buf[:n], want) {
+		t.Fatalf("step %d: read at %d differs from the model", step, off)
+	}
+}
