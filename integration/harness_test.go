@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,18 +64,33 @@ func requireFUSE(t *testing.T) {
 	t.Skip(why)
 }
 
+// ours lists the mountpoints this test binary mounted, so that the check
+// for leftovers never touches another run's mounts.
+var (
+	oursMu sync.Mutex
+	ours   = map[string]bool{}
+)
+
+func track(mnt string) {
+	oursMu.Lock()
+	defer oursMu.Unlock()
+	ours[mnt] = true
+}
+
 func leftoverMounts() []string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil
 	}
 	defer f.Close()
+	oursMu.Lock()
+	defer oursMu.Unlock()
 	var out []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		for i, x := range fields {
-			if x == "-" && i+1 < len(fields) && fields[i+1] == "fuse.geofs" && strings.Contains(fields[4], "geofs-it") {
+			if x == "-" && i+1 < len(fields) && fields[i+1] == "fuse.geofs" && ours[fields[4]] {
 				out = append(out, fields[4])
 			}
 		}
@@ -128,6 +144,7 @@ func runGeofs(args ...string) (string, error) {
 // unmount at the end of the test.
 func (s *site) mount(opts ...string) {
 	s.t.Helper()
+	track(s.mnt)
 	s.geofs(append(append([]string{"mount"}, opts...), s.store, s.mnt)...)
 	s.t.Cleanup(func() { s.unmountQuiet() })
 }

@@ -225,8 +225,16 @@ func runMount(ctx context.Context, storeDir, mnt, opts string) (err error) {
 	}
 	log.Info("mounted", "store", absStore, "mountpoint", mnt, "pid", os.Getpid())
 	signalReady(nil)
-	go unmountOnSignal(server, mnt, log)
-	server.Wait()
+	detached := make(chan struct{})
+	go unmountOnSignal(server, mnt, log, detached)
+	done := make(chan struct{})
+	go func() { server.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-detached:
+		// The mount is gone from the namespace (umount -l) but the kernel
+		// keeps the connection while files are open: stop serving anyway.
+	}
 	return shutdown(log, adm, fsys, s)
 }
 
@@ -242,15 +250,35 @@ func mountFS(fsys *fs.FS, absStore, mnt string, cfg mountConfig) (*fuse.Server, 
 	return server, nil
 }
 
-func unmountOnSignal(server *fuse.Server, mnt string, log *slog.Logger) {
+// unmountOnSignal unmounts on SIGTERM, SIGINT or SIGHUP. If the mountpoint
+// is no longer mounted (detached with umount -l), it closes detached.
+func unmountOnSignal(server *fuse.Server, mnt string, log *slog.Logger, detached chan<- struct{}) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	for s := range sig {
 		log.Info("unmounting on signal", "signal", s.String())
-		if err := server.Unmount(); err != nil {
-			log.Error("unmount failed: close files using the mount, then run umount", "mountpoint", mnt, "err", err)
+		err := server.Unmount()
+		if err == nil {
+			continue
+		}
+		if !mounted(mnt) {
+			log.Warn("mount was detached; shutting down", "mountpoint", mnt)
+			close(detached)
+			return
+		}
+		log.Error("unmount failed: close files using the mount, then run umount", "mountpoint", mnt, "err", err)
+	}
+}
+
+// mounted reports whether a geofs mount is at mnt in this namespace.
+func mounted(mnt string) bool {
+	ms, _ := geofsMounts()
+	for _, m := range ms {
+		if m.point == mnt {
+			return true
 		}
 	}
+	return false
 }
 
 // startCPUProfile writes a CPU profile of the mount process to path until

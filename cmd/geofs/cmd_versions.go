@@ -88,9 +88,12 @@ func restoreCommand() *cli.Command {
 		ArgsUsage: "PATH",
 		Description: "Nothing is lost: the version being replaced stays in the history.\n\n" +
 			"Example:\n   geofs restore --version 3f2a9c1b7d04 /mnt/geofs/report.txt",
-		Flags:        []cli.Flag{&cli.StringFlag{Name: "version", Required: true, Usage: "version id to restore"}, storeFlag},
+		Flags:        []cli.Flag{&cli.StringFlag{Name: "version", Usage: "version id to restore (required)"}, storeFlag},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
+			if c.String("version") == "" {
+				return usagef("restore needs --version ID (see 'geofs versions PATH')")
+			}
 			return withSite(c, func(sc siteCall) error {
 				v, err := sc.site.Restore(c.Context, sc.path, c.String("version"))
 				if err != nil {
