@@ -3,8 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -61,20 +59,7 @@ func (c *checker) problem(id FileID, format string, args ...any) {
 
 // path names id from the heads read so far.
 func (c *checker) path(id FileID) string {
-	var parts []string
-	for range 4096 {
-		if id == RootID {
-			slices.Reverse(parts)
-			return "/" + strings.Join(parts, "/")
-		}
-		v := c.heads[id]
-		if v == nil || len(v.Links) == 0 {
-			return "(unnamed file " + id.String() + ")"
-		}
-		parts = append(parts, v.Links[0].Name)
-		id = v.Links[0].Parent
-	}
-	return "(cycle at " + id.String() + ")"
+	return pathOf(id, func(id FileID) *Version { return c.heads[id] })
 }
 
 // checkHeads loads every current version first (so problems can name paths),

@@ -414,14 +414,26 @@ func (s *Store) History(id FileID) ([]*Version, []Hash, error) {
 // PathOf returns a path of id for messages ("/a/b"), following its first
 // link up to the root. Deleted files get "(deleted) " and their id.
 func (s *Store) PathOf(id FileID) string {
+	return pathOf(id, func(id FileID) *Version {
+		v, err := s.Head(id)
+		if err != nil {
+			return nil
+		}
+		return v
+	})
+}
+
+// pathOf builds a path of id from head, which returns nil for a file it
+// cannot find.
+func pathOf(id FileID, head func(FileID) *Version) string {
 	var parts []string
 	for range 4096 {
 		if id == RootID {
 			slices.Reverse(parts)
 			return "/" + strings.Join(parts, "/")
 		}
-		v, err := s.Head(id)
-		if err != nil || len(v.Links) == 0 {
+		v := head(id)
+		if v == nil || len(v.Links) == 0 {
 			return "(deleted) " + id.String()
 		}
 		parts = append(parts, v.Links[0].Name)

@@ -129,6 +129,11 @@ func withStore(c *cli.Context, fn func(admin.Site) error) error {
 	if err != nil {
 		return err
 	}
+	return useSite(storeDir, fn)
+}
+
+// useSite opens the site in storeDir for fn.
+func useSite(storeDir string, fn func(admin.Site) error) error {
 	site, closeSite, err := openSite(storeDir)
 	if err != nil {
 		return err

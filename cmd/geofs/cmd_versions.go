@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/geofs/geofs/internal/admin"
 )
 
 var storeFlag = &cli.StringFlag{Name: "store", Usage: "use this STORE, with PATH a path in its tree (e.g. /docs/a.txt)"}
@@ -22,12 +24,9 @@ func withSite(c *cli.Context, fn func(site siteCall) error) error {
 	if err != nil {
 		return err
 	}
-	site, closeSite, err := openSite(storeDir)
-	if err != nil {
-		return err
-	}
-	defer closeSite()
-	return fn(siteCall{c: c, site: site, path: inTree})
+	return useSite(storeDir, func(site admin.Site) error {
+		return fn(siteCall{c: c, site: site, path: inTree})
+	})
 }
 
 func versionsCommand() *cli.Command {
