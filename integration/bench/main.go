@@ -83,7 +83,7 @@ func parseFlags() (config, error) {
 	flag.Var(&size, "size", "size of the sequential/random I/O file")
 	flag.IntVar(&cfg.files, "files", 20000, "number of files for the metadata workload")
 	flag.IntVar(&cfg.randReads, "rand-reads", 20000, "number of 4 KiB random reads")
-	flag.IntVar(&cfg.runs, "runs", 1, "run each workload this many times (alternating the order of the filesystems) and report medians")
+	flag.IntVar(&cfg.runs, "runs", 2, "independent runs on fresh stores, alternating which filesystem goes first (use an even number); the report shows medians")
 	flag.Var(&dedupSize, "dedup-size", "size of the file copied by the dedup workload")
 	flag.StringVar(&only, "only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames(), ","))
 	flag.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
@@ -211,17 +211,16 @@ func newBench(cfg config) (*bench, error) {
 		return nil, err
 	}
 	b := &bench{
-		cfg:       cfg,
-		dir:       dir,
-		logDir:    filepath.Join(dir, "logs"),
-		report:    newReport(cfg),
-		bigLabels: map[string]string{},
+		cfg:    cfg,
+		dir:    dir,
+		logDir: filepath.Join(dir, "logs"),
+		report: newReport(cfg),
 	}
 	return b, nil
 }
 
-// setup clears leftovers from earlier runs, builds the reference helper,
-// creates a fresh geofs site and mounts both filesystems.
+// setup clears leftovers from earlier runs, builds the reference helper and
+// prepares the data.
 func (b *bench) setup(ctx context.Context) error {
 	if err := unmountLeftovers(b.dir); err != nil {
 		return err
@@ -245,12 +244,35 @@ func (b *bench) setup(ctx context.Context) error {
 	b.geofs = newGeofsTarget(b.cfg.geofsBin, filepath.Join(b.dir, "geofs"), b.logDir)
 	b.targets = []target{b.ref, b.geofs}
 	b.report.dirFS = fsInfo(b.dir)
+	if b.cfg.selected("seq-write") {
+		b.pregenerateBig()
+	}
+	return nil
+}
 
+// freshStart unmounts both filesystems, wipes their data, creates a new
+// geofs site and mounts both. Every run starts from here, so runs are
+// independent (geofs cannot deduplicate against an earlier run's data).
+func (b *bench) freshStart(ctx context.Context) error {
+	for _, t := range b.targets {
+		if err := t.Unmount(ctx); err != nil {
+			return err
+		}
+	}
+	if left := mountsUnder(b.dir); len(left) > 0 {
+		return fmt.Errorf("still mounted: %v", left)
+	}
+	for _, t := range b.targets {
+		if err := os.RemoveAll(t.Store()); err != nil {
+			return err
+		}
+	}
 	log.Printf("geofs init %s", b.geofs.store)
 	if err := b.geofs.Init(ctx); err != nil {
 		return err
 	}
 	log.Printf("geofs site id: %s", b.geofs.siteID)
+	b.report.siteIDs = append(b.report.siteIDs, b.geofs.siteID)
 	for _, t := range b.targets {
 		log.Printf("mounting %s on %s", t.Label(), t.Mountpoint())
 		if err := t.Mount(ctx); err != nil {
@@ -289,43 +311,59 @@ func unmountLeftovers(dir string) error {
 	return nil
 }
 
-// runWorkloads runs every selected workload -runs times on every target and
-// records the results. It reports whether anything failed.
+// runWorkloads runs all selected workloads on both targets, -runs times,
+// each run on fresh stores. It records the results and reports whether
+// anything failed.
 func (b *bench) runWorkloads(ctx context.Context) (failed bool) {
+	for run := 0; run < b.cfg.runs; run++ {
+		b.run = run
+		if b.cfg.runs > 1 {
+			log.Printf("=== run %d of %d", run+1, b.cfg.runs)
+		}
+		if err := b.freshStart(ctx); err != nil {
+			b.report.errorf("run %d: setting up fresh mounts: %v", run+1, err)
+			return true
+		}
+		if b.runOnce(ctx) {
+			failed = true
+		}
+		if ctx.Err() != nil {
+			return true
+		}
+	}
+	return failed
+}
+
+// runOnce runs every selected workload once on every target.
+func (b *bench) runOnce(ctx context.Context) (failed bool) {
 	dead := map[string]bool{}
 	for _, w := range workloads {
 		if !b.cfg.selected(w.name) {
 			continue
 		}
-		for run := 0; run < b.cfg.runs; run++ {
-			b.run = run
-			for _, t := range b.order(run) {
-				if ctx.Err() != nil {
-					return true
-				}
-				if w.geofsOnly && t != target(b.geofs) {
-					continue
-				}
-				if dead[t.Label()] {
-					b.report.add(w, t.Label(), nil, errors.New("skipped: mount unusable after an earlier failure"))
-					continue
-				}
-				ms, err := b.runOne(ctx, w, t)
-				b.report.add(w, t.Label(), ms, err)
-				if err == nil {
-					continue
-				}
-				failed = true
-				if ctx.Err() != nil {
-					return true
-				}
-				if !b.recover(ctx, t) {
-					dead[t.Label()] = true
-				}
+		for _, t := range b.order(b.run) {
+			if ctx.Err() != nil {
+				return true
 			}
-		}
-		if w.done != nil {
-			w.done(b)
+			if w.geofsOnly && t != target(b.geofs) {
+				continue
+			}
+			if dead[t.Label()] {
+				b.report.add(w, t.Label(), nil, errors.New("skipped: mount unusable after an earlier failure"))
+				continue
+			}
+			ms, err := b.runOne(ctx, w, t)
+			b.report.add(w, t.Label(), ms, err)
+			if err == nil {
+				continue
+			}
+			failed = true
+			if ctx.Err() != nil {
+				return true
+			}
+			if !b.recover(ctx, t) {
+				dead[t.Label()] = true
+			}
 		}
 	}
 	return failed
@@ -425,7 +463,6 @@ func (b *bench) cleanup() {
 		}
 		for _, sub := range []string{"ref", "geofs", "logs", "bin", "gosrc.tar"} {
 			if sub == "logs" && b.failed {
-				log.Printf("keeping daemon logs in %s", b.logDir)
 				continue
 			}
 			if err := os.RemoveAll(filepath.Join(b.dir, sub)); err != nil {
@@ -433,6 +470,10 @@ func (b *bench) cleanup() {
 			}
 		}
 		os.Remove(b.dir) // only if empty: never delete what we did not create
-		log.Printf("cleaned up %s", b.dir)
+		if b.failed {
+			log.Printf("cleaned up %s, except the daemon logs in %s", b.dir, b.logDir)
+		} else {
+			log.Printf("cleaned up %s", b.dir)
+		}
 	})
 }

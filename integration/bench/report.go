@@ -18,7 +18,7 @@ type report struct {
 	started time.Time
 	dirFS   string
 	goFuse  string
-	siteID  string
+	siteIDs []string
 	results []*wresult
 	notes   []string
 	errs    []string
@@ -105,10 +105,6 @@ func (r *report) add(w workload, label string, ms []metric, err error) {
 
 // finishReport adds the notes that need the whole run.
 func (b *bench) finishReport() {
-	r := b.report
-	if b.geofs != nil {
-		r.siteID = b.geofs.siteID
-	}
 	if b.ref != nil && b.ref.total.Opens > 0 {
 		t := b.ref.total
 		b.notef("Reference daemon I/O over the whole run: %d READ requests (%s), %d WRITE requests (%s), %d opens. "+
@@ -175,14 +171,18 @@ func (r *report) markdown() string {
 	p("- Scratch dir: %s (%s), used by both filesystems\n", r.cfg.dir, r.dirFS)
 	p("- Parameters: -size %s, -files %d, -rand-reads %d, -dedup-size %s, -runs %d\n",
 		fmtBytes(r.cfg.size), r.cfg.files, r.cfg.randReads, fmtBytes(r.cfg.dedupSize), r.cfg.runs)
-	p("- geofs: %s (fresh site %s)\n", r.cfg.geofsBin, orDash(r.siteID))
+	p("- geofs: %s (fresh site per run: %s)\n", r.cfg.geofsBin, orDash(strings.Join(r.siteIDs, ", ")))
 	p("- ref: go-fuse loopback (fs.NewLoopbackRoot) over a directory in the scratch dir, separate process, " +
 		"FUSE passthrough off, MaxWrite 1 MiB, DirectMount, entry/attr timeout 1 s\n")
 	p("- Cold = unmount, sync, drop_caches, mount (both filesystems). " +
 		"Ratio > 1 means geofs is better: geofs/ref for rates, ref/geofs for times.\n")
 	if r.cfg.runs > 1 {
-		p("- Each workload ran %d times, alternating which filesystem goes first; "+
+		p("- %d independent runs (fresh stores each), alternating which filesystem goes first; "+
 			"values are medians, ±x%% is half the min–max range.\n", r.cfg.runs)
+	}
+	if r.cfg.runs%2 == 1 {
+		p("- Warning: odd -runs, so one filesystem went first more often; on this kind of (virtual) machine " +
+			"the first filesystem measured after a fresh start can be markedly slower. Use an even -runs.\n")
 	}
 	p("\n")
 

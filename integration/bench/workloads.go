@@ -42,13 +42,10 @@ type workload struct {
 	desc      string
 	geofsOnly bool
 	run       func(ctx context.Context, b *bench, t target) ([]metric, error)
-	// done, if set, is called after the workload ran on all targets.
-	done func(b *bench)
 }
 
 var workloads = []workload{
-	{name: "seq-write", desc: "write -size in 1 MiB blocks of random data, fsync, close", run: seqWrite,
-		done: func(b *bench) { b.bigData, b.bigDataLabel = nil, "" }},
+	{name: "seq-write", desc: "drop caches, write -size in 1 MiB blocks of random data, fsync, close", run: seqWrite},
 	{name: "seq-read", desc: "cold (remount + drop caches), read the file back in 1 MiB blocks", run: seqRead},
 	{name: "rand-read", desc: "cold, 4 KiB preads at random aligned offsets (fixed seed)", run: randRead},
 	{name: "metadata", desc: "create / lstat / readdir (cold) / readdir+lstat (cold) / unlink of -files empty files in one directory", run: metadata},
@@ -69,13 +66,20 @@ func workloadNames() []string {
 
 const bigName = "big.dat"
 
-// bigLabel is the data label for big.dat written in the current run. Each
-// run writes different data, so that geofs cannot deduplicate a rerun
-// against the previous version of the file still in its history.
-func (b *bench) bigLabel() string { return fmt.Sprintf("big-%d", b.run) }
+// bigRand generates the content of big.dat. (Each run uses fresh stores, so
+// the same content in every run cannot be deduplicated against the last.)
+func bigRand() *randData { return newRandData("big") }
 
-// bigRand returns the data generator of the big.dat currently on t.
-func (b *bench) bigRand(t target) *randData { return newRandData(b.bigLabels[t.Label()]) }
+// pregenerateBig keeps the whole content of big.dat in memory when it
+// comfortably fits, so that seq-write measures the filesystem and not AES.
+func (b *bench) pregenerateBig() {
+	if b.cfg.size <= memAvailable()/4 {
+		log.Printf("pre-generating %s of random data", fmtBytes(b.cfg.size))
+		b.bigData = bigRand().pregenerate(b.cfg.size)
+	} else {
+		log.Printf("-size is large: generating data while writing (AES-CTR, ~5 GB/s)")
+	}
+}
 
 // writeRandomFile writes size bytes of rd's data (or pre, if not nil) to
 // path in 1 MiB blocks, then fsyncs and closes it. The returned duration
@@ -120,16 +124,12 @@ func writeRandomFile(ctx context.Context, path string, rd *randData, size int64,
 // leave it in place, so that -only seq-read works on its own.
 func ensureBigFile(ctx context.Context, b *bench, t target) (string, error) {
 	path := filepath.Join(t.Mountpoint(), bigName)
-	if st, err := os.Stat(path); err == nil && st.Size() == b.cfg.size && b.bigLabels[t.Label()] != "" {
+	if st, err := os.Stat(path); err == nil && st.Size() == b.cfg.size {
 		return path, nil
 	}
 	log.Printf("[%s] preparing %s (%s, untimed)", t.Label(), bigName, fmtBytes(b.cfg.size))
-	label := b.bigLabel()
-	if _, err := writeRandomFile(ctx, path, newRandData(label), b.cfg.size, nil); err != nil {
-		return "", err
-	}
-	b.bigLabels[t.Label()] = label
-	return path, nil
+	_, err := writeRandomFile(ctx, path, bigRand(), b.cfg.size, b.bigData)
+	return path, err
 }
 
 func mibPerSec(bytes int64, d time.Duration) float64 {
@@ -141,22 +141,13 @@ func seqWrite(ctx context.Context, b *bench, t target) ([]metric, error) {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	// Pre-generate the data when it comfortably fits in memory, so that the
-	// timed loop measures the filesystem and not AES.
-	label := b.bigLabel()
-	if b.bigDataLabel != label {
-		b.bigData, b.bigDataLabel = nil, ""
-		if b.cfg.size <= memAvailable()/4 {
-			log.Printf("pre-generating %s of random data", fmtBytes(b.cfg.size))
-			b.bigData, b.bigDataLabel = newRandData(label).pregenerate(b.cfg.size), label
-		}
+	if err := dropCaches(); err != nil {
+		return nil, err
 	}
-	unix.Sync()
-	d, err := writeRandomFile(ctx, path, newRandData(label), b.cfg.size, b.bigData)
+	d, err := writeRandomFile(ctx, path, bigRand(), b.cfg.size, b.bigData)
 	if err != nil {
 		return nil, err
 	}
-	b.bigLabels[t.Label()] = label
 	return []metric{throughput("throughput", "MiB/s", mibPerSec(b.cfg.size, d))}, nil
 }
 
@@ -193,7 +184,7 @@ func seqRead(ctx context.Context, b *bench, t target) ([]metric, error) {
 	if total != b.cfg.size {
 		return nil, fmt.Errorf("read %d bytes, want %d", total, b.cfg.size)
 	}
-	if err := verifyBlocks(f, b.bigRand(t), b.cfg.size); err != nil {
+	if err := verifyBlocks(f, bigRand(), b.cfg.size); err != nil {
 		return nil, err
 	}
 	f.Close()
@@ -287,7 +278,7 @@ func randRead(ctx context.Context, b *bench, t target) ([]metric, error) {
 		}
 	}
 	d := time.Since(start)
-	if err := verifyPages(fd, b.bigRand(t), offs[:min(16, len(offs))]); err != nil {
+	if err := verifyPages(fd, bigRand(), offs[:min(16, len(offs))]); err != nil {
 		return nil, err
 	}
 	return []metric{throughput("4 KiB random reads", "IOPS", float64(len(offs))/d.Seconds())}, nil
@@ -574,7 +565,7 @@ func dedup(ctx context.Context, b *bench, t target) ([]metric, error) {
 		}
 	}
 	log.Printf("[%s] writing %s of random data", t.Label(), fmtBytes(size))
-	if _, err := writeRandomFile(ctx, src, newRandData(fmt.Sprintf("dedup-%d", b.run)), size, nil); err != nil {
+	if _, err := writeRandomFile(ctx, src, newRandData("dedup"), size, nil); err != nil {
 		return nil, err
 	}
 	unix.Sync()
