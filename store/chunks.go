@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/y"
@@ -70,25 +71,70 @@ func (s *Store) writeChunks(enc []encodedChunk) error {
 	if err != nil {
 		return classifyBadger(err)
 	}
+	kvs := make([]kv, len(hashes))
+	for i, h := range hashes {
+		kvs[i] = kv{hashKey(pChunk, h), locs[i].encode()}
+	}
+	return s.writeAsync(kvs)
+}
+
+type kv struct{ k, v []byte }
+
+// writeAsync submits a Badger transaction that sets kvs and returns without
+// waiting for it. Badger applies commits in the order they are submitted
+// (one write channel), so a later Update that references these keys is
+// applied after them; a failure is reported by the next Update.
+func (s *Store) writeAsync(kvs []kv) error {
+	if len(kvs) == 0 {
+		return nil
+	}
+	txn := s.db.NewTransaction(true)
+	for _, e := range kvs {
+		if err := txn.Set(e.k, e.v); err != nil {
+			txn.Discard()
+			return s.writeBatch(kvs) // too big for one transaction
+		}
+	}
+	s.async.Add(1)
+	txn.CommitWith(func(err error) {
+		if err != nil {
+			s.asyncErr.CompareAndSwap(nil, &err)
+		}
+		s.async.Done()
+	})
+	return nil
+}
+
+func (s *Store) writeBatch(kvs []kv) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for i, h := range hashes {
-		if err := wb.Set(hashKey(pChunk, h), locs[i].encode()); err != nil {
-			return fmt.Errorf("index chunk %s: %w", h.Short(), err)
+	for _, e := range kvs {
+		if err := wb.Set(e.k, e.v); err != nil {
+			return err
 		}
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("index chunks: %w", classifyBadger(err))
+		return fmt.Errorf("store index: %w", classifyBadger(err))
+	}
+	return nil
+}
+
+// takeAsyncErr returns (and clears) the failure of an earlier writeAsync.
+func (s *Store) takeAsyncErr() error {
+	if p := s.asyncErr.Swap(nil); p != nil {
+		return fmt.Errorf("store index: %w", classifyBadger(*p))
 	}
 	return nil
 }
 
 // encodeChunk returns how to store data: zstd when that saves an eighth,
-// else raw (the chunk itself, not a copy). A chunk whose first 64 KiB do
-// not compress is taken to be incompressible and not tried whole.
+// else raw (the chunk itself, not a copy). Chunks under 16 KiB (small
+// files) are kept raw, and a chunk whose first 64 KiB do not compress is
+// taken to be incompressible and not tried whole.
 func (s *Store) encodeChunk(data []byte) (byte, []byte) {
 	const sample = 64 << 10
-	if len(data) > 2*sample && !s.pays(data[:sample], nil) {
+	const small = 16 << 10 // zstd costs ~12 µs a call whatever the size: not worth it here
+	if len(data) < small || len(data) > 2*sample && !s.pays(data[:sample], nil) {
 		return codecRaw, data
 	}
 	out := s.zenc.EncodeAll(data, make([]byte, 0, len(data)))
@@ -216,40 +262,44 @@ func classifyBadger(err error) error {
 // checkSpace refuses a write of n bytes that would leave less than the
 // reserve free. Badger writes through mmap: running its disk truly full
 // would crash the process (SIGBUS) rather than return an error, so geofs
-// stops early and reports ENOSPC while the store is still consistent.
+// stops early and reports ENOSPC while the store is still consistent. The
+// free space is asked of the kernel at most once a second, and whenever
+// the estimate gets within 256 MiB of the reserve.
 func (s *Store) checkSpace(n uint64) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(s.dir, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", s.dir, err)
+	s.space.Lock()
+	defer s.space.Unlock()
+	if time.Since(s.space.at) > time.Second || s.space.free < n+s.reserve+256<<20 {
+		var st unix.Statfs_t
+		if err := unix.Statfs(s.dir, &st); err != nil {
+			return fmt.Errorf("statfs %s: %w", s.dir, err)
+		}
+		s.space.free, s.space.at = st.Bavail*uint64(st.Bsize), time.Now()
 	}
-	free := st.Bavail * uint64(st.Bsize)
-	if free < n+s.reserve {
-		return fmt.Errorf("write %d bytes with %d free: %w", n, free, ErrNoSpace)
+	if s.space.free < n+s.reserve {
+		return fmt.Errorf("write %d bytes with %d free: %w", n, s.space.free, ErrNoSpace)
 	}
+	s.space.free -= n
 	return nil
 }
 
 // PutManifest stores the manifest tree for refs and returns its root.
-// Nodes already present are not written again.
+// Nodes already present are not written again. Like chunk locations, the
+// nodes are written ahead of (and applied before) the version's Update.
 func (s *Store) PutManifest(refs []Ref) (Hash, error) {
 	if err := s.checkSpace(uint64(len(refs)) * 40); err != nil {
 		return Hash{}, err
 	}
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
+	var kvs []kv
 	root, err := BuildManifest(refs, func(h Hash, node []byte) error {
-		if s.hasKey(hashKey(pNode, h)) {
-			return nil
+		if !s.hasKey(hashKey(pNode, h)) {
+			kvs = append(kvs, kv{hashKey(pNode, h), node})
 		}
-		return wb.Set(hashKey(pNode, h), node)
+		return nil
 	})
 	if err != nil {
 		return Hash{}, err
 	}
-	if err := wb.Flush(); err != nil {
-		return Hash{}, fmt.Errorf("store manifest: %w", err)
-	}
-	return root, nil
+	return root, s.writeAsync(kvs)
 }
 
 func (s *Store) hasKey(k []byte) bool {

@@ -128,12 +128,15 @@ func (w *rewriter) holeEnd(x uint64) uint64 {
 // unconsumed tail moves to a fresh buffer.
 func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 	start := pos
-	buf := make([]byte, 0, 4*w.params.Max)
+	var buf []byte
 	x := start
 	stopped := false
 	for {
 		if cap(buf)-len(buf) < w.params.Max {
-			buf = append(make([]byte, 0, 4*w.params.Max), buf...)
+			// At most 4 chunks' worth, but no more than is left to read:
+			// a small file must not cost a 16 MiB allocation.
+			want := min(uint64(4*w.params.Max), uint64(len(buf))+w.size-min(x, w.size)) + 1
+			buf = append(make([]byte, 0, want), buf...)
 		}
 		for len(buf) < w.params.Max && !stopped {
 			var err error

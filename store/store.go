@@ -30,6 +30,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -61,6 +63,14 @@ type Store struct {
 	zdec *zstd.Decoder
 
 	reserve uint64 // free bytes to keep on the disk (see checkSpace)
+	space   struct {
+		sync.Mutex
+		free uint64
+		at   time.Time
+	}
+
+	async    sync.WaitGroup        // writeAsync commits in flight
+	asyncErr atomic.Pointer[error] // the first failure among them
 }
 
 // DBDir is the Badger directory inside a store directory.
@@ -172,9 +182,10 @@ func (s *Store) load() error {
 
 // Close flushes and closes the database.
 func (s *Store) Close() error {
+	s.async.Wait()
 	s.zenc.Close()
 	s.zdec.Close()
-	perr := s.packs.sync()
+	perr := errors.Join(s.packs.sync(), s.takeAsyncErr())
 	if err := errors.Join(perr, s.packs.close(), s.db.Close()); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

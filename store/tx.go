@@ -38,6 +38,9 @@ func (s *Store) Update(op Op, fn func(tx *Tx) error) error {
 	if err := s.checkSpace(4096); err != nil {
 		return err
 	}
+	if err := s.takeAsyncErr(); err != nil {
+		return err
+	}
 	if err := fn(tx); err != nil {
 		return err
 	}
