@@ -39,7 +39,7 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	if len(v.Links) > 0 {
 		parent = v.Links[0].Parent
 	}
-	dots := []store.Dirent{{Name: ".", ID: n.id, Kind: store.KindDir}, {Name: "..", ID: parent, Kind: store.KindDir}}
+	dots := []store.Dirent{{Name: ".", ID: n.id, Kind: store.KindDir, Version: v}, {Name: "..", ID: parent, Kind: store.KindDir}}
 	return &dirHandle{node: n, entries: append(dots, ents...)}, 0, 0
 }
 
@@ -59,17 +59,13 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	return 0
 }
 
-// Lookup answers READDIRPLUS without another directory-entry lookup.
+// Lookup answers READDIRPLUS from the scan: entries carry their records.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	i := d.pos - 1
-	if i < 0 || i >= len(d.entries) || d.entries[i].Name != name {
+	if i < 0 || i >= len(d.entries) || d.entries[i].Name != name || d.entries[i].Version == nil {
 		return d.node.Lookup(ctx, name, out)
 	}
-	v, err := d.node.fsys.s.Head(d.entries[i].ID)
-	if err != nil {
-		return nil, d.node.errno(ctx, err, "readdirplus")
-	}
-	return d.node.newChild(ctx, v, out)
+	return d.node.newChild(ctx, d.entries[i].Version, out)
 }
 
 // Fsyncdir makes directory changes durable.

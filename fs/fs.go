@@ -13,7 +13,8 @@
 //
 // Entries and attributes are cached by the kernel for Options.CacheTimeout.
 // Only this process changes the store, and every change passes through the
-// kernel, so the caches stay true. Page-cache contents are kept across opens
+// kernel or is followed by a notify call (see notify.go), so the caches stay
+// true. Page-cache contents are kept across opens
 // while a file's content hash is unchanged (FOPEN_KEEP_CACHE).
 package fs
 
@@ -37,7 +38,10 @@ type Options struct {
 	// MaxDirty bounds the bytes buffered per open file before a commit
 	// (default 64 MiB).
 	MaxDirty int
-	// CacheTimeout is the kernel's entry and attribute cache time (default 1 s).
+	// CacheTimeout is the kernel's entry and attribute cache time (default
+	// 1 h). Every change made at this site passes through the kernel, and
+	// changes made behind its back (restore, and later peers) invalidate
+	// the kernel's caches with notify calls, so long times are safe.
 	CacheTimeout time.Duration
 	Log          *slog.Logger
 }
@@ -65,7 +69,7 @@ func New(s *store.Store, opts Options) *FS {
 		opts.MaxDirty = 64 << 20
 	}
 	if opts.CacheTimeout <= 0 {
-		opts.CacheTimeout = time.Second
+		opts.CacheTimeout = time.Hour
 	}
 	if opts.Log == nil {
 		opts.Log = slog.Default()
@@ -98,6 +102,11 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 			MaxReadAhead: 1 << 20,
 			DirectMount:  true,
 			Options:      append([]string{"default_permissions"}, extra...),
+			// Let the kernel choose READDIRPLUS only when the program also
+			// stats the entries (ls -l): a plain listing of a large
+			// directory then skips making 20,000 inodes.
+			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO,
+			EnableSymlinkCaching: true, // a version's target never changes
 		},
 	}
 }

@@ -127,11 +127,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if len(name) > store.MaxNameLen {
 		return nil, syscall.ENAMETOOLONG
 	}
-	id, _, err := n.fsys.s.Lookup(n.id, name)
-	if err != nil {
-		return nil, n.errno(ctx, err, "lookup")
-	}
-	v, err := n.fsys.s.Head(id)
+	v, err := n.fsys.s.LookupVersion(n.id, name)
 	if err != nil {
 		return nil, n.errno(ctx, err, "lookup")
 	}

@@ -185,15 +185,18 @@ func (c *checker) dirents() error {
 		copy(parent[:], k[1:17])
 		name := string(k[17:])
 		c.stats.Entries++
-		if len(val) != 17 {
-			c.problem(parent, "entry %q is damaged", name)
+		d, err := decodeDirent(name, val, true)
+		if err != nil {
+			c.problem(parent, "%v", err)
 			return nil
 		}
-		copy(child[:], val)
+		child = d.ID
 		seen[Link{parent, name}] = true
 		v := c.heads[child]
 		if v == nil || !v.HasLink(parent, name) {
 			c.problem(parent, "entry %q names file %s, which does not link back", name, child)
+		} else if d.Hash != v.Hash() {
+			c.problem(child, "entry %q holds version %s, not the current %s", name, d.Hash.Short(), v.Hash().Short())
 		}
 		return nil
 	})

@@ -9,7 +9,7 @@ const (
 	pNode     = 'm' // 'm' hash -> manifest node
 	pVersion  = 'v' // 'v' hash -> version record
 	pHead     = 'h' // 'h' file id -> hash of the file's current version
-	pDirent   = 'd' // 'd' parent id, name -> child id + kind byte
+	pDirent   = 'd' // 'd' parent id, name -> child id, kind byte, version hash, encoded version
 	pLog      = 'l' // 'l' seq (8 bytes big endian) -> txlog entry
 	pDirState = 't' // 't' dir id -> local directory times and subdir count
 	pBucket   = 'n' // 'n' bucket byte -> namespace bucket accumulator

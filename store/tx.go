@@ -112,6 +112,11 @@ func (tx *Tx) Put(v *Version) (Hash, error) {
 	if err := tx.relink(v, oldLinks); err != nil {
 		return Hash{}, err
 	}
+	for _, l := range v.Links {
+		if err := tx.set(direntKey(l.Parent, l.Name), encodeDirent(v, h, enc)); err != nil {
+			return Hash{}, err
+		}
+	}
 	if err := tx.updateBucket(v.ID, oldHash, h); err != nil {
 		return Hash{}, err
 	}
@@ -140,7 +145,9 @@ func (tx *Tx) updateBucket(id FileID, oldHead, newHead Hash) error {
 	return tx.set([]byte{pBucket, id[0]}, b[:])
 }
 
-// relink makes the directory entries match v.Links, given the old Links.
+// relink removes the directory entries of links v no longer has and updates
+// the directory state of every directory that gains or loses an entry.
+// (Put then writes an entry, with the new record, for each link of v.)
 func (tx *Tx) relink(v *Version, oldLinks []Link) error {
 	for _, l := range oldLinks {
 		if !slices.Contains(v.Links, l) {
@@ -156,14 +163,10 @@ func (tx *Tx) relink(v *Version, oldLinks []Link) error {
 		}
 	}
 	for _, l := range v.Links {
-		if slices.Contains(oldLinks, l) {
-			continue
-		}
-		if err := tx.set(direntKey(l.Parent, l.Name), append(v.ID[:], byte(v.Kind))); err != nil {
-			return err
-		}
-		if err := tx.touchDir(l.Parent, v.Kind, +1); err != nil {
-			return err
+		if !slices.Contains(oldLinks, l) {
+			if err := tx.touchDir(l.Parent, v.Kind, +1); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -295,24 +298,62 @@ func versionIn(txn *badger.Txn, h Hash) (*Version, error) {
 }
 
 func lookupIn(txn *badger.Txn, dir FileID, name string) (FileID, Kind, error) {
-	var id FileID
+	d, err := direntIn(txn, dir, name, false)
+	return d.ID, d.Kind, err
+}
+
+// direntIn reads one directory entry, decoding its record when full.
+func direntIn(txn *badger.Txn, dir FileID, name string, full bool) (Dirent, error) {
 	item, err := txn.Get(direntKey(dir, name))
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return id, 0, fmt.Errorf("%q: %w", name, ErrNotFound)
+		return Dirent{}, fmt.Errorf("%q: %w", name, ErrNotFound)
 	}
 	if err != nil {
-		return id, 0, classifyBadger(err)
+		return Dirent{}, classifyBadger(err)
 	}
-	var kind Kind
+	var d Dirent
 	err = item.Value(func(b []byte) error {
-		if len(b) != 17 {
-			return fmt.Errorf("directory entry %q: %w", name, ErrCorrupt)
-		}
-		copy(id[:], b)
-		kind = Kind(b[16])
-		return nil
+		var err error
+		d, err = decodeDirent(name, b, full)
+		return err
 	})
-	return id, kind, err
+	return d, err
+}
+
+// A directory entry's value is the child's file id, kind, current version
+// hash and encoded current version, rewritten with every new version, so
+// that listing a directory and looking up a name each take one read.
+func encodeDirent(v *Version, h Hash, enc []byte) []byte {
+	b := make([]byte, 0, 16+1+32+len(enc))
+	b = append(b, v.ID[:]...)
+	b = append(b, byte(v.Kind))
+	b = append(b, h[:]...)
+	return append(b, enc...)
+}
+
+func decodeDirent(name string, b []byte, full bool) (Dirent, error) {
+	d := Dirent{Name: name}
+	if len(b) < 49 {
+		return d, fmt.Errorf("directory entry %q: %w", name, ErrCorrupt)
+	}
+	copy(d.ID[:], b)
+	d.Kind = Kind(b[16])
+	copy(d.Hash[:], b[17:49])
+	if !full {
+		return d, nil
+	}
+	if Sum(b[49:]) != d.Hash {
+		return d, fmt.Errorf("directory entry %q: %w: record hash mismatch", name, ErrCorrupt)
+	}
+	v, err := DecodeVersion(b[49:])
+	if err != nil {
+		return d, fmt.Errorf("directory entry %q: %w: %w", name, ErrCorrupt, err)
+	}
+	if v.ID != d.ID {
+		return d, fmt.Errorf("directory entry %q: %w: record of another file", name, ErrCorrupt)
+	}
+	d.Version = v
+	return d, nil
 }
 
 // Head returns the current version of id. The result is shared: Clone it
@@ -355,12 +396,15 @@ func (s *Store) Lookup(dir FileID, name string) (FileID, Kind, error) {
 
 // Dirent is one directory entry.
 type Dirent struct {
-	Name string
-	ID   FileID
-	Kind Kind
+	Name    string
+	ID      FileID
+	Kind    Kind
+	Hash    Hash     // of the child's current version
+	Version *Version // the child's current version (from ReadDir and LookupVersion)
 }
 
-// ReadDir returns dir's entries in name order, from one scan.
+// ReadDir returns dir's entries in name order, each with the child's
+// current version, from one scan.
 func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 	var out []Dirent
 	prefix := idKey(pDirent, dir)
@@ -369,23 +413,34 @@ func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
-			d := Dirent{Name: string(item.Key()[len(prefix):])}
+			name := string(item.Key()[len(prefix):])
 			err := item.Value(func(b []byte) error {
-				if len(b) != 17 {
-					return fmt.Errorf("directory entry %q: %w", d.Name, ErrCorrupt)
-				}
-				copy(d.ID[:], b)
-				d.Kind = Kind(b[16])
-				return nil
+				d, err := decodeDirent(name, b, true)
+				out = append(out, d)
+				return err
 			})
 			if err != nil {
-				return err
+				return classifyBadger(err)
 			}
-			out = append(out, d)
 		}
 		return nil
 	})
 	return out, err
+}
+
+// LookupVersion returns the entry name in dir with the child's current
+// version, from one read.
+func (s *Store) LookupVersion(dir FileID, name string) (*Version, error) {
+	var d Dirent
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		d, err = direntIn(txn, dir, name, true)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d.Version, nil
 }
 
 // History returns the versions of id, newest first, following Prev.

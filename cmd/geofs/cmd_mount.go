@@ -240,6 +240,7 @@ func runMount(ctx context.Context, storeDir, mnt, opts string) (err error) {
 
 func mountFS(fsys *fs.FS, absStore, mnt string, cfg mountConfig) (*fuse.Server, error) {
 	opts := fsys.MountOptions(absStore, cfg.allowOther, cfg.extra)
+	opts.MountOptions.Debug = os.Getenv("GEOFS_FUSE_DEBUG") != "" // logs every FUSE request
 	if cfg.readOnly {
 		opts.MountOptions.DirectMountFlags = syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV
 	}
