@@ -37,3 +37,17 @@ func BenchmarkSmallFile(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDirState measures one small metadata read from Badger.
+func BenchmarkDirState(b *testing.B) {
+	s := newTestStore(b)
+	s.Update(OpMkdir, func(tx *Tx) error {
+		_, err := tx.Put(&Version{ID: NewFileID(), Kind: KindDir, Links: []Link{{RootID, "d"}}, Mode: 0o755})
+		return err
+	})
+	for b.Loop() {
+		if _, err := s.DirState(RootID); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
