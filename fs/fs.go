@@ -94,6 +94,9 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 		EntryTimeout:    &t,
 		AttrTimeout:     &t,
 		NegativeTimeout: &t,
+		// Report a mode of 0000 as it is: without this go-fuse shows 0644
+		// (0755 for directories), and chmod 0 would not lock anyone out.
+		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
 			FsName:       fsname,
 			Name:         "geofs",

@@ -26,6 +26,7 @@ var (
 	_ = (gofs.NodeMkdirer)((*Node)(nil))
 	_ = (gofs.NodeCreater)((*Node)(nil))
 	_ = (gofs.NodeSymlinker)((*Node)(nil))
+	_ = (gofs.NodeMknoder)((*Node)(nil))
 	_ = (gofs.NodeLinker)((*Node)(nil))
 	_ = (gofs.NodeReadlinker)((*Node)(nil))
 	_ = (gofs.NodeUnlinker)((*Node)(nil))
@@ -45,14 +46,22 @@ func (n *Node) errno(ctx context.Context, err error, op string) syscall.Errno {
 	return n.fsys.toErrno(ctx, err, op, n.id)
 }
 
-func kindMode(k store.Kind) uint32 {
-	switch k {
-	case store.KindDir:
-		return syscall.S_IFDIR
-	case store.KindLink:
-		return syscall.S_IFLNK
+var kindModes = map[store.Kind]uint32{
+	store.KindFile: syscall.S_IFREG, store.KindDir: syscall.S_IFDIR, store.KindLink: syscall.S_IFLNK,
+	store.KindFifo: syscall.S_IFIFO, store.KindSocket: syscall.S_IFSOCK,
+	store.KindChar: syscall.S_IFCHR, store.KindBlock: syscall.S_IFBLK,
+}
+
+func kindMode(k store.Kind) uint32 { return kindModes[k] }
+
+// modeKind returns the kind for the S_IFMT bits of mode.
+func modeKind(mode uint32) (store.Kind, bool) {
+	for k, m := range kindModes {
+		if m == mode&syscall.S_IFMT {
+			return k, true
+		}
 	}
-	return syscall.S_IFREG
+	return 0, false
 }
 
 // fillAttr sets out from v, the local directory state and any uncommitted
@@ -62,6 +71,7 @@ func (f *FS) fillAttr(v *store.Version, out *fuse.Attr) error {
 	out.Mode = kindMode(v.Kind) | v.Mode
 	out.Uid, out.Gid = v.UID, v.GID
 	out.Size = v.Size
+	out.Rdev = uint32(v.Rdev)
 	out.Nlink = uint32(len(v.Links))
 	mtime, ctime := v.Mtime, v.Ctime
 	switch v.Kind {
@@ -219,6 +229,32 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	child := ino.Operations().(*Node)
 	fh, fuseFlags, errno := child.openFile(ctx, v, flags)
 	return ino, fh, fuseFlags, errno
+}
+
+// Mknod makes a named pipe, a unix socket, a device node or an empty
+// regular file. The kernel serves pipes, sockets and devices itself; geofs
+// keeps their names, modes, owners and device numbers.
+func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	kind, ok := modeKind(mode)
+	if !ok || kind == store.KindDir || kind == store.KindLink {
+		return nil, syscall.EINVAL
+	}
+	var v *store.Version
+	err := n.fsys.s.Update(store.OpCreate, func(tx *store.Tx) error {
+		var err error
+		if v, err = n.newVersion(ctx, tx, kind, name, mode); err != nil {
+			return err
+		}
+		if kind == store.KindChar || kind == store.KindBlock {
+			v.Rdev = uint64(dev)
+		}
+		_, err = tx.Put(v)
+		return err
+	})
+	if err != nil {
+		return nil, n.errno(ctx, err, "mknod")
+	}
+	return n.newChild(ctx, v, out)
 }
 
 // Readlink returns a symlink's target.

@@ -31,7 +31,15 @@ type openFile struct {
 	busy    bool  // a background commit runs
 	err     error // from the last background commit, not yet reported
 	since   time.Time
+	lastEnd uint64 // where the last read ended (sequential reads read ahead)
 }
+
+// A sequential reader gets the next readAhead bytes loaded in the
+// background each time it crosses a readAheadStep boundary.
+const (
+	readAhead     = 1 << 20
+	readAheadStep = 256 << 10
+)
 
 // layer is a set of uncommitted changes. Content at byte x, over what lies
 // below: the patch holding x if any; else, below keep, the content below;
@@ -241,9 +249,22 @@ func (of *openFile) size() uint64 {
 	return of.cur.size
 }
 
-// read fills p from the uncommitted view of the file.
+// read fills p from the uncommitted view of the file. With nothing
+// buffered it reads the committed extents (immutable) without the lock, so
+// the kernel's parallel read-ahead requests run in parallel.
 func (of *openFile) read(p []byte, off uint64) (int, error) {
 	of.mu.Lock()
+	seq := off == of.lastEnd
+	of.lastEnd = off + uint64(len(p))
+	if !of.dirtyLocked() {
+		base := of.base
+		of.mu.Unlock()
+		n, err := of.fsys.s.ReadAt(base, p, off)
+		if end := off + uint64(n); seq && off/readAheadStep != end/readAheadStep {
+			of.fsys.s.Prefetch(base, end, readAhead)
+		}
+		return n, err
+	}
 	defer of.mu.Unlock()
 	if off >= of.cur.size {
 		return 0, nil

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"container/list"
 	"errors"
 	"fmt"
 	"runtime"
@@ -14,69 +13,6 @@ import (
 	"github.com/dgraph-io/badger/v4/y"
 	"golang.org/x/sys/unix"
 )
-
-// Chunk values start with a codec byte. Compression is used only when it
-// saves at least an eighth of the bytes; otherwise the chunk is kept raw.
-const (
-	codecRaw  = 0
-	codecZstd = 1
-)
-
-type encodedChunk struct {
-	hash  Hash
-	codec byte
-	data  []byte // stored bytes: the chunk itself when raw
-	fresh bool   // not yet in the store
-}
-
-// PutChunks stores each chunk that is not already present and returns their
-// Refs in order. Hashing and compression run on every core. The chunks are
-// durable in Badger's log order before PutChunks returns (invariant 1).
-func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
-	enc := make([]encodedChunk, len(chunks))
-	parallel(len(chunks), func(i int) {
-		enc[i].hash = Sum(chunks[i])
-		enc[i].fresh = !s.HasChunk(enc[i].hash)
-		if enc[i].fresh {
-			enc[i].codec, enc[i].data = s.encodeChunk(chunks[i])
-		}
-	})
-	if err := s.writeChunks(enc); err != nil {
-		return nil, err
-	}
-	refs := make([]Ref, len(chunks))
-	for i, c := range chunks {
-		refs[i] = Ref{enc[i].hash, uint64(len(c))}
-	}
-	return refs, nil
-}
-
-func (s *Store) writeChunks(enc []encodedChunk) error {
-	var fresh []encodedChunk
-	var hashes []Hash
-	var need uint64
-	for _, e := range enc {
-		if e.fresh {
-			fresh, hashes = append(fresh, e), append(hashes, e.hash)
-			need += uint64(len(e.data)) + packHeaderSize
-		}
-	}
-	if len(fresh) == 0 {
-		return nil
-	}
-	if err := s.checkSpace(need); err != nil {
-		return err
-	}
-	locs, err := s.packs.append(fresh)
-	if err != nil {
-		return classifyBadger(err)
-	}
-	kvs := make([]kv, len(hashes))
-	for i, h := range hashes {
-		kvs[i] = kv{hashKey(pChunk, h), locs[i].encode()}
-	}
-	return s.writeAsync(kvs)
-}
 
 type kv struct{ k, v []byte }
 
@@ -127,32 +63,6 @@ func (s *Store) takeAsyncErr() error {
 	return nil
 }
 
-// encodeChunk returns how to store data: zstd when that saves an eighth,
-// else raw (the chunk itself, not a copy). Chunks under 16 KiB (small
-// files) are kept raw, and a chunk whose first 64 KiB do not compress is
-// taken to be incompressible and not tried whole.
-func (s *Store) encodeChunk(data []byte) (byte, []byte) {
-	const sample = 64 << 10
-	const small = 16 << 10 // zstd costs ~12 µs a call whatever the size: not worth it here
-	if len(data) < small || len(data) > 2*sample && !s.pays(data[:sample], nil) {
-		return codecRaw, data
-	}
-	out := s.zenc.EncodeAll(data, make([]byte, 0, len(data)))
-	if s.pays(data, out) {
-		return codecZstd, out
-	}
-	return codecRaw, data
-}
-
-// pays reports whether compressing data (into out, or trying it when out
-// is nil) saves at least an eighth.
-func (s *Store) pays(data, out []byte) bool {
-	if out == nil {
-		out = s.zenc.EncodeAll(data, make([]byte, 0, len(data)))
-	}
-	return len(out) <= len(data)-len(data)/8
-}
-
 // parallel runs fn(0..n-1) on up to GOMAXPROCS goroutines.
 func parallel(n int, fn func(i int)) {
 	workers := min(runtime.GOMAXPROCS(0), n)
@@ -176,72 +86,6 @@ func parallel(n int, fn func(i int)) {
 	}
 	close(next)
 	wg.Wait()
-}
-
-// HasChunk reports whether the chunk is stored (without reading it).
-func (s *Store) HasChunk(h Hash) bool {
-	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(hashKey(pChunk, h))
-		return err
-	})
-	return err == nil
-}
-
-// ReadChunk returns a chunk's bytes, verified against its hash. Damage gives
-// an error wrapping ErrCorrupt; corrupt bytes are never returned. The result
-// is shared and must not be modified.
-func (s *Store) ReadChunk(h Hash) ([]byte, error) {
-	if b, ok := s.chunks.get(h); ok {
-		return b, nil
-	}
-	raw, err := s.readStored(h)
-	if err != nil {
-		return nil, err
-	}
-	data, err := s.decodeChunk(h, raw)
-	if err != nil {
-		return nil, err
-	}
-	s.chunks.put(h, data)
-	return data, nil
-}
-
-// readStored returns a chunk as stored: the codec byte, then its bytes.
-func (s *Store) readStored(h Hash) ([]byte, error) {
-	b, err := s.getValue(hashKey(pChunk, h))
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
-	}
-	loc, err := decodeLoc(b)
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
-	}
-	codec, data, err := s.packs.read(h, loc)
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
-	}
-	return append([]byte{codec}, data...), nil
-}
-
-func (s *Store) decodeChunk(h Hash, raw []byte) ([]byte, error) {
-	if len(raw) == 0 {
-		return nil, fmt.Errorf("chunk %s: %w: empty value", h.Short(), ErrCorrupt)
-	}
-	data := raw[1:]
-	switch raw[0] {
-	case codecRaw:
-	case codecZstd:
-		var err error
-		if data, err = s.zdec.DecodeAll(data, nil); err != nil {
-			return nil, fmt.Errorf("chunk %s: %w: %w", h.Short(), ErrCorrupt, err)
-		}
-	default:
-		return nil, fmt.Errorf("chunk %s: %w: unknown codec %d", h.Short(), ErrCorrupt, raw[0])
-	}
-	if Sum(data) != h {
-		return nil, fmt.Errorf("chunk %s: %w: hash mismatch", h.Short(), ErrCorrupt)
-	}
-	return data, nil
 }
 
 // classifyBadger marks Badger's checksum failures as corruption and its
@@ -352,48 +196,4 @@ func (s *Store) getValue(k []byte) ([]byte, error) {
 		return nil, classifyBadger(err)
 	}
 	return v, nil
-}
-
-// chunkCache keeps recently read, verified chunks in memory, bounded by bytes.
-type chunkCache struct {
-	mu    sync.Mutex
-	max   int
-	size  int
-	ll    *list.List
-	items map[Hash]*list.Element
-}
-
-type cachedChunk struct {
-	h    Hash
-	data []byte
-}
-
-func newChunkCache(max int) *chunkCache {
-	return &chunkCache{max: max, ll: list.New(), items: make(map[Hash]*list.Element)}
-}
-
-func (c *chunkCache) get(h Hash) ([]byte, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if e, ok := c.items[h]; ok {
-		c.ll.MoveToFront(e)
-		return e.Value.(*cachedChunk).data, true
-	}
-	return nil, false
-}
-
-func (c *chunkCache) put(h Hash, data []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.items[h]; ok || len(data) > c.max/4 {
-		return
-	}
-	c.items[h] = c.ll.PushFront(&cachedChunk{h, data})
-	c.size += len(data)
-	for c.size > c.max {
-		last := c.ll.Back()
-		cc := c.ll.Remove(last).(*cachedChunk)
-		delete(c.items, cc.h)
-		c.size -= len(cc.data)
-	}
 }

@@ -42,6 +42,9 @@ type rewriter struct {
 	out     *Extents
 	pending [][]byte // chunks waiting for PutChunks
 	slots   []int    // their indexes in out.Refs
+
+	memoHash Hash // the base chunk read last, and its bytes
+	memo     []byte
 }
 
 func (w *rewriter) run() error {
@@ -179,12 +182,26 @@ func (w *rewriter) fill(buf []byte, x uint64, want int) ([]byte, uint64, bool, e
 	}
 	k := w.base.Find(x)
 	end := min(w.base.Offs[k]+w.base.Refs[k].Len, limit, w.nextPatch(x))
-	data, err := w.s.ReadChunk(w.base.Refs[k].Hash)
+	data, err := w.chunk(w.base.Refs[k].Hash)
 	if err != nil {
 		return nil, 0, false, err
 	}
 	off := w.base.Offs[k]
 	return append(buf, data[x-off:end-off]...), end, false, nil
+}
+
+// chunk reads a base chunk, remembering the last one (fill asks for the
+// same chunk piece by piece).
+func (w *rewriter) chunk(h Hash) ([]byte, error) {
+	if w.memoHash == h && w.memo != nil {
+		return w.memo, nil
+	}
+	data, err := w.s.ReadChunk(h)
+	if err != nil {
+		return nil, err
+	}
+	w.memoHash, w.memo = h, data
+	return data, nil
 }
 
 // oldBoundary reports whether a base data chunk ends at e with more base
@@ -229,8 +246,8 @@ func (w *rewriter) flush() error {
 }
 
 // ReadAt fills p with content from x at off and returns how many bytes it
-// read (short only at the end of the content). Holes read as zeros; chunks
-// are verified.
+// read (short only at the end of the content). Holes read as zeros; only
+// the blocks the range touches are read, each verified.
 func (s *Store) ReadAt(x *Extents, p []byte, off uint64) (int, error) {
 	n := 0
 	for n < len(p) && off < x.Size {
@@ -240,12 +257,8 @@ func (s *Store) ReadAt(x *Extents, p []byte, off uint64) (int, error) {
 		m := int(min(uint64(len(p)-n), r.Len-in))
 		if r.IsHole() {
 			clear(p[n : n+m])
-		} else {
-			data, err := s.ReadChunk(r.Hash)
-			if err != nil {
-				return n, err
-			}
-			copy(p[n:n+m], data[in:])
+		} else if err := s.readRange(r.Hash, p[n:n+m], int(in)); err != nil {
+			return n, err
 		}
 		n += m
 		off += uint64(m)

@@ -155,12 +155,9 @@ func (c *checker) chunk(id FileID, vh Hash, r Ref) {
 		return
 	}
 	c.seenChunk[r.Hash] = true
-	raw, err := c.s.readStored(r.Hash)
-	if err == nil {
-		var data []byte
-		if data, err = c.s.decodeChunk(r.Hash, raw); err == nil && uint64(len(data)) != r.Len {
-			err = fmt.Errorf("%w: %d bytes, manifest says %d", ErrCorrupt, len(data), r.Len)
-		}
+	data, err := c.s.readChunkUncached(r.Hash)
+	if err == nil && uint64(len(data)) != r.Len {
+		err = fmt.Errorf("%w: %d bytes, manifest says %d", ErrCorrupt, len(data), r.Len)
 	}
 	if err != nil {
 		c.problem(id, "version %s: %v", vh.Short(), err)

@@ -15,37 +15,44 @@ import (
 // Chunks live in append-only pack files of geofs's own, not in Badger's
 // value log: Badger validates its newest value-log file when it opens and
 // cuts it at the first damaged entry, so one flipped bit would lose every
-// chunk written after it. In a pack, damage costs only the chunk it hits.
+// chunk written after it. In a pack, damage costs only the block it hits.
 // Badger keeps each chunk's location (see chunkLoc).
 //
-// A pack record is: magic "GC", the chunk hash (32 bytes), the codec byte,
-// the stored length (4 bytes, little endian), then the stored bytes. The
-// header lets a reader check that a location points at the chunk it names.
+// A pack record is a chunk header (see chunkHeader.encode: id, length,
+// and each block's codec, stored length and hash), then each block's
+// stored bytes. The header lets a reader check that a location points at
+// the chunk it names, and check each block on its own.
 const (
-	PackDir        = "packs"
-	packMagic      = "GC"
-	packHeaderSize = 2 + 32 + 1 + 4
-	packMaxSize    = 1 << 30 // start a new pack file past this size
+	PackDir     = "packs"
+	packMaxSize = 1 << 30 // start a new pack file past this size
 )
 
-// chunkLoc is where a chunk's record starts, and its stored length.
+// chunkLoc is where a chunk's record starts, and the lengths of its header
+// and of its blocks' stored bytes.
 type chunkLoc struct {
-	Pack uint32
-	Off  uint64
-	Len  uint32 // stored bytes after the header
+	Pack    uint32
+	Off     uint64
+	HdrLen  uint32
+	DataLen uint32
 }
 
 func (l chunkLoc) encode() []byte {
 	b := binary.LittleEndian.AppendUint32(nil, l.Pack)
 	b = binary.LittleEndian.AppendUint64(b, l.Off)
-	return binary.LittleEndian.AppendUint32(b, l.Len)
+	b = binary.LittleEndian.AppendUint32(b, l.HdrLen)
+	return binary.LittleEndian.AppendUint32(b, l.DataLen)
 }
 
 func decodeLoc(b []byte) (chunkLoc, error) {
-	if len(b) != 16 {
+	if len(b) != 20 {
 		return chunkLoc{}, fmt.Errorf("chunk location: %w: %d bytes", ErrCorrupt, len(b))
 	}
-	return chunkLoc{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint64(b[4:]), binary.LittleEndian.Uint32(b[12:])}, nil
+	l := chunkLoc{binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint64(b[4:]),
+		binary.LittleEndian.Uint32(b[12:]), binary.LittleEndian.Uint32(b[16:])}
+	if l.HdrLen < recordFixed || l.HdrLen > recordMaxHeader || l.DataLen > 2*MaxChunkLen {
+		return chunkLoc{}, fmt.Errorf("chunk location: %w: lengths out of range", ErrCorrupt)
+	}
+	return l, nil
 }
 
 // packs appends chunk records and reads them back.
@@ -124,18 +131,15 @@ func (p *packs) append(chunks []encodedChunk) ([]chunkLoc, error) {
 			return nil, err
 		}
 	}
-	iov := make([][]byte, 0, 2*len(chunks))
+	var iov [][]byte
 	locs := make([]chunkLoc, len(chunks))
 	off := uint64(p.curSize)
 	for i, c := range chunks {
-		locs[i] = chunkLoc{Pack: p.curID, Off: off, Len: uint32(len(c.data))}
-		hdr := make([]byte, 0, packHeaderSize)
-		hdr = append(hdr, packMagic...)
-		hdr = append(hdr, c.hash[:]...)
-		hdr = append(hdr, c.codec)
-		hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(c.data)))
-		iov = append(iov, hdr, c.data)
-		off += uint64(packHeaderSize + len(c.data))
+		hdr := c.hdr.encode()
+		locs[i] = chunkLoc{Pack: p.curID, Off: off, HdrLen: uint32(len(hdr)), DataLen: uint32(c.hdr.dataLen())}
+		iov = append(iov, hdr)
+		iov = append(iov, c.data...)
+		off += uint64(len(hdr)) + uint64(c.hdr.dataLen())
 	}
 	n, err := writev(p.cur, iov)
 	p.curSize += n // a short write leaves an unreferenced tail
@@ -193,20 +197,17 @@ func advance(iov [][]byte, n int) [][]byte {
 	return iov
 }
 
-// read returns the codec byte and stored bytes at l, checking the header.
-func (p *packs) read(h Hash, l chunkLoc) (byte, []byte, error) {
+// readAt reads n bytes of pack l.Pack at offset off.
+func (p *packs) readAt(l chunkLoc, off uint64, n int) ([]byte, error) {
 	f, err := p.reader(l.Pack)
 	if err != nil {
-		return 0, nil, err
+		return nil, err
 	}
-	buf := make([]byte, packHeaderSize+int(l.Len))
-	if _, err := f.ReadAt(buf, int64(l.Off)); err != nil {
-		return 0, nil, fmt.Errorf("pack %d at %d: %w: %w", l.Pack, l.Off, ErrCorrupt, err)
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, int64(off)); err != nil {
+		return nil, fmt.Errorf("pack %d at %d: %w: %w", l.Pack, off, ErrCorrupt, err)
 	}
-	if string(buf[:2]) != packMagic || Hash(buf[2:34]) != h || binary.LittleEndian.Uint32(buf[35:]) != l.Len {
-		return 0, nil, fmt.Errorf("pack %d at %d: %w: record header does not match", l.Pack, l.Off, ErrCorrupt)
-	}
-	return buf[34], buf[packHeaderSize:], nil
+	return buf, nil
 }
 
 func (p *packs) reader(id uint32) (*os.File, error) {

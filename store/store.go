@@ -55,7 +55,9 @@ type Store struct {
 
 	versions *lru[FileID, *Version]
 	extents  *lru[Hash, *Extents]
-	chunks   *chunkCache
+	headers  *lru[Hash, headerAt] // verified chunk headers
+	bcache   *blockCache          // verified blocks
+	bflight  blockFlight          // block loads in progress
 
 	packs *packs
 
@@ -136,10 +138,12 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 		clock:    &hlc.Clock{},
 		versions: newLRU[FileID, *Version](100_000),
 		extents:  newLRU[Hash, *Extents](1024),
-		chunks:   newChunkCache(64 << 20),
+		headers:  newLRU[Hash, headerAt](16384),
+		bcache:   newBlockCache(64 << 20),
 		zenc:     zenc, zdec: zdec,
 		reserve: 128 << 20,
 	}
+	s.bflight.calls = map[blockKey]*flightCall{}
 	if err := s.load(); err != nil {
 		return nil, err
 	}

@@ -262,29 +262,84 @@ func TestAppendInPiecesChunksLikeOneWrite(t *testing.T) {
 
 func TestChunkDedupAndCorruption(t *testing.T) {
 	s := newTestStore(t)
-	data := bytes.Repeat([]byte("geofs "), 50_000)
+	r := rand.New(rand.NewPCG(8, 9))
+	data := append(bytes.Repeat([]byte("geofs "), 50_000), randBytes(r, 200_000)...)
 	refs, err := s.PutChunks([][]byte{data, data})
 	if err != nil || refs[0] != refs[1] {
 		t.Fatalf("PutChunks: %v %v", refs, err)
 	}
 	h := refs[0].Hash
+	if h != ChunkID(data) {
+		t.Fatal("chunk id is not ChunkID of its bytes")
+	}
 	got, err := s.ReadChunk(h)
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("ReadChunk: %v", err)
 	}
-	// Damage the stored bytes behind the store's back.
-	s.chunks = newChunkCache(1 << 20)
+	// Damage one stored byte of the last block behind the store's back.
 	b, _ := s.getValue(hashKey(pChunk, h))
 	loc, _ := decodeLoc(b)
 	f, err := os.OpenFile(s.packs.path(loc.Pack), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.WriteAt([]byte{0xff, 0xfe}, int64(loc.Off)+packHeaderSize+5)
+	f.WriteAt([]byte{0xff, 0xfe}, int64(loc.Off)+int64(loc.HdrLen)+int64(loc.DataLen)-10)
 	f.Close()
+	s.bcache, s.headers = newBlockCache(1<<20), newLRU[Hash, headerAt](10)
 	if _, err := s.ReadChunk(h); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("corrupt chunk read: err = %v, want ErrCorrupt", err)
 	}
+	// Blocks before the damage still read, and their bytes are right.
+	p := make([]byte, 5000)
+	if err := s.readRange(h, p, 20_000); err != nil || !bytes.Equal(p, data[20_000:25_000]) {
+		t.Fatalf("undamaged block: %v", err)
+	}
+	if err := s.readRange(h, p, len(data)-5000); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("damaged block: err = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestBlocksCompressPerBlock(t *testing.T) {
+	s := newTestStore(t)
+	text := bytes.Repeat([]byte("all work and no play makes a dull filesystem\n"), 20_000)
+	refs, err := s.PutChunks([][]byte{text})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha, err := s.header(refs[0].Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ha.hdr.dataLen() > len(text)/4 || ha.hdr.blocks[0].codec != codecZstd {
+		t.Fatalf("text stored in %d bytes (of %d)", ha.hdr.dataLen(), len(text))
+	}
+	s.bcache = newBlockCache(1 << 20)
+	p := make([]byte, 40_000)
+	if err := s.readRange(refs[0].Hash, p, 123_457); err != nil || !bytes.Equal(p, text[123_457:163_457]) {
+		t.Fatalf("readRange: %v", err)
+	}
+}
+
+func FuzzDecodeHeader(f *testing.F) {
+	data := bytes.Repeat([]byte("x"), 40_000)
+	leaves := blockHashes(data)
+	hd := &chunkHeader{id: rootHash(len(data), leaves), size: len(data)}
+	for _, l := range leaves {
+		hd.blocks = append(hd.blocks, blockInfo{stored: BlockSize, hash: l})
+	}
+	hd.blocks[2].stored = uint32(len(data) - 2*BlockSize)
+	f.Add(hd.encode(), hd.id[:])
+	f.Fuzz(func(t *testing.T, b, want []byte) {
+		var w Hash
+		copy(w[:], want)
+		got, err := decodeHeader(b, w)
+		if err != nil {
+			return
+		}
+		if got.id != w || !bytes.Equal(got.encode(), b) {
+			t.Fatal("accepted header does not round-trip")
+		}
+	})
 }
 
 func TestUpdateIndexesLogAndRoot(t *testing.T) {

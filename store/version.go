@@ -14,9 +14,13 @@ type Kind uint8
 
 // The kinds of file.
 const (
-	KindFile Kind = 1
-	KindDir  Kind = 2
-	KindLink Kind = 3 // symbolic link
+	KindFile   Kind = 1
+	KindDir    Kind = 2
+	KindLink   Kind = 3 // symbolic link
+	KindFifo   Kind = 4 // named pipe
+	KindSocket Kind = 5 // unix socket
+	KindChar   Kind = 6 // character device (Rdev)
+	KindBlock  Kind = 7 // block device (Rdev)
 )
 
 func (k Kind) String() string {
@@ -27,6 +31,14 @@ func (k Kind) String() string {
 		return "dir"
 	case KindLink:
 		return "symlink"
+	case KindFifo:
+		return "fifo"
+	case KindSocket:
+		return "socket"
+	case KindChar:
+		return "char-device"
+	case KindBlock:
+		return "block-device"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -66,6 +78,7 @@ type Version struct {
 	Ctime   int64  // Unix nanoseconds
 	Content Hash   // manifest root of a file; zero when empty
 	Target  string // symlink target
+	Rdev    uint64 // device number of a device node
 	Xattrs  []Xattr
 	Deleted bool
 	Prev    Hash
@@ -132,6 +145,7 @@ func (v *Version) Encode() []byte {
 	e.Varint(v.Ctime)
 	e.Fixed(v.Content[:])
 	e.String(v.Target)
+	e.Uvarint(v.Rdev)
 	e.Uvarint(uint64(len(v.Xattrs)))
 	for _, x := range v.Xattrs {
 		e.String(x.Name)
@@ -170,6 +184,7 @@ func DecodeVersion(b []byte) (*Version, error) {
 	v.Ctime = d.Varint()
 	d.Fixed(v.Content[:])
 	v.Target = d.String(MaxPathLen)
+	v.Rdev = d.Uvarint()
 	v.Xattrs = make([]Xattr, d.Count(MaxXattrs, 2))
 	for i := range v.Xattrs {
 		v.Xattrs[i].Name = d.String(MaxXattrName)
@@ -189,7 +204,7 @@ func DecodeVersion(b []byte) (*Version, error) {
 }
 
 func (v *Version) validate() error {
-	if v.Kind < KindFile || v.Kind > KindLink {
+	if v.Kind < KindFile || v.Kind > KindBlock {
 		return fmt.Errorf("%w: unknown kind %d", codec.ErrMalformed, v.Kind)
 	}
 	if v.Mode&^07777 != 0 {

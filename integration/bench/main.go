@@ -38,6 +38,7 @@ type config struct {
 	only       []string
 	out        string
 	keep       bool
+	refPerm    bool
 }
 
 // bench holds the state of one benchmark run.
@@ -89,6 +90,7 @@ func parseFlags() (config, error) {
 	flag.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	flag.StringVar(&cfg.looprefBin, "loopref", "", "prebuilt reference helper (default: go build ./integration/bench/loopref)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (stores, logs) after the run")
+	flag.BoolVar(&cfg.refPerm, "ref-perm", false, "mount the reference with default_permissions, as geofs is (the kernel then checks permissions for both)")
 	flag.Parse()
 	cfg.size, cfg.dedupSize = int64(size), int64(dedupSize)
 
@@ -241,6 +243,7 @@ func (b *bench) setup(ctx context.Context) error {
 	}
 	b.report.goFuse = goFuseVersion(bin)
 	b.ref = newRefTarget(bin, filepath.Join(b.dir, "ref"), b.logDir)
+	b.ref.defaultPerms = b.cfg.refPerm
 	b.geofs = newGeofsTarget(b.cfg.geofsBin, filepath.Join(b.dir, "geofs"), b.logDir)
 	b.targets = []target{b.ref, b.geofs}
 	b.report.dirFS = fsInfo(b.dir)

@@ -157,6 +157,7 @@ type refTarget struct {
 	bin, backing, mnt string
 	statsPath         string
 	logPath           string
+	defaultPerms      bool // mount with default_permissions (-ref-perm)
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -195,7 +196,11 @@ func (r *refTarget) Mount(ctx context.Context) error {
 	defer logf.Close()
 	os.Remove(r.statsPath)
 
-	cmd := exec.Command(r.bin, "-stats", r.statsPath, r.backing, r.mnt)
+	args := []string{"-stats", r.statsPath}
+	if r.defaultPerms {
+		args = append(args, "-default-permissions")
+	}
+	cmd := exec.Command(r.bin, append(args, r.backing, r.mnt)...)
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

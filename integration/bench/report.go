@@ -174,6 +174,9 @@ func (r *report) markdown() string {
 	p("- geofs: %s (fresh site per run: %s)\n", r.cfg.geofsBin, orDash(strings.Join(r.siteIDs, ", ")))
 	p("- ref: go-fuse loopback (fs.NewLoopbackRoot) over a directory in the scratch dir, separate process, " +
 		"FUSE passthrough off, MaxWrite 1 MiB, DirectMount, entry/attr timeout 1 s\n")
+	if r.cfg.refPerm {
+		p("- ref mounted with default_permissions (-ref-perm), as geofs always is\n")
+	}
 	p("- Cold = unmount, sync, drop_caches, mount (both filesystems). " +
 		"Ratio > 1 means geofs is better: geofs/ref for rates, ref/geofs for times.\n")
 	if r.cfg.runs > 1 {

@@ -161,6 +161,7 @@ func main() {
 	statsFile := flag.String("stats", "", "write I/O counters as JSON to this file on exit")
 	passthrough := flag.Bool("passthrough", false, "allow FUSE passthrough (for verification only)")
 	maxWrite := flag.Int("maxwrite", 1<<20, "fuse.MountOptions.MaxWrite")
+	defaultPerms := flag.Bool("default-permissions", false, "let the kernel check permissions (as geofs does)")
 	flag.Parse()
 	if flag.NArg() != 2 {
 		fmt.Fprintf(os.Stderr, "usage: loopref [flags] ORIGINAL MOUNTPOINT\n")
@@ -187,6 +188,9 @@ func main() {
 			FsName:      orig,
 			Name:        "loopref",
 		},
+	}
+	if *defaultPerms {
+		opts.MountOptions.Options = append(opts.MountOptions.Options, "default_permissions")
 	}
 	server, err := fs.Mount(mnt, root, opts)
 	if err != nil {

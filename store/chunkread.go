@@ -1,0 +1,295 @@
+package store
+
+import (
+	"container/list"
+	"fmt"
+	"sync"
+)
+
+// The read side: a chunk's verified header is looked up once and cached;
+// blocks are read with one pread per run of missing blocks, checked
+// against their hashes (on every core for large reads), and cached. Reads
+// of one block share one load (see blockFlight).
+
+// headerAt is a verified chunk header and where its record is.
+type headerAt struct {
+	hdr *chunkHeader
+	loc chunkLoc
+}
+
+// header returns the verified header of chunk h.
+func (s *Store) header(h Hash) (headerAt, error) {
+	if ha, ok := s.headers.Get(h); ok {
+		return ha, nil
+	}
+	b, err := s.getValue(hashKey(pChunk, h))
+	if err != nil {
+		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	loc, err := decodeLoc(b)
+	if err != nil {
+		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	raw, err := s.packs.readAt(loc, loc.Off, int(loc.HdrLen))
+	if err != nil {
+		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	hdr, err := decodeHeader(raw, h)
+	if err != nil {
+		return headerAt{}, err
+	}
+	if hdr.dataLen() != int(loc.DataLen) {
+		return headerAt{}, fmt.Errorf("chunk %s: %w: record length does not match", h.Short(), ErrCorrupt)
+	}
+	ha := headerAt{hdr, loc}
+	s.headers.Put(h, ha)
+	return ha, nil
+}
+
+// ReadChunk returns a whole chunk's bytes, every block verified. Damage
+// gives an error wrapping ErrCorrupt; corrupt bytes are never returned.
+func (s *Store) ReadChunk(h Hash) ([]byte, error) {
+	ha, err := s.header(h)
+	if err != nil {
+		return nil, err
+	}
+	blocks, err := s.blocks(ha, 0, len(ha.hdr.blocks))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, ha.hdr.size)
+	for _, b := range blocks {
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// readChunkUncached reads and verifies a whole chunk from its pack,
+// bypassing the caches (for fsck).
+func (s *Store) readChunkUncached(h Hash) ([]byte, error) {
+	s.headers.Delete(h)
+	ha, err := s.header(h)
+	if err != nil {
+		return nil, err
+	}
+	hd := ha.hdr
+	raw, err := s.packs.readAt(ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen), hd.dataLen())
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	out := make([]byte, 0, hd.size)
+	for i, bl := range hd.blocks {
+		b, err := s.decodeBlock(hd, i, raw[bl.off:bl.off+bl.stored])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+// readRange copies chunk bytes [off, off+len(p)) into p.
+func (s *Store) readRange(h Hash, p []byte, off int) error {
+	ha, err := s.header(h)
+	if err != nil {
+		return err
+	}
+	if off+len(p) > ha.hdr.size {
+		return fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
+	}
+	first, end := off/BlockSize, (off+len(p)+BlockSize-1)/BlockSize
+	blocks, err := s.blocks(ha, first, end)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for i, b := range blocks {
+		start := 0
+		if i == 0 {
+			start = off - first*BlockSize
+		}
+		n += copy(p[n:], b[start:])
+	}
+	return nil
+}
+
+type blockKey struct {
+	chunk Hash
+	i     int
+}
+
+// blocks returns blocks [from, to) of a chunk, verified, from the cache or
+// loaded with one pread per run of blocks that nobody is loading yet.
+func (s *Store) blocks(ha headerAt, from, to int) ([][]byte, error) {
+	out := make([][]byte, to-from)
+	var wait []*flightCall
+	var waitIdx []int
+	run := -1
+	var runs [][2]int
+	s.bflight.mu.Lock()
+	for i := from; i < to; i++ {
+		k := blockKey{ha.hdr.id, i}
+		if b, ok := s.bcache.get(k); ok {
+			out[i-from] = b
+		} else if c, ok := s.bflight.calls[k]; ok {
+			wait, waitIdx = append(wait, c), append(waitIdx, i-from)
+		} else {
+			s.bflight.calls[k] = &flightCall{done: make(chan struct{})}
+			if run >= 0 && runs[run][1] == i {
+				runs[run][1] = i + 1
+			} else {
+				runs = append(runs, [2]int{i, i + 1})
+				run = len(runs) - 1
+			}
+			continue
+		}
+		run = -1
+	}
+	s.bflight.mu.Unlock()
+	var firstErr error
+	for _, r := range runs {
+		blocks, err := s.loadRun(ha, r[0], r[1])
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+		for i := r[0]; i < r[1]; i++ {
+			if err == nil {
+				out[i-from] = blocks[i-r[0]]
+			}
+		}
+	}
+	for j, c := range wait {
+		<-c.done
+		if c.err != nil && firstErr == nil {
+			firstErr = c.err
+		}
+		out[waitIdx[j]] = c.data
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// loadRun reads blocks [from, to) with one pread, verifies them, caches
+// them and completes their flights.
+func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
+	hd := ha.hdr
+	start := hd.blocks[from].off
+	end := hd.blocks[to-1].off + hd.blocks[to-1].stored
+	raw, err := s.packs.readAt(ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen)+uint64(start), int(end-start))
+	blocks := make([][]byte, to-from)
+	errs := make([]error, to-from)
+	if err == nil {
+		verify := func(j int) {
+			bl := hd.blocks[from+j]
+			blocks[j], errs[j] = s.decodeBlock(hd, from+j, raw[bl.off-start:bl.off-start+bl.stored])
+		}
+		if to-from >= 8 {
+			parallel(to-from, verify)
+		} else {
+			for j := range blocks {
+				verify(j)
+			}
+		}
+	}
+	s.bflight.mu.Lock()
+	for j := range blocks {
+		k := blockKey{hd.id, from + j}
+		c := s.bflight.calls[k]
+		delete(s.bflight.calls, k)
+		c.data, c.err = blocks[j], err
+		if c.err == nil {
+			c.err = errs[j]
+		}
+		if c.err == nil {
+			s.bcache.put(k, blocks[j])
+		}
+		close(c.done)
+	}
+	s.bflight.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", hd.id.Short(), err)
+	}
+	for _, e := range errs {
+		if e != nil {
+			return nil, e
+		}
+	}
+	return blocks, nil
+}
+
+// Prefetch loads content bytes [off, off+n) of x into the block cache in
+// the background (read-ahead for sequential readers).
+func (s *Store) Prefetch(x *Extents, off, n uint64) {
+	go func() {
+		for off < x.Size && n > 0 {
+			k := x.Find(off)
+			r := x.Refs[k]
+			in := off - x.Offs[k]
+			m := min(n, r.Len-in)
+			if !r.IsHole() {
+				if ha, err := s.header(r.Hash); err == nil {
+					s.blocks(ha, int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize))
+				}
+			}
+			off, n = off+m, n-m
+		}
+	}()
+}
+
+// blockFlight registers loads in progress.
+type blockFlight struct {
+	mu    sync.Mutex
+	calls map[blockKey]*flightCall
+}
+
+type flightCall struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// blockCache keeps verified blocks in memory, bounded by bytes.
+type blockCache struct {
+	mu    sync.Mutex
+	max   int
+	size  int
+	ll    *list.List
+	items map[blockKey]*list.Element
+}
+
+type cachedBlock struct {
+	k    blockKey
+	data []byte
+}
+
+func newBlockCache(max int) *blockCache {
+	return &blockCache{max: max, ll: list.New(), items: make(map[blockKey]*list.Element)}
+}
+
+func (c *blockCache) get(k blockKey) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.ll.MoveToFront(e)
+		return e.Value.(*cachedBlock).data, true
+	}
+	return nil, false
+}
+
+func (c *blockCache) put(k blockKey, data []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[k]; ok {
+		return
+	}
+	c.items[k] = c.ll.PushFront(&cachedBlock{k, data})
+	c.size += len(data)
+	for c.size > c.max {
+		last := c.ll.Back()
+		cb := c.ll.Remove(last).(*cachedBlock)
+		delete(c.items, cb.k)
+		c.size -= len(cb.data)
+	}
+}
