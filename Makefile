@@ -49,6 +49,9 @@ fuzz:
 	$(GO) test -run x -fuzz FuzzDecodeVersion -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzDecodeNode -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzDecodeEntry -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run x -fuzz FuzzDecodeHeader -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run x -fuzz FuzzDecodeDirent -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run x -fuzz FuzzDecodeLoc -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzCut -fuzztime $(FUZZTIME) ./store/cdc/
 
 # Puts geofs on PATH, where mount -t fuse.geofs looks for it.

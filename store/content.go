@@ -45,9 +45,16 @@ type rewriter struct {
 
 	memoHash Hash // the base chunk read last, and its bytes
 	memo     []byte
+
+	storing chan stored // the batch being stored in the background, if any
 }
 
-func (w *rewriter) run() error {
+func (w *rewriter) run() (err error) {
+	defer func() {
+		if werr := w.wait(); err == nil {
+			err = werr
+		}
+	}()
 	pos := uint64(0)
 	for pos < w.size {
 		next, err := w.step(pos)
@@ -56,7 +63,10 @@ func (w *rewriter) run() error {
 		}
 		pos = next
 	}
-	return w.flush()
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return w.wait()
 }
 
 // step emits what starts at pos and returns where it ended.
@@ -229,19 +239,48 @@ func (w *rewriter) emit(chunk []byte) error {
 	return nil
 }
 
-// flush stores pending chunks and fills in their hashes.
+// flush hands the pending chunks to a background store (hashing,
+// compressing and appending them) and goes on chunking; at most one batch
+// is stored at a time, so chunking overlaps the rest of the work.
 func (w *rewriter) flush() error {
+	if err := w.wait(); err != nil {
+		return err
+	}
 	if len(w.pending) == 0 {
 		return nil
 	}
-	refs, err := w.s.PutChunks(w.pending)
-	if err != nil {
-		return fmt.Errorf("store chunks: %w", err)
-	}
-	for i, r := range refs {
-		w.out.Refs[w.slots[i]] = r
-	}
+	chunks, slots := w.pending, w.slots
 	w.pending, w.slots = nil, nil
+	done := make(chan stored, 1)
+	w.storing = done
+	go func() {
+		refs, err := w.s.PutChunks(chunks)
+		done <- stored{refs, slots, err}
+	}()
+	return nil
+}
+
+// stored is the outcome of storing one batch in the background.
+type stored struct {
+	refs  []Ref
+	slots []int // where they go in out.Refs
+	err   error
+}
+
+// wait waits for the batch being stored and fills in its hashes (out.Refs
+// is only ever touched by the chunking goroutine).
+func (w *rewriter) wait() error {
+	if w.storing == nil {
+		return nil
+	}
+	r := <-w.storing
+	w.storing = nil
+	if r.err != nil {
+		return fmt.Errorf("store chunks: %w", r.err)
+	}
+	for i, ref := range r.refs {
+		w.out.Refs[r.slots[i]] = ref
+	}
 	return nil
 }
 
