@@ -37,8 +37,8 @@ type openFile struct {
 // A sequential reader gets the next readAhead bytes loaded in the
 // background each time it crosses a readAheadStep boundary.
 const (
-	readAhead     = 1 << 20
-	readAheadStep = 256 << 10
+	readAhead     = 4 << 20
+	readAheadStep = 1 << 20
 )
 
 // layer is a set of uncommitted changes. Content at byte x, over what lies
@@ -261,7 +261,7 @@ func (of *openFile) read(p []byte, off uint64) (int, error) {
 		of.mu.Unlock()
 		n, err := of.fsys.s.ReadAt(base, p, off)
 		if end := off + uint64(n); seq && off/readAheadStep != end/readAheadStep {
-			of.fsys.s.Prefetch(base, end, readAhead)
+			of.fsys.s.Prefetch(base, end+readAheadStep, readAhead-readAheadStep)
 		}
 		return n, err
 	}

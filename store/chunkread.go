@@ -221,21 +221,38 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 
 // Prefetch loads content bytes [off, off+n) of x into the block cache in
 // the background (read-ahead for sequential readers).
+// The range is loaded in pieces of prefetchPiece bytes, two at a time.
 func (s *Store) Prefetch(x *Extents, off, n uint64) {
-	go func() {
-		for off < x.Size && n > 0 {
-			k := x.Find(off)
-			r := x.Refs[k]
-			in := off - x.Offs[k]
-			m := min(n, r.Len-in)
-			if !r.IsHole() {
-				if ha, err := s.header(r.Hash); err == nil {
-					s.blocks(ha, int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize))
-				}
-			}
-			off, n = off+m, n-m
+	for p := off; p < off+n && p < x.Size; p += prefetchPiece {
+		piece := min(prefetchPiece, off+n-p)
+		select {
+		case s.prefetchers <- struct{}{}:
+		default:
+			return // enough read-ahead in flight already
 		}
-	}()
+		go func() {
+			defer func() { <-s.prefetchers }()
+			s.loadRange(x, p, piece)
+		}()
+	}
+}
+
+const prefetchPiece = 1 << 20
+
+// loadRange brings content bytes [off, off+n) of x into the block cache.
+func (s *Store) loadRange(x *Extents, off, n uint64) {
+	for off < x.Size && n > 0 {
+		k := x.Find(off)
+		r := x.Refs[k]
+		in := off - x.Offs[k]
+		m := min(n, r.Len-in)
+		if !r.IsHole() {
+			if ha, err := s.header(r.Hash); err == nil {
+				s.blocks(ha, int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize))
+			}
+		}
+		off, n = off+m, n-m
+	}
 }
 
 // blockFlight registers loads in progress.

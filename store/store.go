@@ -59,6 +59,8 @@ type Store struct {
 	bcache   *blockCache          // verified blocks
 	bflight  blockFlight          // block loads in progress
 
+	prefetchers chan struct{} // bounds read-ahead goroutines
+
 	packs *packs
 
 	zenc *zstd.Encoder
@@ -144,6 +146,7 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 		reserve: 128 << 20,
 	}
 	s.bflight.calls = map[blockKey]*flightCall{}
+	s.prefetchers = make(chan struct{}, 2)
 	if err := s.load(); err != nil {
 		return nil, err
 	}
