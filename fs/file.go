@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -145,12 +146,21 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 	return 0, syscall.ENXIO
 }
 
-// Setattr changes mode, owner, size and times as one new version.
+// Setattr changes mode, owner, size and times as one new version. On an
+// open file the changes join its next commit instead.
 func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
 		if errno := n.setSize(ctx, size); errno != 0 {
 			return errno
 		}
+	}
+	if of := n.fsys.lookupOpen(n.id); of != nil {
+		of.setattr(attrChangeOf(in, time.Now().UnixNano()))
+		v, errno := n.head(ctx)
+		if errno != 0 {
+			return errno
+		}
+		return n.errno(ctx, n.fsys.fillAttr(v, &out.Attr), "setattr")
 	}
 	var nv *store.Version
 	err := n.fsys.s.Update(store.OpSetattr, func(tx *store.Tx) error {
@@ -180,32 +190,41 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 
 // applySetattr changes v as in asks and reports whether anything changed.
 func applySetattr(v *store.Version, in *fuse.SetAttrIn, now int64) bool {
-	changed := false
+	c := attrChangeOf(in, now)
+	if !c.any() {
+		return false
+	}
+	a := fileAttrs{mode: v.Mode, uid: v.UID, gid: v.GID, atime: v.Atime, mtime: v.Mtime}
+	(&layer{attrs: c, ctime: now}).apply(&a)
+	v.Mode, v.UID, v.GID, v.Atime, v.Mtime, v.Ctime = a.mode, a.uid, a.gid, a.atime, a.mtime, a.ctime
+	return true
+}
+
+// attrChangeOf returns the mode, owner and time changes in in.
+func attrChangeOf(in *fuse.SetAttrIn, now int64) attrChange {
+	var c attrChange
 	if m, ok := in.GetMode(); ok {
-		v.Mode, changed = m&07777, true
+		c.setMode, c.mode = true, m&07777
 	}
 	if uid, ok := in.GetUID(); ok {
-		v.UID, changed = uid, true
+		c.setUID, c.uid = true, uid
 	}
 	if gid, ok := in.GetGID(); ok {
-		v.GID, changed = gid, true
+		c.setGID, c.gid = true, gid
 	}
 	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_ATIME_NOW) != 0 {
-		v.Atime, changed = now, true
+		c.setAtime, c.atime = true, now
 		if a, ok := in.GetATime(); ok && in.Valid&fuse.FATTR_ATIME_NOW == 0 {
-			v.Atime = a.UnixNano()
+			c.atime = a.UnixNano()
 		}
 	}
 	if in.Valid&(fuse.FATTR_MTIME|fuse.FATTR_MTIME_NOW) != 0 {
-		v.Mtime, changed = now, true
+		c.setMtime, c.mtime = true, now
 		if m, ok := in.GetMTime(); ok && in.Valid&fuse.FATTR_MTIME_NOW == 0 {
-			v.Mtime = m.UnixNano()
+			c.mtime = m.UnixNano()
 		}
 	}
-	if changed {
-		v.Ctime = now
-	}
-	return changed
+	return c
 }
 
 // setSize truncates or extends a file and commits it.

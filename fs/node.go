@@ -87,12 +87,18 @@ func (f *FS) fillAttr(v *store.Version, out *fuse.Attr) error {
 		}
 	case store.KindLink:
 		out.Size = uint64(len(v.Target))
-	case store.KindFile:
+	}
+	atime := v.Atime
+	if v.Kind == store.KindFile {
 		if of := f.lookupOpen(v.ID); of != nil {
-			of.fillAttr(&out.Size, &mtime, &ctime)
+			a := fileAttrs{size: out.Size, mode: v.Mode, uid: v.UID, gid: v.GID, atime: atime, mtime: mtime, ctime: ctime}
+			of.overlay(&a)
+			out.Size, out.Uid, out.Gid = a.size, a.uid, a.gid
+			out.Mode = kindMode(v.Kind) | a.mode
+			atime, mtime, ctime = a.atime, a.mtime, a.ctime
 		}
 	}
-	out.SetTimes(nsTime(v.Atime), nsTime(mtime), nsTime(ctime))
+	out.SetTimes(nsTime(atime), nsTime(mtime), nsTime(ctime))
 	out.Blksize = 4096
 	out.Blocks = (out.Size + 511) / 512
 	return nil

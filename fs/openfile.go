@@ -49,8 +49,29 @@ type layer struct {
 	dirty   int           // bytes in patches
 	size    uint64
 	keep    uint64
-	mtime   int64
+	mtime   int64      // new mtime (0: unchanged): of the last write, or as set
+	ctime   int64      // time of the last change (0: unchanged)
+	attrs   attrChange // chmod, chown and atime changes made while open
 	changed bool
+}
+
+// attrChange holds attribute changes folded into an open file's next
+// commit (tar, cp -p and rsync set them on the open file before closing
+// it: one version instead of four).
+type attrChange struct {
+	setMode, setUID, setGID, setAtime, setMtime bool
+	mode, uid, gid                              uint32
+	atime, mtime                                int64
+}
+
+// any reports whether c changes anything.
+func (c attrChange) any() bool { return c.setMode || c.setUID || c.setGID || c.setAtime || c.setMtime }
+
+// fileAttrs are the attributes an open file shows.
+type fileAttrs struct {
+	size                uint64
+	mode, uid, gid      uint32
+	atime, mtime, ctime int64
 }
 
 func newLayer(size uint64) *layer { return &layer{size: size, keep: size} }
@@ -97,25 +118,84 @@ func (of *openFile) isDirty() bool {
 
 func (of *openFile) dirtyLocked() bool { return of.cur.changed || of.pending != nil || of.busy }
 
-func (of *openFile) fillAttr(size *uint64, mtime, ctime *int64) {
+// overlay applies the uncommitted changes to a's committed attributes.
+func (of *openFile) overlay(a *fileAttrs) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	if of.dirtyLocked() {
-		*size = of.cur.size
-		for _, l := range []*layer{of.pending, of.cur} {
-			if l != nil && l.changed {
-				*mtime, *ctime = max(*mtime, l.mtime), max(*ctime, l.mtime)
-			}
+	if !of.dirtyLocked() {
+		return
+	}
+	a.size = of.cur.size
+	for _, l := range []*layer{of.pending, of.cur} {
+		if l != nil && l.changed {
+			l.apply(a)
 		}
 	}
 }
 
-func (of *openFile) touch() {
+func (l *layer) apply(a *fileAttrs) {
+	c := l.attrs
+	if c.setMode {
+		a.mode = c.mode
+	}
+	if c.setUID {
+		a.uid = c.uid
+	}
+	if c.setGID {
+		a.gid = c.gid
+	}
+	if c.setAtime {
+		a.atime = c.atime
+	}
+	if l.mtime != 0 {
+		a.mtime = l.mtime
+	}
+	if c.setMtime {
+		a.mtime = c.mtime
+	}
+	if l.ctime != 0 {
+		a.ctime = l.ctime
+	}
+}
+
+// change marks the current layer changed at now.
+func (of *openFile) change(now int64) {
 	if !of.dirtyLocked() {
 		of.since = time.Now()
 	}
 	of.cur.changed = true
-	of.cur.mtime = time.Now().UnixNano()
+	of.cur.ctime = now
+}
+
+// touch records a change of content: mtime and ctime become now.
+func (of *openFile) touch() {
+	now := time.Now().UnixNano()
+	of.change(now)
+	of.cur.mtime = now
+	of.cur.attrs.setMtime = false // a write after utimens sets mtime again
+}
+
+// setattr folds mode, owner and time changes into the next commit.
+func (of *openFile) setattr(c attrChange) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	of.change(time.Now().UnixNano())
+	l := &of.cur.attrs
+	if c.setMode {
+		l.setMode, l.mode = true, c.mode
+	}
+	if c.setUID {
+		l.setUID, l.uid = true, c.uid
+	}
+	if c.setGID {
+		l.setGID, l.gid = true, c.gid
+	}
+	if c.setAtime {
+		l.setAtime, l.atime = true, c.atime
+	}
+	if c.setMtime {
+		l.setMtime, l.mtime = true, c.mtime
+	}
 }
 
 // write buffers data at off, handing the buffer to a background commit
@@ -368,7 +448,9 @@ func (f *FS) build(id store.FileID, base *store.Extents, l *layer) (*store.Exten
 		}
 		nv := v.Clone()
 		nv.Content, nv.Size = root, x.Size
-		nv.Mtime, nv.Ctime = l.mtime, l.mtime
+		a := fileAttrs{mode: nv.Mode, uid: nv.UID, gid: nv.GID, atime: nv.Atime, mtime: nv.Mtime, ctime: nv.Ctime}
+		l.apply(&a)
+		nv.Mode, nv.UID, nv.GID, nv.Atime, nv.Mtime, nv.Ctime = a.mode, a.uid, a.gid, a.atime, a.mtime, a.ctime
 		_, err = tx.Put(nv)
 		return err
 	})

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 	"strings"
 
 	"github.com/geofs/geofs/internal/admin"
@@ -16,14 +17,21 @@ import (
 
 // openSite returns the site in storeDir: through the running process's
 // admin socket when one holds the store, else by opening it directly.
+//
+// Just after an unmount the mount process may still hold the store while
+// it shuts down (its socket already gone): wait up to 10 s for it.
 func openSite(storeDir string) (admin.Site, func(), error) {
+	sock := admin.SocketPath(storeDir)
 	s, err := store.Open(storeDir, discardLog())
-	if errors.Is(err, store.ErrLocked) {
-		sock := admin.SocketPath(storeDir)
-		if _, serr := os.Stat(sock); serr != nil {
+	for deadline := time.Now().Add(10 * time.Second); errors.Is(err, store.ErrLocked); {
+		if _, serr := os.Stat(sock); serr == nil {
+			return admin.Dial(sock), func() {}, nil
+		}
+		if time.Now().After(deadline) {
 			return nil, nil, fmt.Errorf("%s is in use by another process that has no admin socket (%s)", storeDir, sock)
 		}
-		return admin.Dial(sock), func() {}, nil
+		time.Sleep(100 * time.Millisecond)
+		s, err = store.Open(storeDir, discardLog())
 	}
 	if err != nil {
 		return nil, nil, err
