@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"time"
 	"strings"
+	"time"
 
 	"github.com/geofs/geofs/internal/admin"
 	"github.com/geofs/geofs/store"
