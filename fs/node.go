@@ -201,7 +201,7 @@ func (n *Node) create(ctx context.Context, op store.Op, kind store.Kind, name st
 		}
 		v.Target = target
 		v.Size = uint64(len(target))
-		_, err = tx.Put(v)
+		_, err = tx.Create(v)
 		return err
 	})
 	if err != nil {
@@ -254,7 +254,7 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 		if kind == store.KindChar || kind == store.KindBlock {
 			v.Rdev = uint64(dev)
 		}
-		_, err = tx.Put(v)
+		_, err = tx.Create(v)
 		return err
 	})
 	if err != nil {

@@ -9,7 +9,7 @@ func BenchmarkUpdateCreate(b *testing.B) {
 	s := newTestStore(b)
 	for b.Loop() {
 		err := s.Update(OpCreate, func(tx *Tx) error {
-			_, err := tx.Put(&Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, NewFileID().String()}}, Mode: 0o644})
+			_, err := tx.Create(&Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, NewFileID().String()}}, Mode: 0o644})
 			return err
 		})
 		if err != nil {

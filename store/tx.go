@@ -93,10 +93,18 @@ func (tx *Tx) Put(v *Version) (Hash, error) {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return Hash{}, err
 	}
+	return tx.put(v, old)
+}
+
+// Create commits the first version of a new file id (v.ID must be fresh,
+// as NewFileID makes them), without looking for an earlier one.
+func (tx *Tx) Create(v *Version) (Hash, error) { return tx.put(v, nil) }
+
+func (tx *Tx) put(v, old *Version) (Hash, error) {
 	var oldHash Hash
 	var oldLinks []Link
 	if old != nil {
-		oldHash, oldLinks = old.Hash(), old.Links
+		oldHash, oldLinks = old.storedHash(), old.Links
 	}
 	v.Prev = oldHash
 	v.Stamp = Stamp{tx.now, tx.s.site}
@@ -125,6 +133,7 @@ func (tx *Tx) Put(v *Version) (Hash, error) {
 	if err := tx.set(logKey(e.Seq), e.Encode()); err != nil {
 		return Hash{}, err
 	}
+	v.stored = h
 	tx.puts = append(tx.puts, v)
 	return h, nil
 }
@@ -294,6 +303,7 @@ func versionIn(txn *badger.Txn, h Hash) (*Version, error) {
 	if err != nil {
 		return nil, fmt.Errorf("version %s: %w: %w", h.Short(), ErrCorrupt, err)
 	}
+	v.stored = h
 	return v, nil
 }
 
@@ -352,6 +362,7 @@ func decodeDirent(name string, b []byte, full bool) (Dirent, error) {
 	if v.ID != d.ID {
 		return d, fmt.Errorf("directory entry %q: %w: record of another file", name, ErrCorrupt)
 	}
+	v.stored = d.Hash
 	d.Version = v
 	return d, nil
 }

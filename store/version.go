@@ -83,6 +83,11 @@ type Version struct {
 	Deleted bool
 	Prev    Hash
 	Stamp   Stamp
+
+	// stored is the hash this version was read or committed under, so that
+	// the next commit need not encode and hash it again. Zero when unknown;
+	// Clone clears it (a clone is about to change).
+	stored Hash
 }
 
 // Limits enforced when decoding, so a damaged or hostile record costs
@@ -102,6 +107,7 @@ const formatVersion = 1
 // Clone returns a deep copy whose slices can be changed freely.
 func (v *Version) Clone() *Version {
 	c := *v
+	c.stored = Hash{}
 	c.Links = slices.Clone(v.Links)
 	c.Xattrs = make([]Xattr, len(v.Xattrs))
 	for i, x := range v.Xattrs {
@@ -160,6 +166,14 @@ func (v *Version) Encode() []byte {
 
 // Hash returns the version's identity.
 func (v *Version) Hash() Hash { return Sum(v.Encode()) }
+
+// storedHash is Hash, from the cache when the store set it.
+func (v *Version) storedHash() Hash {
+	if !v.stored.IsZero() {
+		return v.stored
+	}
+	return v.Hash()
+}
 
 // DecodeVersion parses an encoding made by Encode, checking every limit.
 func DecodeVersion(b []byte) (*Version, error) {
