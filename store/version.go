@@ -116,11 +116,13 @@ func (v *Version) Clone() *Version {
 	return &c
 }
 
-// Normalize sorts Links and Xattrs, so equal states encode equally.
+// Normalize sorts Links and Xattrs (dropping repeats), so equal states
+// encode equally; DecodeVersion accepts only normalized records.
 func (v *Version) Normalize() {
 	slices.SortFunc(v.Links, compareLinks)
 	v.Links = slices.Compact(v.Links)
 	slices.SortFunc(v.Xattrs, func(a, b Xattr) int { return strings.Compare(a.Name, b.Name) })
+	v.Xattrs = slices.CompactFunc(v.Xattrs, func(a, b Xattr) bool { return a.Name == b.Name })
 }
 
 func compareLinks(a, b Link) int {
@@ -204,7 +206,12 @@ func DecodeVersion(b []byte) (*Version, error) {
 		v.Xattrs[i].Name = d.String(MaxXattrName)
 		v.Xattrs[i].Value = d.Bytes(MaxXattrSize)
 	}
-	v.Deleted = d.Byte() != 0
+	switch del := d.Byte(); del {
+	case 0, 1:
+		v.Deleted = del == 1
+	default:
+		d.Err = fmt.Errorf("%w: deleted flag %d", codec.ErrMalformed, del)
+	}
 	d.Fixed(v.Prev[:])
 	v.Stamp.Time = hlc.Timestamp(d.Uvarint())
 	d.Fixed(v.Stamp.Site[:])
@@ -224,9 +231,17 @@ func (v *Version) validate() error {
 	if v.Mode&^07777 != 0 {
 		return fmt.Errorf("%w: mode %o has type bits", codec.ErrMalformed, v.Mode)
 	}
-	for _, l := range v.Links {
+	for i, l := range v.Links {
 		if !ValidName(l.Name) {
 			return fmt.Errorf("%w: bad name %q", codec.ErrMalformed, l.Name)
+		}
+		if i > 0 && compareLinks(v.Links[i-1], l) >= 0 {
+			return fmt.Errorf("%w: links not sorted", codec.ErrMalformed)
+		}
+	}
+	for i, x := range v.Xattrs {
+		if i > 0 && v.Xattrs[i-1].Name >= x.Name {
+			return fmt.Errorf("%w: xattrs not sorted", codec.ErrMalformed)
 		}
 	}
 	return nil

@@ -56,10 +56,12 @@ func (d *Decoder) fail(what string) {
 	d.B = nil
 }
 
-// Uvarint reads an unsigned varint.
+// Uvarint reads an unsigned varint. Only the shortest encoding of a value
+// is accepted, so that every value has one encoding (records are named by
+// the hash of their bytes).
 func (d *Decoder) Uvarint() uint64 {
 	v, n := binary.Uvarint(d.B)
-	if n <= 0 {
+	if n <= 0 || n != uvarintLen(v) {
 		d.fail("bad uvarint")
 		return 0
 	}
@@ -67,15 +69,24 @@ func (d *Decoder) Uvarint() uint64 {
 	return v
 }
 
-// Varint reads a signed varint.
+// Varint reads a signed varint (shortest encoding only).
 func (d *Decoder) Varint() int64 {
 	v, n := binary.Varint(d.B)
-	if n <= 0 {
+	if n <= 0 || n != len(binary.AppendVarint(nil, v)) {
 		d.fail("bad varint")
 		return 0
 	}
 	d.B = d.B[n:]
 	return v
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
 }
 
 // Byte reads one byte.
