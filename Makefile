@@ -7,7 +7,7 @@ SITE    ?= $(CURDIR)/.site
 MNT     ?= $(CURDIR)/mnt
 FUZZTIME ?= 30s
 
-.PHONY: all build deps run stop test unit integration bench fuzz install clean
+.PHONY: all build deps run stop test test-race unit integration bench fuzz install clean
 
 all: build
 
@@ -35,6 +35,12 @@ stop:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# Every test with the race detector, the mounted geofs processes included
+# (about 5 minutes on 2 cores).
+test-race: deps
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+	GEOFS_RACE=1 $(GO) test -count=1 -timeout 30m ./integration/
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /integration)

@@ -28,13 +28,28 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	geofsBin = filepath.Join(dir, "geofs")
-	build := exec.Command("go", "build", "-o", geofsBin, "../cmd/geofs")
+	args := []string{"build", "-o", geofsBin}
+	if os.Getenv("GEOFS_RACE") != "" {
+		args = append(args, "-race") // make test-race: the mount runs with the race detector
+	}
+	build := exec.Command("go", append(args, "../cmd/geofs")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build geofs:", err)
 		os.Exit(1)
 	}
+	raceLog := filepath.Join(dir, "race")
+	if os.Getenv("GEOFS_RACE") != "" {
+		os.Setenv("GORACE", "log_path="+raceLog) // inherited by every geofs process
+	}
 	code := m.Run()
+	if reports, _ := filepath.Glob(raceLog + ".*"); len(reports) > 0 {
+		for _, r := range reports {
+			b, _ := os.ReadFile(r)
+			fmt.Fprintf(os.Stderr, "FAIL: data race in a geofs process (%s):\n%s\n", r, b)
+		}
+		code = 1
+	}
 	os.RemoveAll(dir)
 	if left := leftoverMounts(); len(left) > 0 {
 		fmt.Fprintln(os.Stderr, "FAIL: geofs mounts left behind:", left)
