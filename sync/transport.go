@@ -1,0 +1,115 @@
+package sync
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/geofs/geofs/store"
+)
+
+// This is the one file that uses quic-go: the rest of the package sees
+// authenticated connections and plain streams (io.ReadWriteCloser), so the
+// protocol can be tested over in-memory pipes too.
+
+var quicConfig = &quic.Config{
+	HandshakeIdleTimeout: 10 * time.Second,
+	MaxIdleTimeout:       30 * time.Second,
+	KeepAlivePeriod:      10 * time.Second,
+}
+
+// Conn is a link connection to an authenticated peer site.
+type Conn struct {
+	q    *quic.Conn
+	Peer store.SiteID
+}
+
+// OpenStream opens a new stream to the peer.
+func (c *Conn) OpenStream(ctx context.Context) (io.ReadWriteCloser, error) {
+	s, err := c.q.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open stream to %s: %w", c.Peer, err)
+	}
+	return s, nil
+}
+
+// AcceptStream waits for the peer to open a stream.
+func (c *Conn) AcceptStream(ctx context.Context) (io.ReadWriteCloser, error) {
+	s, err := c.q.AcceptStream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("accept stream from %s: %w", c.Peer, err)
+	}
+	return s, nil
+}
+
+// Close ends the connection, telling the peer why.
+func (c *Conn) Close(reason string) error {
+	return c.q.CloseWithError(0, reason)
+}
+
+// Done is closed when the connection ends.
+func (c *Conn) Done() <-chan struct{} { return c.q.Context().Done() }
+
+// Dial connects to the site at addr, which must prove the key of peer.
+func Dial(ctx context.Context, addr string, id *Identity, peer store.SiteID) (*Conn, error) {
+	conf := id.tlsConfig(func(got store.SiteID) error {
+		if got != peer {
+			return fmt.Errorf("%w: %s answered as site %s, not %s", ErrUntrusted, addr, got, peer)
+		}
+		return nil
+	})
+	q, err := quic.DialAddr(ctx, addr, conf, quicConfig)
+	if err != nil {
+		return nil, fmt.Errorf("link to %s: %w", addr, err)
+	}
+	return &Conn{q: q, Peer: peer}, nil
+}
+
+// Listener accepts links from other sites.
+type Listener struct {
+	q *quic.Listener
+}
+
+// Listen accepts links on addr (HOST:PORT) from sites that accept allows.
+func Listen(addr string, id *Identity, accept func(peer store.SiteID) error) (*Listener, error) {
+	conf := id.tlsConfig(func(peer store.SiteID) error {
+		if err := accept(peer); err != nil {
+			return fmt.Errorf("%w: site %s: %w", ErrUntrusted, peer, err)
+		}
+		return nil
+	})
+	q, err := quic.ListenAddr(addr, conf, quicConfig)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return &Listener{q: q}, nil
+}
+
+// Accept waits for the next authenticated connection. Handshakes that fail
+// (an unknown or lying peer) never come out of Accept.
+func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
+	q, err := l.q.Accept(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("accept link: %w", err)
+	}
+	var raw [][]byte
+	for _, c := range q.ConnectionState().TLS.PeerCertificates {
+		raw = append(raw, c.Raw)
+	}
+	peer, err := provenSite(raw) // checked in the handshake already
+	if err != nil {
+		q.CloseWithError(1, "untrusted")
+		return nil, err
+	}
+	return &Conn{q: q, Peer: peer}, nil
+}
+
+// Addr is the address the listener is bound to.
+func (l *Listener) Addr() net.Addr { return l.q.Addr() }
+
+// Close stops accepting links.
+func (l *Listener) Close() error { return l.q.Close() }
