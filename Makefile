@@ -59,6 +59,7 @@ fuzz:
 	$(GO) test -run x -fuzz FuzzDecodeDirent -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzDecodeLoc -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzCut -fuzztime $(FUZZTIME) ./store/cdc/
+	$(GO) test -run x -fuzz FuzzReadFrame -fuzztime $(FUZZTIME) ./sync/
 
 # Puts geofs on PATH, where mount -t fuse.geofs looks for it.
 install: build
