@@ -53,19 +53,33 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	return &fuse.DirEntry{Name: e.Name, Mode: kindMode(e.Kind), Ino: e.ID.Ino(), Off: uint64(d.pos)}, 0
 }
 
-// Seekdir moves to the entry after offset off.
+// Seekdir moves to the entry after offset off; back to the start
+// (rewinddir) it scans again, to see entries made since.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 {
+		fresh, _, errno := d.node.OpendirHandle(ctx, 0)
+		if errno != 0 {
+			return errno
+		}
+		d.entries = fresh.(*dirHandle).entries
+	}
 	d.pos = int(min(off, uint64(len(d.entries))))
 	return 0
 }
 
-// Lookup answers READDIRPLUS from the scan: entries carry their records.
+// Lookup answers READDIRPLUS. The scan's record is used only while it is
+// still the file's current version (the kernel keeps what it is told for
+// an hour); otherwise the name is looked up afresh.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	i := d.pos - 1
 	if i < 0 || i >= len(d.entries) || d.entries[i].Name != name || d.entries[i].Version == nil {
 		return d.node.Lookup(ctx, name, out)
 	}
-	return d.node.newChild(ctx, d.entries[i].Version, out)
+	e := d.entries[i]
+	if cur, err := d.node.fsys.s.Head(e.ID); err != nil || cur.StoredHash() != e.Hash {
+		return d.node.Lookup(ctx, name, out)
+	}
+	return d.node.newChild(ctx, e.Version, out)
 }
 
 // Fsyncdir makes directory changes durable.

@@ -44,7 +44,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 }
 
 func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	of, err := n.fsys.acquire(v)
+	of, err := n.fsys.acquire(v.ID)
 	if err != nil {
 		return nil, 0, n.errno(ctx, err, "open")
 	}
@@ -154,8 +154,11 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			return errno
 		}
 	}
-	if of := n.fsys.lookupOpen(n.id); of != nil {
+	if of := n.fsys.hold(n.id); of != nil {
 		of.setattr(attrChangeOf(in, time.Now().UnixNano()))
+		if err := n.fsys.drop(of); err != nil { // commits if no handle is left
+			return n.errno(ctx, err, "setattr")
+		}
 		v, errno := n.head(ctx)
 		if errno != 0 {
 			return errno
@@ -236,7 +239,7 @@ func (n *Node) setSize(ctx context.Context, size uint64) syscall.Errno {
 	if v.Kind == store.KindDir {
 		return syscall.EISDIR
 	}
-	of, err := n.fsys.acquire(v)
+	of, err := n.fsys.acquire(v.ID)
 	if err != nil {
 		return n.errno(ctx, err, "truncate")
 	}

@@ -133,7 +133,9 @@ func (f *FS) commitOld(before time.Time) {
 	for _, of := range f.openFiles() {
 		if err := of.commitIfOlder(before); err != nil {
 			f.toErrno(context.Background(), err, "periodic commit", of.id)
+			continue
 		}
+		f.forgetIfIdle(of)
 	}
 }
 

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"syscall"
 	"time"
 
@@ -383,6 +384,9 @@ func rename(tx *store.Tx, oldDir store.FileID, oldName string, newDir store.File
 		return err
 	}
 	dst, dstKind, err := tx.Lookup(newDir, newName)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
 	exists := err == nil
 	switch {
 	case flags&unix.RENAME_NOREPLACE != 0 && exists:

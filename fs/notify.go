@@ -32,12 +32,14 @@ func (n *Node) OnForget() {
 	}
 }
 
-// Changed tells the mount that id's current version changed outside it: an
-// idle open state reloads, and the kernel drops cached pages and attributes.
+// Changed tells the mount that id's current version changed outside it:
+// an open state takes the new content as its base (buffered writes stay on
+// top; a running background commit rebases by itself), and the kernel
+// drops cached pages and attributes.
 func (f *FS) Changed(id store.FileID) {
 	if of := f.lookupOpen(id); of != nil {
-		if err := of.reload(); err != nil {
-			f.toErrno(context.Background(), err, "reload", id)
+		if err := of.rebase(); err != nil {
+			f.toErrno(context.Background(), err, "rebase", id)
 		}
 	}
 	f.mu.Lock()
@@ -48,21 +50,13 @@ func (f *FS) Changed(id store.FileID) {
 	}
 }
 
-// reload takes the current version as the base when nothing is buffered.
-func (of *openFile) reload() error {
+// rebase takes the current version as the base, unless a background commit
+// is using the layers (it rebases itself when its commit finds the change).
+func (of *openFile) rebase() error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
-	if of.dirtyLocked() {
+	if of.busy {
 		return nil
 	}
-	v, err := of.fsys.s.Head(of.id)
-	if err != nil {
-		return err
-	}
-	x, err := of.fsys.s.Extents(v.Content)
-	if err != nil {
-		return err
-	}
-	of.base, of.cur = x, newLayer(v.Size)
-	return nil
+	return of.rebaseLocked()
 }

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -26,7 +27,8 @@ type openFile struct {
 	cond    *sync.Cond // signalled when a background commit ends
 	refs    int        // open handles
 	base    *store.Extents
-	pending *layer // committing in the background, or failed and waiting for a retry
+	root    store.Hash // manifest root of base: commits are made over it
+	pending *layer     // committing in the background, or failed and waiting for a retry
 	cur     *layer
 	busy    bool  // a background commit runs
 	err     error // from the last background commit, not yet reported
@@ -76,22 +78,61 @@ type fileAttrs struct {
 
 func newLayer(size uint64) *layer { return &layer{size: size, keep: size} }
 
-// acquire returns the open state of v's file, creating it.
-func (f *FS) acquire(v *store.Version) (*openFile, error) {
+// acquire returns the open state of file id, creating it from the current
+// version. (The caller's earlier read of the version may be stale by now:
+// another handle's close may have committed and dropped the state.)
+func (f *FS) acquire(id store.FileID) (*openFile, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if of := f.open[v.ID]; of != nil {
+	if of := f.open[id]; of != nil {
 		of.refs++
 		return of, nil
+	}
+	v, err := f.s.Head(id)
+	if err != nil {
+		return nil, err
 	}
 	x, err := f.s.Extents(v.Content)
 	if err != nil {
 		return nil, err
 	}
-	of := &openFile{fsys: f, id: v.ID, refs: 1, base: x, cur: newLayer(v.Size)}
+	of := &openFile{fsys: f, id: id, refs: 1, base: x, root: v.Content, cur: newLayer(v.Size)}
 	of.cond = sync.NewCond(&of.mu)
-	f.open[v.ID] = of
+	f.open[id] = of
 	return of, nil
+}
+
+// hold takes a reference on id's open state if there is one.
+func (f *FS) hold(id store.FileID) *openFile {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	of := f.open[id]
+	if of != nil {
+		of.refs++
+	}
+	return of
+}
+
+// drop releases a reference taken by hold, committing when it was the last.
+func (f *FS) drop(of *openFile) error {
+	f.mu.Lock()
+	last := of.refs == 1
+	f.mu.Unlock()
+	var err error
+	if last {
+		err = of.commit()
+	}
+	f.release(of)
+	return err
+}
+
+// forgetIfIdle drops a state nobody holds once it has nothing to commit.
+func (f *FS) forgetIfIdle(of *openFile) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if of.refs == 0 && !of.isDirty() && f.open[of.id] == of {
+		delete(f.open, of.id)
+	}
 }
 
 // release drops a handle's reference, forgetting the state with the last.
@@ -223,7 +264,7 @@ func (of *openFile) write(data []byte, off uint64) error {
 	}
 	of.pending, of.cur = of.cur, newLayer(of.cur.size)
 	of.busy = true
-	go of.background(of.base, of.pending)
+	go of.background(of.base, of.root, of.pending)
 	return nil
 }
 
@@ -233,13 +274,24 @@ func (of *openFile) takeErr() error {
 	return err
 }
 
-// background commits l over base without holding the lock.
-func (of *openFile) background(base *store.Extents, l *layer) {
-	x, err := of.fsys.build(of.id, base, l)
+// background commits l over base without holding the lock. If the file's
+// version moved meanwhile (a restore, a peer's version), it rebases and
+// builds again.
+func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
+	x, err := of.fsys.build(of.id, base, root, l)
+	for tries := 0; errors.Is(err, errBaseMoved) && tries < 8; tries++ {
+		of.mu.Lock()
+		err = of.rebaseLocked()
+		base, root = of.base, of.root
+		of.mu.Unlock()
+		if err == nil {
+			x, err = of.fsys.build(of.id, base, root, l)
+		}
+	}
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	if err == nil {
-		of.base, of.pending = x, nil
+		of.base, of.root, of.pending = x.extents, x.root, nil
 	} else {
 		of.err = err
 	}
@@ -413,41 +465,109 @@ func (of *openFile) commitIfOlder(before time.Time) error {
 	return of.commit()
 }
 
-// commitLayer commits l over the base (with the lock held).
+// commitLayer commits l over the base (with the lock held), rebasing
+// first if the file's version moved behind this open file.
 func (of *openFile) commitLayer(l *layer) error {
-	x, err := of.fsys.build(of.id, of.base, l)
+	x, err := of.fsys.build(of.id, of.base, of.root, l)
+	for tries := 0; errors.Is(err, errBaseMoved) && tries < 8; tries++ {
+		if err = of.rebaseLocked(); err == nil {
+			x, err = of.fsys.build(of.id, of.base, of.root, l)
+		}
+	}
 	if err != nil {
 		return err
 	}
-	of.base = x
+	of.base, of.root = x.extents, x.root
 	l.changed = false
 	return nil
 }
 
-// build stores l's content over base and commits it as a new version of id.
-func (f *FS) build(id store.FileID, base *store.Extents, l *layer) (*store.Extents, error) {
+// errBaseMoved means the file's current content is no longer the one a
+// commit was built over.
+var errBaseMoved = errors.New("file changed behind its open state")
+
+// rebaseLocked makes the file's current content the base, keeping the
+// buffered changes on top of it (they are byte ranges, a size and times, so
+// they apply to any content). Called with of.mu held and, for the pending
+// layer, only when no background commit is using it.
+func (of *openFile) rebaseLocked() error {
+	v, err := of.fsys.s.Head(of.id)
+	if err != nil {
+		return err
+	}
+	if v.Content == of.root {
+		return nil
+	}
+	x, err := of.fsys.s.Extents(v.Content)
+	if err != nil {
+		return err
+	}
+	below, newBelow := of.base.Size, x.Size
+	for _, l := range []*layer{of.pending, of.cur} {
+		if l != nil {
+			old := l.size
+			l.rebase(below, newBelow)
+			below, newBelow = old, l.size
+		}
+	}
+	of.base, of.root = x, v.Content
+	return nil
+}
+
+// rebase adjusts l for content below it that changed size from old to
+// size: what l did not cut away is kept, and l's own size follows unless l
+// set it.
+func (l *layer) rebase(old, size uint64) {
+	if l.keep >= old {
+		l.keep = size
+	}
+	switch {
+	case l.size == old:
+		l.size = size
+		if n := len(l.patches); n > 0 {
+			l.size = max(l.size, patchEnd(l.patches[n-1]))
+		}
+	case l.size > old:
+		l.size = max(l.size, size)
+	}
+	l.keep = min(l.keep, l.size)
+}
+
+// built is a committed layer's content.
+type built struct {
+	extents *store.Extents
+	root    store.Hash
+}
+
+// build stores l's content over base (whose manifest root is root) and
+// commits it as a new version of id, unless id's content is no longer
+// root (errBaseMoved).
+func (f *FS) build(id store.FileID, base *store.Extents, root store.Hash, l *layer) (built, error) {
 	s := f.s
 	var err error
 	if l.keep < base.Size {
 		if base, err = s.Rewrite(base, nil, l.keep); err != nil {
-			return nil, err
+			return built{}, err
 		}
 	}
 	x, err := s.Rewrite(base, l.patches, l.size)
 	if err != nil {
-		return nil, err
+		return built{}, err
 	}
-	root, err := s.PutManifest(x.Refs)
+	newRoot, err := s.PutManifest(x.Refs)
 	if err != nil {
-		return nil, err
+		return built{}, err
 	}
 	err = s.Update(store.OpWrite, func(tx *store.Tx) error {
 		v, err := tx.Head(id)
 		if err != nil {
 			return err
 		}
+		if v.Content != root {
+			return errBaseMoved
+		}
 		nv := v.Clone()
-		nv.Content, nv.Size = root, x.Size
+		nv.Content, nv.Size = newRoot, x.Size
 		a := fileAttrs{mode: nv.Mode, uid: nv.UID, gid: nv.GID, atime: nv.Atime, mtime: nv.Mtime, ctime: nv.Ctime}
 		l.apply(&a)
 		nv.Mode, nv.UID, nv.GID, nv.Atime, nv.Mtime, nv.Ctime = a.mode, a.uid, a.gid, a.atime, a.mtime, a.ctime
@@ -455,7 +575,7 @@ func (f *FS) build(id store.FileID, base *store.Extents, l *layer) (*store.Exten
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return built{}, err
 	}
-	return x, nil
+	return built{x, newRoot}, nil
 }

@@ -38,7 +38,7 @@ func TestOpenFileMatchesModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, _ := s.Head(id)
-	of, err := f.acquire(v)
+	of, err := f.acquire(v.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

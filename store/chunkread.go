@@ -184,6 +184,11 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 		verify := func(j int) {
 			bl := hd.blocks[from+j]
 			blocks[j], errs[j] = s.decodeBlock(hd, from+j, raw[bl.off-start:bl.off-start+bl.stored])
+			if errs[j] == nil && bl.codec == codecRaw {
+				// A raw block is a slice of the run's buffer: copy it, so a
+				// cached block keeps 16 KiB alive, not the whole run.
+				blocks[j] = append([]byte(nil), blocks[j]...)
+			}
 		}
 		if to-from >= 8 {
 			parallel(to-from, verify)

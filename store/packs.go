@@ -59,6 +59,7 @@ func decodeLoc(b []byte) (chunkLoc, error) {
 type packs struct {
 	dir string
 
+	syncMu  sync.Mutex // one sync at a time
 	mu      sync.Mutex // guards the fields below and orders appends
 	cur     *os.File
 	curID   uint32
@@ -228,13 +229,22 @@ func (p *packs) reader(id uint32) (*os.File, error) {
 }
 
 // sync makes every appended record durable.
+//
+// One sync runs at a time (syncMu), so a caller never returns while data
+// written before its call is still being synced by another; a file leaves
+// the list only once its fsync succeeded.
 func (p *packs) sync() error {
+	p.syncMu.Lock()
+	defer p.syncMu.Unlock()
 	p.mu.Lock()
 	files := p.unsync
 	p.unsync = nil
 	p.mu.Unlock()
-	for _, f := range files {
+	for i, f := range files {
 		if err := f.Sync(); err != nil {
+			p.mu.Lock()
+			p.unsync = append(files[i:], p.unsync...) // try them again next time
+			p.mu.Unlock()
 			return fmt.Errorf("sync pack: %w", err)
 		}
 	}

@@ -53,6 +53,8 @@ type Store struct {
 	seq     uint64     // last txlog sequence number used
 	buckets [256]Hash
 
+	cacheMu  sync.Mutex // orders version-cache fills against commits (see headIn)
+	gen      uint64     // commit generation, under cacheMu
 	versions *lru[FileID, *Version]
 	extents  *lru[Hash, *Extents]
 	headers  *lru[Hash, headerAt] // verified chunk headers

@@ -18,6 +18,7 @@ import (
 // Badger transaction (invariant 2), or none of it does.
 type Tx struct {
 	s       *Store
+	gen0    uint64 // commit generation when the transaction began
 	txn     *badger.Txn
 	op      Op
 	now     hlc.Timestamp
@@ -32,7 +33,7 @@ type Tx struct {
 func (s *Store) Update(op Op, fn func(tx *Tx) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tx := &Tx{s: s, txn: s.db.NewTransaction(true), op: op, now: s.clock.Now(),
+	tx := &Tx{s: s, gen0: s.generation(), txn: s.db.NewTransaction(true), op: op, now: s.clock.Now(),
 		wall: time.Now().UnixNano(), seq: s.seq, buckets: s.buckets}
 	defer tx.txn.Discard()
 	if err := s.checkSpace(4096); err != nil {
@@ -51,9 +52,12 @@ func (s *Store) Update(op Op, fn func(tx *Tx) error) error {
 		return fmt.Errorf("commit %s: %w", op, classifyBadger(err))
 	}
 	s.seq, s.buckets = tx.seq, tx.buckets
+	s.cacheMu.Lock()
+	s.gen++
 	for _, v := range tx.puts {
 		s.versions.Put(v.ID, v)
 	}
+	s.cacheMu.Unlock()
 	return nil
 }
 
@@ -69,7 +73,7 @@ func (tx *Tx) Head(id FileID) (*Version, error) {
 			return tx.puts[i], nil
 		}
 	}
-	return headIn(tx.s, tx.txn, id)
+	return headIn(tx.s, tx.txn, id, tx.gen0)
 }
 
 // Lookup returns the file id named name in dir.
@@ -261,7 +265,10 @@ func (s *Store) DirState(dir FileID) (DirState, error) {
 	return st, err
 }
 
-func headIn(s *Store, txn *badger.Txn, id FileID) (*Version, error) {
+// headIn reads id's current version in txn and caches it, unless a commit
+// happened since gen0 (the commit generation from before txn began): a
+// reader must never put back a version older than one an Update cached.
+func headIn(s *Store, txn *badger.Txn, id FileID, gen0 uint64) (*Version, error) {
 	if v, ok := s.versions.Get(id); ok {
 		return v, nil
 	}
@@ -280,8 +287,19 @@ func headIn(s *Store, txn *badger.Txn, id FileID) (*Version, error) {
 	if err != nil {
 		return nil, fmt.Errorf("head of %s: %w", id, err)
 	}
-	s.versions.Put(id, v)
+	s.cacheMu.Lock()
+	if s.gen == gen0 {
+		s.versions.Put(id, v)
+	}
+	s.cacheMu.Unlock()
 	return v, nil
+}
+
+// generation returns the commit generation (see headIn).
+func (s *Store) generation() uint64 {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	return s.gen
 }
 
 func versionIn(txn *badger.Txn, h Hash) (*Version, error) {
@@ -373,10 +391,11 @@ func (s *Store) Head(id FileID) (*Version, error) {
 	if v, ok := s.versions.Get(id); ok {
 		return v, nil
 	}
+	gen0 := s.generation()
 	var v *Version
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
-		v, err = headIn(s, txn, id)
+		v, err = headIn(s, txn, id, gen0)
 		return err
 	})
 	return v, err

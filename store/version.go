@@ -169,7 +169,10 @@ func (v *Version) Encode() []byte {
 // Hash returns the version's identity.
 func (v *Version) Hash() Hash { return Sum(v.Encode()) }
 
-// storedHash is Hash, from the cache when the store set it.
+// StoredHash is Hash, without re-encoding when the store knows it (a
+// version the store read or committed, not changed since).
+func (v *Version) StoredHash() Hash { return v.storedHash() }
+
 func (v *Version) storedHash() Hash {
 	if !v.stored.IsZero() {
 		return v.stored
