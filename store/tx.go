@@ -437,6 +437,8 @@ type Dirent struct {
 // current version, from one scan.
 func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 	var out []Dirent
+	gen0 := s.generation()
+	defer func() { s.cacheDirents(out, gen0) }()
 	prefix := idKey(pDirent, dir)
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 1000, Prefix: prefix})
@@ -456,6 +458,22 @@ func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 		return nil
 	})
 	return out, err
+}
+
+// cacheDirents caches the records a scan read, unless a commit happened
+// since it began (see headIn): listing a directory warms the cache that
+// lookups and READDIRPLUS use.
+func (s *Store) cacheDirents(ents []Dirent, gen0 uint64) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if s.gen != gen0 {
+		return
+	}
+	for _, d := range ents {
+		if d.Version != nil {
+			s.versions.Put(d.ID, d.Version)
+		}
+	}
 }
 
 // LookupVersion returns the entry name in dir with the child's current
