@@ -22,6 +22,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -38,6 +39,10 @@ type Options struct {
 	// MaxDirty bounds the bytes buffered per open file before a commit
 	// (default 64 MiB).
 	MaxDirty int
+	// MaxDirtyTotal bounds the bytes buffered by all open files together
+	// (default 512 MiB): past it, each writer stores its own buffer before
+	// its write returns.
+	MaxDirtyTotal int64
 	// CacheTimeout is the kernel's entry and attribute cache time (default
 	// 1 h). Every change made at this site passes through the kernel, and
 	// changes made behind its back (restore, and later peers) invalidate
@@ -56,6 +61,8 @@ type FS struct {
 	open  map[store.FileID]*openFile
 	nodes map[store.FileID]*Node // see notify.go
 
+	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -67,6 +74,9 @@ func New(s *store.Store, opts Options) *FS {
 	}
 	if opts.MaxDirty <= 0 {
 		opts.MaxDirty = 64 << 20
+	}
+	if opts.MaxDirtyTotal <= 0 {
+		opts.MaxDirtyTotal = 512 << 20
 	}
 	if opts.CacheTimeout <= 0 {
 		opts.CacheTimeout = time.Hour

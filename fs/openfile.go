@@ -34,6 +34,8 @@ type openFile struct {
 	err     error // from the last background commit, not yet reported
 	since   time.Time
 	lastEnd uint64 // where the last read ended (sequential reads read ahead)
+
+	accounted int64 // buffered bytes counted in fsys.buffered
 }
 
 // A sequential reader gets the next readAhead bytes loaded in the
@@ -250,6 +252,12 @@ func (of *openFile) write(data []byte, off uint64) error {
 	of.touch()
 	of.cur.add(store.Patch{Off: off, Data: append([]byte(nil), data...)})
 	of.cur.size = max(of.cur.size, off+uint64(len(data)))
+	defer of.account()
+	if of.fsys.buffered.Load() > of.fsys.opts.MaxDirtyTotal {
+		// Over the mount's budget: this writer stores its own buffer
+		// now, so memory stays bounded however many files are written.
+		return of.commitLocked()
+	}
 	if of.cur.dirty < of.fsys.opts.MaxDirty && len(of.cur.patches) < 8192 {
 		return nil
 	}
@@ -266,6 +274,17 @@ func (of *openFile) write(data []byte, off uint64) error {
 	of.busy = true
 	go of.background(of.base, of.root, of.pending)
 	return nil
+}
+
+// account brings the mount's count of buffered bytes up to date with this
+// file's (with of.mu held).
+func (of *openFile) account() {
+	n := int64(of.cur.dirty)
+	if of.pending != nil {
+		n += int64(of.pending.dirty)
+	}
+	of.fsys.buffered.Add(n - of.accounted)
+	of.accounted = n
 }
 
 func (of *openFile) takeErr() error {
@@ -296,6 +315,7 @@ func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
 		of.err = err
 	}
 	of.busy = false
+	of.account()
 	of.cond.Broadcast()
 }
 
@@ -362,6 +382,7 @@ func (of *openFile) truncate(size uint64) {
 	l.patches = out
 	l.size = size
 	l.keep = min(l.keep, size)
+	of.account()
 }
 
 // extend grows the file with a hole.
@@ -440,6 +461,11 @@ func (l *layer) overlay(p []byte, off uint64) {
 func (of *openFile) commit() error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
+	return of.commitLocked()
+}
+
+func (of *openFile) commitLocked() error {
+	defer of.account()
 	for of.busy {
 		of.cond.Wait()
 	}

@@ -110,3 +110,59 @@ func checkRead(t *testing.T, of *openFile, model []byte, r *rand.Rand, step int)
 		t.Fatalf("step %d: read at %d differs from the model", step, off)
 	}
 }
+
+// TestBufferedBytesStayWithinTheMountBudget writes four files in turns,
+// each under the per-file limit, and checks that the mount never buffers
+// more than its total budget (plus one write), and that every byte lands.
+func TestBufferedBytesStayWithinTheMountBudget(t *testing.T) {
+	f, s := newTestFS(t, 64<<20)
+	f.opts.MaxDirtyTotal = 3 << 20
+	var files []*openFile
+	var ids []store.FileID
+	for i := range 4 {
+		id := store.NewFileID()
+		err := s.Update(store.OpCreate, func(tx *store.Tx) error {
+			_, err := tx.Create(&store.Version{ID: id, Kind: store.KindFile, Links: []store.Link{{Parent: store.RootID, Name: string(rune('a' + i))}}})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		of, err := f.acquire(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, ids = append(files, of), append(ids, id)
+	}
+	block := make([]byte, 1<<20)
+	for round := range 6 {
+		for i, of := range files {
+			for j := range block {
+				block[j] = byte(round*7 + i)
+			}
+			if err := of.write(block, uint64(round)<<20); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.buffered.Load(); got > f.opts.MaxDirtyTotal+int64(len(block)) {
+				t.Fatalf("round %d: %d bytes buffered, budget %d", round, got, f.opts.MaxDirtyTotal)
+			}
+		}
+	}
+	for i, of := range files {
+		if err := of.commit(); err != nil {
+			t.Fatal(err)
+		}
+		v, _ := s.Head(ids[i])
+		x, _ := s.Extents(v.Content)
+		got := make([]byte, x.Size)
+		s.ReadAt(x, got, 0)
+		for round := range 6 {
+			if got[round<<20] != byte(round*7+i) || got[round<<20+(1<<20)-1] != byte(round*7+i) {
+				t.Fatalf("file %d round %d: wrong bytes", i, round)
+			}
+		}
+	}
+	if got := f.buffered.Load(); got != 0 {
+		t.Fatalf("%d bytes still counted as buffered after every commit", got)
+	}
+}
