@@ -49,7 +49,7 @@ integration: deps
 	$(GO) test -count=1 -timeout 20m ./integration/
 
 bench: deps build
-	$(GO) run ./integration/bench -geofs $(CURDIR)/$(BIN) -out docs/bench-latest.md
+	$(GO) run ./integration/bench -geofs $(CURDIR)/$(BIN) -out bench-latest.md
 
 fuzz:
 	$(GO) test -run x -fuzz FuzzDecodeVersion -fuzztime $(FUZZTIME) ./store/
