@@ -24,7 +24,7 @@ deps:
 run: deps build
 	@test -f $(SITE)/config.yaml || $(BIN) init --name $$(hostname) $(SITE)
 	@mkdir -p $(MNT)
-	@if grep -qs " $(MNT) fuse.geofs " /proc/self/mountinfo; then echo "already mounted at $(MNT)"; \
+	@if grep -qs " $(MNT) fuse.geofs " /proc/mounts; then echo "already mounted at $(MNT)"; \
 	 else $(BIN) mount $(SITE) $(MNT); fi
 	@echo "geofs site $$($(BIN) id $(SITE)) is mounted at $(MNT) (store: $(SITE), log: $(SITE)/geofs.log)"
 	@echo "stop it with: make stop   (or: umount $(MNT))"
