@@ -193,7 +193,7 @@ func (n *Node) newVersion(ctx context.Context, tx *store.Tx, kind store.Kind, na
 }
 
 // create commits a new file, directory or symlink and returns its inode.
-func (n *Node) create(ctx context.Context, op store.Op, kind store.Kind, name string, mode uint32, target string, out *fuse.EntryOut) (*gofs.Inode, *store.Version, syscall.Errno) {
+func (n *Node) create(ctx context.Context, op store.Op, kind store.Kind, name string, mode uint32, target string, rdev uint64, out *fuse.EntryOut) (*gofs.Inode, *store.Version, syscall.Errno) {
 	var v *store.Version
 	err := n.fsys.s.Update(op, func(tx *store.Tx) error {
 		var err error
@@ -202,6 +202,7 @@ func (n *Node) create(ctx context.Context, op store.Op, kind store.Kind, name st
 		}
 		v.Target = target
 		v.Size = uint64(len(target))
+		v.Rdev = rdev
 		_, err = tx.Create(v)
 		return err
 	})
@@ -214,7 +215,7 @@ func (n *Node) create(ctx context.Context, op store.Op, kind store.Kind, name st
 
 // Mkdir makes a directory.
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	ino, _, errno := n.create(ctx, store.OpMkdir, store.KindDir, name, mode, "", out)
+	ino, _, errno := n.create(ctx, store.OpMkdir, store.KindDir, name, mode, "", 0, out)
 	return ino, errno
 }
 
@@ -223,13 +224,13 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if len(target) > store.MaxPathLen {
 		return nil, syscall.ENAMETOOLONG
 	}
-	ino, _, errno := n.create(ctx, store.OpSymlink, store.KindLink, name, 0o777, target, out)
+	ino, _, errno := n.create(ctx, store.OpSymlink, store.KindLink, name, 0o777, target, 0, out)
 	return ino, errno
 }
 
 // Create makes and opens a regular file.
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	ino, v, errno := n.create(ctx, store.OpCreate, store.KindFile, name, mode, "", out)
+	ino, v, errno := n.create(ctx, store.OpCreate, store.KindFile, name, mode, "", 0, out)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -246,22 +247,12 @@ func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if !ok || kind == store.KindDir || kind == store.KindLink {
 		return nil, syscall.EINVAL
 	}
-	var v *store.Version
-	err := n.fsys.s.Update(store.OpCreate, func(tx *store.Tx) error {
-		var err error
-		if v, err = n.newVersion(ctx, tx, kind, name, mode); err != nil {
-			return err
-		}
-		if kind == store.KindChar || kind == store.KindBlock {
-			v.Rdev = uint64(dev)
-		}
-		_, err = tx.Create(v)
-		return err
-	})
-	if err != nil {
-		return nil, n.errno(ctx, err, "mknod")
+	var rdev uint64
+	if kind == store.KindChar || kind == store.KindBlock {
+		rdev = uint64(dev)
 	}
-	return n.newChild(ctx, v, out)
+	ino, _, errno := n.create(ctx, store.OpCreate, kind, name, mode, "", rdev, out)
+	return ino, errno
 }
 
 // Readlink returns a symlink's target.

@@ -559,6 +559,30 @@ func (l *layer) rebase(old, size uint64) {
 	l.keep = min(l.keep, l.size)
 }
 
+// content stores l's content over base and returns it with its manifest
+// root. A layer that changed only attributes keeps base as it is.
+func (f *FS) content(base *store.Extents, root store.Hash, l *layer) (*store.Extents, store.Hash, error) {
+	if len(l.patches) == 0 && l.size == base.Size && l.keep >= base.Size {
+		return base, root, nil
+	}
+	s := f.s
+	var err error
+	if l.keep < base.Size {
+		if base, err = s.Rewrite(base, nil, l.keep); err != nil {
+			return nil, store.Hash{}, err
+		}
+	}
+	x, err := s.Rewrite(base, l.patches, l.size)
+	if err != nil {
+		return nil, store.Hash{}, err
+	}
+	newRoot, err := s.PutManifest(x.Refs)
+	if err != nil {
+		return nil, store.Hash{}, err
+	}
+	return x, newRoot, nil
+}
+
 // built is a committed layer's content.
 type built struct {
 	extents *store.Extents
@@ -570,17 +594,7 @@ type built struct {
 // root (errBaseMoved).
 func (f *FS) build(id store.FileID, base *store.Extents, root store.Hash, l *layer) (built, error) {
 	s := f.s
-	var err error
-	if l.keep < base.Size {
-		if base, err = s.Rewrite(base, nil, l.keep); err != nil {
-			return built{}, err
-		}
-	}
-	x, err := s.Rewrite(base, l.patches, l.size)
-	if err != nil {
-		return built{}, err
-	}
-	newRoot, err := s.PutManifest(x.Refs)
+	x, newRoot, err := f.content(base, root, l)
 	if err != nil {
 		return built{}, err
 	}

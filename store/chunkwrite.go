@@ -1,9 +1,5 @@
 package store
 
-import (
-	"github.com/dgraph-io/badger/v4"
-)
-
 // Block codecs. A block is compressed with zstd only when that saves at
 // least an eighth of its bytes.
 const (
@@ -97,9 +93,5 @@ func (s *Store) HasChunk(h Hash) bool {
 	if _, ok := s.headers.Get(h); ok {
 		return true
 	}
-	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(hashKey(pChunk, h))
-		return err
-	})
-	return err == nil
+	return s.hasKey(hashKey(pChunk, h))
 }
