@@ -29,6 +29,9 @@ type Config struct {
 	// LoadConfig checks that the two agree.
 	SiteID SiteID `yaml:"-"`
 	Site   string `yaml:"site"`
+	// Links are the site's links to peer sites (see links.go); LoadConfig
+	// normalizes them and refuses a config with a bad one.
+	Links []PeerLink `yaml:"links,omitempty"`
 }
 
 // InitOptions are the settings of a new site.
@@ -133,21 +136,41 @@ func LoadConfig(dir string) (*Config, error) {
 	if cfg.Site != cfg.SiteID.String() {
 		return nil, fmt.Errorf("%s says site %s but %s belongs to site %s", ConfigFile, cfg.Site, KeyFile, cfg.SiteID)
 	}
+	if err := cfg.checkLinks(); err != nil {
+		return nil, fmt.Errorf("%s: %w (fix or remove the link in the file)", filepath.Join(dir, ConfigFile), err)
+	}
 	return cfg, nil
 }
 
-// Save writes config.yaml atomically.
+// Save writes config.yaml atomically: a reader sees the old file or the
+// new one, never a mix, and after a crash one of the two is there. To
+// change a config that may be changed concurrently, use EditConfig.
 func (c *Config) Save(dir string) error {
 	b, err := yaml.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("encode config: %w", err)
 	}
-	tmp := filepath.Join(dir, ConfigFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.CreateTemp(dir, ConfigFile+".tmp*")
+	if err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, ConfigFile)); err != nil {
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, ConfigFile))
+	}
+	if err != nil {
+		os.Remove(f.Name())
 		return fmt.Errorf("write config: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil { // make the rename durable
+		d.Sync()
+		d.Close()
 	}
 	return nil
 }
