@@ -96,17 +96,16 @@ func (c *checker) checkHeads() error {
 	return nil
 }
 
-// chain checks every version of id, newest first.
+// chain checks every version of id, from the head back through Prev and
+// Merged.
 func (c *checker) chain(id FileID, h Hash) {
-	for depth := 0; !h.IsZero(); depth++ {
-		if c.seenVersion[h] {
-			return
-		}
-		c.seenVersion[h] = true
+	c.seenVersion[h] = true
+	for queue := []Hash{h}; len(queue) > 0; queue = queue[1:] {
+		h := queue[0]
 		v, err := versionIn(c.txn, h)
 		if err != nil {
-			c.problem(id, "version %s (%d back): %v", h.Short(), depth, err)
-			return
+			c.problem(id, "version %s: %v", h.Short(), err)
+			continue
 		}
 		c.stats.Versions++
 		if v.ID != id {
@@ -115,7 +114,12 @@ func (c *checker) chain(id FileID, h Hash) {
 		if v.Kind == KindFile {
 			c.content(id, h, v)
 		}
-		h = v.Prev
+		for _, p := range append([]Hash{v.Prev}, v.Merged...) {
+			if !p.IsZero() && !c.seenVersion[p] {
+				c.seenVersion[p] = true
+				queue = append(queue, p)
+			}
+		}
 	}
 }
 

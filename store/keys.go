@@ -14,7 +14,13 @@ const (
 	pDirState = 't' // 't' dir id -> local directory times and subdir count
 	pBucket   = 'n' // 'n' bucket byte -> namespace bucket accumulator
 	pMeta     = 'M' // 'M' name -> site metadata
+	pCursor   = 'k' // 'k' peer site id -> last seq of the peer's txlog applied here (u64 BE)
+	pAcked    = 'K' // 'K' peer site id -> last seq of this txlog the peer acknowledged (u64 BE)
 )
+
+func cursorKey(prefix byte, peer SiteID) []byte {
+	return append([]byte{prefix}, peer[:]...)
+}
 
 func hashKey(prefix byte, h Hash) []byte {
 	return append([]byte{prefix}, h[:]...)

@@ -75,6 +75,9 @@ type Store struct {
 		at   time.Time
 	}
 
+	newsMu sync.Mutex
+	news   chan struct{} // closed at the next txlog commit (Committed)
+
 	async    sync.WaitGroup        // writeAsync commits in flight
 	asyncErr atomic.Pointer[error] // the first failure among them
 }

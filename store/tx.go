@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,31 +26,44 @@ type Tx struct {
 	wall    int64 // Unix nanoseconds for directory times
 	seq     uint64
 	buckets [256]Hash
-	puts    []*Version
+	puts    []*Version // new heads, in order
+	from    SiteID     // the peer whose records Apply applies
+	changes []Change   // heads Apply moved, for the mount
+	depth   int        // of settle calls (apply.go)
+	wrote   bool
+	seq0    uint64 // seq when the transaction began
 }
 
 // Update runs fn in a transaction recorded in the txlog as op. Updates are
 // serialized. If fn returns an error nothing is committed.
 func (s *Store) Update(op Op, fn func(tx *Tx) error) error {
+	_, err := s.transact(op, SiteID{}, fn)
+	return err
+}
+
+// transact runs fn in one serialized Badger transaction and commits it if
+// fn wrote anything. from is the peer whose records it applies (zero for a
+// local change).
+func (s *Store) transact(op Op, from SiteID, fn func(tx *Tx) error) (*Tx, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tx := &Tx{s: s, gen0: s.generation(), txn: s.db.NewTransaction(true), op: op, now: s.clock.Now(),
-		wall: time.Now().UnixNano(), seq: s.seq, buckets: s.buckets}
+		wall: time.Now().UnixNano(), seq: s.seq, seq0: s.seq, buckets: s.buckets, from: from}
 	defer tx.txn.Discard()
 	if err := s.checkSpace(4096); err != nil {
-		return err
+		return nil, err
 	}
 	if err := s.takeAsyncErr(); err != nil {
-		return err
+		return nil, err
 	}
 	if err := fn(tx); err != nil {
-		return err
+		return nil, err
 	}
-	if len(tx.puts) == 0 {
-		return nil
+	if !tx.wrote {
+		return tx, nil
 	}
 	if err := tx.txn.Commit(); err != nil {
-		return fmt.Errorf("commit %s: %w", op, classifyBadger(err))
+		return nil, fmt.Errorf("commit %s: %w", op, classifyBadger(err))
 	}
 	s.seq, s.buckets = tx.seq, tx.buckets
 	s.cacheMu.Lock()
@@ -58,7 +72,10 @@ func (s *Store) Update(op Op, fn func(tx *Tx) error) error {
 		s.versions.Put(v.ID, v)
 	}
 	s.cacheMu.Unlock()
-	return nil
+	if tx.seq != tx.seq0 {
+		s.notifyCommit()
+	}
+	return tx, nil
 }
 
 // Wall is the transaction's wall-clock time in Unix nanoseconds, for the
@@ -105,44 +122,67 @@ func (tx *Tx) Put(v *Version) (Hash, error) {
 func (tx *Tx) Create(v *Version) (Hash, error) { return tx.put(v, nil) }
 
 func (tx *Tx) put(v, old *Version) (Hash, error) {
+	if old != nil {
+		v.Prev = old.storedHash()
+	} else {
+		v.Prev = Hash{}
+	}
+	v.Merged = nil
+	v.Stamp = Stamp{tx.now, tx.s.site}
+	v.Normalize()
+	enc := v.Encode()
+	h := Sum(enc)
+	if err := tx.record(tx.op, v, h, enc); err != nil {
+		return Hash{}, err
+	}
+	return h, tx.advance(v, h, enc, old)
+}
+
+// record stores version v (encoded as enc, hash h) and appends its txlog
+// entry, without making it any file's head.
+func (tx *Tx) record(op Op, v *Version, h Hash, enc []byte) error {
+	if err := tx.set(hashKey(pVersion, h), enc); err != nil {
+		return err
+	}
+	tx.seq++
+	e := Entry{Seq: tx.seq, Time: v.Stamp.Time, Site: v.Stamp.Site, Op: op, File: v.ID, Version: h}
+	if op != OpMerge && op != OpResolve {
+		e.From = tx.from
+	}
+	v.stored = h
+	return tx.set(logKey(e.Seq), e.Encode())
+}
+
+// advance makes v (stored under h) the head of v.ID in place of old (nil
+// for a new file): the head key, the directory entries of changed links,
+// the directory states and the namespace bucket.
+func (tx *Tx) advance(v *Version, h Hash, enc []byte, old *Version) error {
 	var oldHash Hash
 	var oldLinks []Link
 	if old != nil {
 		oldHash, oldLinks = old.storedHash(), old.Links
 	}
-	v.Prev = oldHash
-	v.Stamp = Stamp{tx.now, tx.s.site}
-	v.Normalize()
-	enc := v.Encode()
-	h := Sum(enc)
-	if err := tx.set(hashKey(pVersion, h), enc); err != nil {
-		return Hash{}, err
-	}
 	if err := tx.set(idKey(pHead, v.ID), h[:]); err != nil {
-		return Hash{}, err
+		return err
 	}
 	if err := tx.relink(v, oldLinks); err != nil {
-		return Hash{}, err
+		return err
 	}
 	for _, l := range v.Links {
 		if err := tx.set(direntKey(l.Parent, l.Name), encodeDirent(v, h, enc)); err != nil {
-			return Hash{}, err
+			return err
 		}
 	}
 	if err := tx.updateBucket(v.ID, oldHash, h); err != nil {
-		return Hash{}, err
+		return err
 	}
-	tx.seq++
-	e := Entry{Seq: tx.seq, Time: tx.now, Site: tx.s.site, Op: tx.op, File: v.ID, Version: h}
-	if err := tx.set(logKey(e.Seq), e.Encode()); err != nil {
-		return Hash{}, err
-	}
-	v.stored = h
 	tx.puts = append(tx.puts, v)
-	return h, nil
+	tx.changes = append(tx.changes, Change{ID: v.ID, Old: oldLinks, New: v.Links})
+	return nil
 }
 
 func (tx *Tx) set(k, v []byte) error {
+	tx.wrote = true
 	if err := tx.txn.Set(k, v); err != nil {
 		return fmt.Errorf("%s: %w", tx.op, err)
 	}
@@ -491,7 +531,9 @@ func (s *Store) LookupVersion(dir FileID, name string) (*Version, error) {
 	return d.Version, nil
 }
 
-// History returns the versions of id, newest first, following Prev.
+// History returns the versions of id, newest first: its head and every
+// version the head descends from (through Prev, and through Merged for the
+// concurrent versions a merge absorbed).
 func (s *Store) History(id FileID) ([]*Version, []Hash, error) {
 	var vs []*Version
 	var hs []Hash
@@ -504,17 +546,34 @@ func (s *Store) History(id FileID) ([]*Version, []Hash, error) {
 		if _, err := item.ValueCopy(h[:0]); err != nil {
 			return err
 		}
-		for !h.IsZero() {
-			v, err := versionIn(txn, h)
+		seen := map[Hash]bool{h: true}
+		for queue := []Hash{h}; len(queue) > 0; queue = queue[1:] {
+			v, err := versionIn(txn, queue[0])
 			if err != nil {
 				return err
 			}
-			vs, hs = append(vs, v), append(hs, h)
-			h = v.Prev
+			vs, hs = append(vs, v), append(hs, queue[0])
+			for _, p := range append([]Hash{v.Prev}, v.Merged...) {
+				if !p.IsZero() && !seen[p] {
+					seen[p] = true
+					queue = append(queue, p)
+				}
+			}
 		}
 		return nil
 	})
-	return vs, hs, err
+	// Newest first; a version before its ancestors when stamps tie (the
+	// records a merge or a resolution makes keep their parent's stamp).
+	idx := make([]int, len(vs))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(vs[b].Stamp.Time, vs[a].Stamp.Time) })
+	outV, outH := make([]*Version, len(vs)), make([]Hash, len(hs))
+	for i, j := range idx {
+		outV[i], outH[i] = vs[j], hs[j]
+	}
+	return outV, outH, err
 }
 
 // PathOf returns a path of id for messages ("/a/b"), following its first

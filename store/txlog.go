@@ -25,9 +25,11 @@ const (
 	OpRmdir
 	OpXattr
 	OpRestore
+	OpMerge   // a merge of concurrent versions made here (merge.go)
+	OpResolve // a record derived to resolve a conflict: a conflict copy, a rename out of a name clash, a directory kept alive, a cycle broken
 )
 
-var opNames = [...]string{"", "create", "mkdir", "symlink", "write", "setattr", "rename", "link", "unlink", "rmdir", "xattr", "restore"}
+var opNames = [...]string{"", "create", "mkdir", "symlink", "write", "setattr", "rename", "link", "unlink", "rmdir", "xattr", "restore", "merge", "resolve"}
 
 func (o Op) String() string {
 	if int(o) < len(opNames) && o != 0 {
@@ -36,14 +38,15 @@ func (o Op) String() string {
 	return fmt.Sprintf("op(%d)", uint8(o))
 }
 
-// Entry is one txlog entry: a version this site committed.
+// Entry is one txlog entry: a version this site committed or accepted.
 type Entry struct {
 	Seq     uint64
 	Time    hlc.Timestamp
-	Site    SiteID
+	Site    SiteID // the site whose stamp the version carries
 	Op      Op
 	File    FileID
 	Version Hash
+	From    SiteID // the peer it arrived from; zero when made here
 }
 
 const entryTag = 'E'
@@ -58,6 +61,7 @@ func (e *Entry) Encode() []byte {
 	c.Byte(byte(e.Op))
 	c.Fixed(e.File[:])
 	c.Fixed(e.Version[:])
+	c.Fixed(e.From[:])
 	return c.B
 }
 
@@ -74,6 +78,7 @@ func DecodeEntry(b []byte) (*Entry, error) {
 	e.Op = Op(d.Byte())
 	d.Fixed(e.File[:])
 	d.Fixed(e.Version[:])
+	d.Fixed(e.From[:])
 	if err := d.Finish(); err != nil {
 		return nil, fmt.Errorf("decode txlog entry: %w", err)
 	}
@@ -111,4 +116,24 @@ func (s *Store) LastSeq() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.seq
+}
+
+// Committed returns a channel that is closed when the next commit that
+// appends to the txlog is done: how the links learn there is news.
+func (s *Store) Committed() <-chan struct{} {
+	s.newsMu.Lock()
+	defer s.newsMu.Unlock()
+	if s.news == nil {
+		s.news = make(chan struct{})
+	}
+	return s.news
+}
+
+func (s *Store) notifyCommit() {
+	s.newsMu.Lock()
+	defer s.newsMu.Unlock()
+	if s.news != nil {
+		close(s.news)
+		s.news = nil
+	}
 }

@@ -82,7 +82,12 @@ type Version struct {
 	Xattrs  []Xattr
 	Deleted bool
 	Prev    Hash
-	Stamp   Stamp
+	// Merged are the other versions a merge absorbed (concurrent versions of
+	// this file from other sites, see merge.go), sorted. Prev is the merge's
+	// winner; with Merged the versions of a file form a DAG whose single
+	// head every site agrees on.
+	Merged []Hash
+	Stamp  Stamp
 
 	// stored is the hash this version was read or committed under, so that
 	// the next commit need not encode and hash it again. Zero when unknown;
@@ -99,6 +104,7 @@ const (
 	MaxXattrs    = 1024
 	MaxXattrName = 255
 	MaxXattrSize = 64 << 10
+	MaxMerged    = 64
 )
 
 const versionTag = 'V'
@@ -109,6 +115,7 @@ func (v *Version) Clone() *Version {
 	c := *v
 	c.stored = Hash{}
 	c.Links = slices.Clone(v.Links)
+	c.Merged = slices.Clone(v.Merged)
 	c.Xattrs = make([]Xattr, len(v.Xattrs))
 	for i, x := range v.Xattrs {
 		c.Xattrs[i] = Xattr{x.Name, slices.Clone(x.Value)}
@@ -116,9 +123,11 @@ func (v *Version) Clone() *Version {
 	return &c
 }
 
-// Normalize sorts Links and Xattrs (dropping repeats), so equal states
-// encode equally; DecodeVersion accepts only normalized records.
+// Normalize sorts Links, Xattrs and Merged (dropping repeats), so equal
+// states encode equally; DecodeVersion accepts only normalized records.
 func (v *Version) Normalize() {
+	slices.SortFunc(v.Merged, func(a, b Hash) int { return slices.Compare(a[:], b[:]) })
+	v.Merged = slices.Compact(v.Merged)
 	slices.SortFunc(v.Links, compareLinks)
 	v.Links = slices.Compact(v.Links)
 	slices.SortFunc(v.Xattrs, func(a, b Xattr) int { return strings.Compare(a.Name, b.Name) })
@@ -161,6 +170,10 @@ func (v *Version) Encode() []byte {
 	}
 	e.Byte(boolByte(v.Deleted))
 	e.Fixed(v.Prev[:])
+	e.Uvarint(uint64(len(v.Merged)))
+	for _, h := range v.Merged {
+		e.Fixed(h[:])
+	}
 	e.Uvarint(uint64(v.Stamp.Time))
 	e.Fixed(v.Stamp.Site[:])
 	return e.B
@@ -216,6 +229,12 @@ func DecodeVersion(b []byte) (*Version, error) {
 		d.Err = fmt.Errorf("%w: deleted flag %d", codec.ErrMalformed, del)
 	}
 	d.Fixed(v.Prev[:])
+	if n := d.Count(MaxMerged, 32); n > 0 {
+		v.Merged = make([]Hash, n)
+		for i := range v.Merged {
+			d.Fixed(v.Merged[i][:])
+		}
+	}
 	v.Stamp.Time = hlc.Timestamp(d.Uvarint())
 	d.Fixed(v.Stamp.Site[:])
 	if err := d.Finish(); err != nil {
@@ -246,6 +265,14 @@ func (v *Version) validate() error {
 		if i > 0 && v.Xattrs[i-1].Name >= x.Name {
 			return fmt.Errorf("%w: xattrs not sorted", codec.ErrMalformed)
 		}
+	}
+	for i, h := range v.Merged {
+		if h.IsZero() || h == v.Prev || (i > 0 && slices.Compare(v.Merged[i-1][:], h[:]) >= 0) {
+			return fmt.Errorf("%w: merged versions not sorted, unique and apart from prev", codec.ErrMalformed)
+		}
+	}
+	if len(v.Merged) > 0 && v.Prev.IsZero() {
+		return fmt.Errorf("%w: a merge without prev", codec.ErrMalformed)
 	}
 	return nil
 }
