@@ -511,13 +511,20 @@ func (l *link) run(done <-chan struct{}) {
 }
 
 // deliver sends one packet, or drops it if the link is down.
+// It counts the packet before sending it, so that a reply is never counted
+// before the packet it answers.
 func (l *link) deliver(p packet, down bool) {
-	if down || l.send(p) != nil {
+	if down {
 		l.drop(len(p.data))
 		return
 	}
 	l.packets.Add(1)
 	l.bytes.Add(int64(len(p.data)))
+	if l.send(p) != nil {
+		l.packets.Add(-1)
+		l.bytes.Add(-int64(len(p.data)))
+		l.drop(len(p.data))
+	}
 }
 
 // bytesAt is how many bytes pass in d at rate bytes per second.

@@ -49,7 +49,7 @@ func TestForwardsBothWaysForTwoClients(t *testing.T) {
 		t.Errorf("target saw %d distinct peers, want 2", n)
 	}
 	// The counters move just after each send, so wait for the last one.
-	st := settle(t, r, func(st Stats) int64 { return st.Down.Packets })
+	st := settle(t, r, func(st Stats) int64 { return st.Up.Packets + st.Down.Packets })
 	if st.Up.Packets != 40 || st.Down.Packets != 40 || st.Up.Dropped+st.Down.Dropped != 0 {
 		t.Errorf("stats = %+v, want 40 packets each way, none dropped", st)
 	}
