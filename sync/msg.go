@@ -1,0 +1,233 @@
+package sync
+
+import (
+	"fmt"
+
+	"github.com/geofs/geofs/internal/codec"
+	"github.com/geofs/geofs/store"
+)
+
+// The push protocol. A site that sends on a link opens one stream and
+// pushes its txlog; the peer receives, fetches what it lacks, applies and
+// acknowledges:
+//
+//	sender                               receiver
+//	hello ─────────────────────────────▶
+//	      ◀───────────────────────────── start (cursor) | refuse (why)
+//	batch (records, up to seq N) ──────▶
+//	      ◀───────────────────────────── want (versions, nodes, chunks)
+//	data, data, ... ───────────────────▶  (one per wanted item, in order)
+//	      ◀───────────────────────────── want ... (until nothing is missing)
+//	      ◀───────────────────────────── ack N
+//	batch ... | heartbeat ─────────────▶
+//
+// Every message is one frame (frame.go); the type byte names the message.
+// Decoders check every field and reject trailing bytes (fuzzed).
+
+// Message types.
+const (
+	msgHello  = 'H'
+	msgStart  = 'S'
+	msgRefuse = 'R'
+	msgBatch  = 'B'
+	msgWant   = 'W'
+	msgData   = 'D'
+	msgAck    = 'A'
+)
+
+// protoVersion is the version of this protocol; a hello with another is
+// refused.
+const protoVersion = 1
+
+// Limits a decoder enforces (a frame is at most MaxFrame bytes anyway).
+const (
+	maxBatchRecords = 4096
+	maxWant         = 1024
+	maxReason       = 1024
+)
+
+// hello opens a push stream.
+type hello struct {
+	Version uint8
+}
+
+func (m *hello) encode() []byte { return []byte{m.Version} }
+
+func decodeHello(b []byte) (*hello, error) {
+	d := codec.Decoder{B: b}
+	m := &hello{Version: d.Byte()}
+	return m, finish(&d, "hello")
+}
+
+// start tells the sender where to begin: after the entry From-1, which
+// carried version Prev (zero From: from the sender's present end, for a
+// continuous-only link; From 1: from the start). Until, when not zero, ends
+// the push after that entry (an initial-only link).
+type start struct {
+	From  uint64
+	Prev  store.Hash
+	Until uint64
+}
+
+func (m *start) encode() []byte {
+	e := codec.Encoder{}
+	e.Uvarint(m.From)
+	e.Fixed(m.Prev[:])
+	e.Uvarint(m.Until)
+	return e.B
+}
+
+func decodeStart(b []byte) (*start, error) {
+	d := codec.Decoder{B: b}
+	m := &start{From: d.Uvarint()}
+	d.Fixed(m.Prev[:])
+	m.Until = d.Uvarint()
+	return m, finish(&d, "start")
+}
+
+// refuse ends a push stream the receiver does not accept.
+type refuse struct{ Reason string }
+
+func (m *refuse) encode() []byte {
+	e := codec.Encoder{}
+	e.String(m.Reason)
+	return e.B
+}
+
+func decodeRefuse(b []byte) (*refuse, error) {
+	d := codec.Decoder{B: b}
+	m := &refuse{Reason: d.String(maxReason)}
+	return m, finish(&d, "refuse")
+}
+
+// batch carries the records of the sender's txlog entries up to Seq (whose
+// version is Last; entries the link does not carry are skipped, so a batch
+// may be empty), and the time the sender read its log.
+type batch struct {
+	Seq     uint64
+	Last    store.Hash
+	End     uint64 // the sender's last entry when it read the batch
+	Time    int64  // Unix nanoseconds at the sender
+	Records []store.Incoming
+}
+
+func (m *batch) encode() []byte {
+	e := codec.Encoder{}
+	e.Uvarint(m.Seq)
+	e.Fixed(m.Last[:])
+	e.Uvarint(m.End)
+	e.Varint(m.Time)
+	e.Uvarint(uint64(len(m.Records)))
+	for _, r := range m.Records {
+		e.Byte(byte(r.Op))
+		e.Bytes(r.Rec)
+	}
+	return e.B
+}
+
+func decodeBatch(b []byte) (*batch, error) {
+	d := codec.Decoder{B: b}
+	m := &batch{Seq: d.Uvarint()}
+	d.Fixed(m.Last[:])
+	m.End = d.Uvarint()
+	m.Time = d.Varint()
+	m.Records = make([]store.Incoming, d.Count(maxBatchRecords, 2))
+	for i := range m.Records {
+		m.Records[i].Op = store.Op(d.Byte())
+		m.Records[i].Rec = d.Bytes(MaxFrame)
+	}
+	return m, finish(&d, "batch")
+}
+
+// What a want asks for.
+const (
+	wantVersion = 1
+	wantNode    = 2
+	wantChunk   = 3
+)
+
+// want asks for items by hash; the sender answers with one data message
+// per item, in order.
+type want struct {
+	Kind   uint8
+	Hashes []store.Hash
+}
+
+func (m *want) encode() []byte {
+	e := codec.Encoder{}
+	e.Byte(m.Kind)
+	e.Uvarint(uint64(len(m.Hashes)))
+	for _, h := range m.Hashes {
+		e.Fixed(h[:])
+	}
+	return e.B
+}
+
+func decodeWant(b []byte) (*want, error) {
+	d := codec.Decoder{B: b}
+	m := &want{Kind: d.Byte()}
+	if m.Kind < wantVersion || m.Kind > wantChunk {
+		d.Err = fmt.Errorf("%w: want kind %d", codec.ErrMalformed, m.Kind)
+	}
+	m.Hashes = make([]store.Hash, d.Count(maxWant, 32))
+	for i := range m.Hashes {
+		d.Fixed(m.Hashes[i][:])
+	}
+	return m, finish(&d, "want")
+}
+
+// Data codecs.
+const (
+	codecRaw     = 0
+	codecZstd    = 1
+	codecMissing = 2 // the sender does not have the item
+)
+
+// data answers one wanted item.
+type data struct {
+	Hash  store.Hash
+	Codec uint8
+	Bytes []byte
+}
+
+func (m *data) encode() []byte {
+	e := codec.Encoder{B: make([]byte, 0, 40+len(m.Bytes))}
+	e.Fixed(m.Hash[:])
+	e.Byte(m.Codec)
+	e.Fixed(m.Bytes)
+	return e.B
+}
+
+func decodeData(b []byte) (*data, error) {
+	if len(b) < 33 {
+		return nil, fmt.Errorf("%w: data message of %d bytes", ErrProtocol, len(b))
+	}
+	m := &data{Codec: b[32], Bytes: b[33:]}
+	copy(m.Hash[:], b)
+	if m.Codec > codecMissing || m.Codec == codecMissing && len(m.Bytes) > 0 {
+		return nil, fmt.Errorf("%w: data codec %d", ErrProtocol, m.Codec)
+	}
+	return m, nil
+}
+
+// ack says the receiver applied everything up to Seq.
+type ack struct{ Seq uint64 }
+
+func (m *ack) encode() []byte {
+	e := codec.Encoder{}
+	e.Uvarint(m.Seq)
+	return e.B
+}
+
+func decodeAck(b []byte) (*ack, error) {
+	d := codec.Decoder{B: b}
+	m := &ack{Seq: d.Uvarint()}
+	return m, finish(&d, "ack")
+}
+
+func finish(d *codec.Decoder, what string) error {
+	if err := d.Finish(); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrProtocol, what, err)
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package sync
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/geofs/geofs/store"
+)
+
+// Batch limits: a batch ends at whichever comes first.
+const (
+	batchRecords = 2048
+	batchBytes   = 4 << 20
+)
+
+// heartbeat is how often an idle sender sends an empty batch, so the
+// receiver's view (and the link's lag) stays current.
+const heartbeat = time.Second
+
+// Sender pushes this site's txlog to one peer over one stream.
+type Sender struct {
+	Store *store.Store
+	Peer  store.SiteID
+	Link  store.PeerLink // its direction and paths, as this site configured them
+	Stats *Stats
+	Log   *slog.Logger
+}
+
+// Run pushes until ctx ends or the stream fails.
+func (s *Sender) Run(ctx context.Context, rw io.ReadWriter) error {
+	br, bw := bufio.NewReader(rw), bufio.NewWriter(rw)
+	if err := send(bw, msgHello, (&hello{Version: protoVersion}).encode()); err != nil {
+		return err
+	}
+	typ, b, err := ReadFrame(br, MaxFrame)
+	if err != nil {
+		return fmt.Errorf("waiting for start: %w", err)
+	}
+	switch typ {
+	case msgRefuse:
+		m, err := decodeRefuse(b)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s", ErrRefused, m.Reason)
+	case msgStart:
+	default:
+		return fmt.Errorf("%w: message %q before start", ErrProtocol, typ)
+	}
+	st, err := decodeStart(b)
+	if err != nil {
+		return err
+	}
+	next := s.startAt(st)
+	cur := batch{Seq: next - 1, Last: s.entryAt(next - 1)} // the receiver's position
+	scope := newScope(s.Link.Paths, s.Store)
+	for {
+		news := s.Store.Committed()
+		b, err := s.readBatch(next, st.Until, scope)
+		if err != nil {
+			return err
+		}
+		if b.Seq == 0 {
+			// Nothing new: wait for a commit, or send a heartbeat.
+			if st.Until != 0 && next > st.Until {
+				s.Log.Info("initial replication done", "peer", s.Peer, "through", st.Until)
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-news:
+				// Coalesce: let a burst of commits land in one batch.
+				if w := s.Link.CoalesceWindow(); w > 0 {
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(w):
+					}
+				}
+				continue
+			case <-time.After(heartbeat):
+				b.Seq, b.Last, b.End = cur.Seq, cur.Last, max(b.End, cur.Seq)
+			}
+		}
+		if err := s.push(br, bw, b); err != nil {
+			return err
+		}
+		cur = *b
+		next = b.Seq + 1
+	}
+}
+
+// ErrRefused means the peer refused the push (its link does not receive
+// from this site, or names other paths).
+var ErrRefused = errors.New("refused by peer")
+
+// startAt checks the receiver's cursor against this log and returns the
+// first entry to send.
+func (s *Sender) startAt(st *start) uint64 {
+	last := s.Store.LastSeq()
+	switch {
+	case st.From == 0:
+		return last + 1 // continuous only: from now on
+	case st.From == 1:
+		return 1
+	case st.From-1 > last:
+		s.Log.Warn("peer has applied more of this site's log than it holds (restored from a backup?): sending everything again", "peer", s.Peer, "peer_cursor", st.From-1, "last", last)
+		return 1
+	}
+	var ok bool
+	s.Store.Log(st.From-1, func(e *store.Entry) (bool, error) {
+		ok = e.Seq == st.From-1 && e.Version == st.Prev
+		return false, nil
+	})
+	if !ok {
+		s.Log.Warn("peer's cursor does not match this site's log (restored from a backup?): sending everything again", "peer", s.Peer, "peer_cursor", st.From-1)
+		return 1
+	}
+	return st.From
+}
+
+// entryAt returns the version of entry seq (zero for 0).
+func (s *Sender) entryAt(seq uint64) store.Hash {
+	var h store.Hash
+	if seq == 0 {
+		return h
+	}
+	s.Store.Log(seq, func(e *store.Entry) (bool, error) {
+		h = e.Version
+		return false, nil
+	})
+	return h
+}
+
+// readBatch reads entries from next on (to until, if not zero) and returns
+// the records the link carries. Seq is zero when there was no entry.
+func (s *Sender) readBatch(next, until uint64, scope *scope) (*batch, error) {
+	b := &batch{Time: time.Now().UnixNano(), End: s.Store.LastSeq()}
+	size := 0
+	err := s.Store.Log(next, func(e *store.Entry) (bool, error) {
+		if until != 0 && e.Seq > until {
+			return false, nil
+		}
+		if len(b.Records) >= batchRecords || size >= batchBytes {
+			return false, nil
+		}
+		b.Seq, b.Last = e.Seq, e.Version
+		if e.From == s.Peer {
+			return true, nil // it came from the peer: no echo
+		}
+		rec, err := s.Store.VersionRecord(e.Version)
+		if err != nil {
+			return false, err
+		}
+		if !scope.allSent() {
+			v, err := store.DecodeVersion(rec)
+			if err != nil {
+				return false, err
+			}
+			if !scope.sends(v) {
+				s.Stats.add(&s.Stats.RecordsOutOfScope, 1)
+				return true, nil
+			}
+		}
+		b.Records = append(b.Records, store.Incoming{Op: e.Op, Rec: rec})
+		size += len(rec)
+		return true, nil
+	})
+	return b, err
+}
+
+// push sends one batch and serves the receiver's wants until it
+// acknowledges.
+func (s *Sender) push(br *bufio.Reader, bw *bufio.Writer, b *batch) error {
+	if err := send(bw, msgBatch, b.encode()); err != nil {
+		return err
+	}
+	s.Stats.add(&s.Stats.RecordsSent, int64(len(b.Records)))
+	for {
+		typ, p, err := ReadFrame(br, MaxFrame)
+		if err != nil {
+			return fmt.Errorf("waiting for the peer: %w", err)
+		}
+		switch typ {
+		case msgAck:
+			a, err := decodeAck(p)
+			if err != nil {
+				return err
+			}
+			if a.Seq != b.Seq {
+				return fmt.Errorf("%w: ack of %d for batch %d", ErrProtocol, a.Seq, b.Seq)
+			}
+			if err := s.Store.SetAcked(s.Peer, a.Seq); err != nil {
+				return err
+			}
+			s.Stats.acked(a.Seq, b.Time)
+			return nil
+		case msgWant:
+			w, err := decodeWant(p)
+			if err != nil {
+				return err
+			}
+			if err := s.serve(bw, w); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: message %q while pushing", ErrProtocol, typ)
+		}
+	}
+}
+
+// serve answers a want, one data message per item.
+func (s *Sender) serve(bw *bufio.Writer, w *want) error {
+	for _, h := range w.Hashes {
+		m := &data{Hash: h, Codec: codecRaw}
+		var err error
+		switch w.Kind {
+		case wantVersion:
+			m.Bytes, err = s.Store.VersionRecord(h)
+		case wantNode:
+			m.Bytes, err = s.Store.ReadNode(h)
+		case wantChunk:
+			m.Bytes, err = s.Store.ReadChunk(h)
+		}
+		if err != nil {
+			s.Log.Warn("peer wants what this site cannot read", "peer", s.Peer, "hash", h.Short(), "err", err)
+			m.Bytes, m.Codec = nil, codecMissing
+		}
+		if w.Kind == wantChunk && m.Codec == codecRaw {
+			s.Stats.add(&s.Stats.ChunksSent, 1)
+			m.Codec, m.Bytes = compress(m.Bytes)
+		}
+		s.Stats.add(&s.Stats.BytesSent, int64(len(m.Bytes)))
+		if err := WriteFrame(bw, msgData, m.encode()); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+func send(bw *bufio.Writer, typ byte, payload []byte) error {
+	if err := WriteFrame(bw, typ, payload); err != nil {
+		return err
+	}
+	return bw.Flush()
+}

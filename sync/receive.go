@@ -1,0 +1,382 @@
+package sync
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/geofs/geofs/store"
+)
+
+// Receiver applies what one peer pushes over one stream.
+type Receiver struct {
+	Store *store.Store
+	Peer  store.SiteID
+	Link  store.PeerLink // as this site configured it
+	Stats *Stats
+	Log   *slog.Logger
+	// OnChange, when set, is told about every head an applied batch moved
+	// (the mount invalidates the kernel's caches with it).
+	OnChange func([]store.Change)
+}
+
+// Run receives until ctx ends or the stream fails.
+func (r *Receiver) Run(ctx context.Context, rw io.ReadWriter) error {
+	br, bw := bufio.NewReader(rw), bufio.NewWriter(rw)
+	typ, p, err := ReadFrame(br, MaxFrame)
+	if err != nil {
+		return fmt.Errorf("waiting for hello: %w", err)
+	}
+	if typ != msgHello {
+		return fmt.Errorf("%w: stream starts with %q", ErrProtocol, typ)
+	}
+	h, err := decodeHello(p)
+	if err != nil {
+		return err
+	}
+	if reason := r.refusal(h); reason != "" {
+		send(bw, msgRefuse, (&refuse{Reason: reason}).encode())
+		return fmt.Errorf("refused the peer's push: %s", reason)
+	}
+	cur := r.Store.Cursor(r.Peer)
+	st := &start{From: cur.Seq + 1, Prev: cur.Version}
+	if cur.Seq == 0 && !r.Link.Initial() {
+		st.From = 0 // continuous only: what changes from now on
+	}
+	if !r.Link.Continuous() {
+		st.Until = math.MaxUint64
+	}
+	if err := send(bw, msgStart, st.encode()); err != nil {
+		return err
+	}
+	for {
+		typ, p, err := ReadFrame(br, MaxFrame)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("waiting for a batch: %w", err)
+		}
+		if typ != msgBatch {
+			return fmt.Errorf("%w: message %q instead of a batch", ErrProtocol, typ)
+		}
+		b, err := decodeBatch(p)
+		if err != nil {
+			return err
+		}
+		r.Stats.add(&r.Stats.BytesReceived, int64(len(p)))
+		if err := r.receive(br, bw, b, cur); err != nil {
+			return err
+		}
+		cur = store.PeerCursor{Seq: b.Seq, Version: b.Last}
+		if err := send(bw, msgAck, (&ack{Seq: b.Seq}).encode()); err != nil {
+			return err
+		}
+		r.Stats.received(b.Seq, b.End, b.Time)
+		if !r.Link.Continuous() && b.Seq >= b.End {
+			if err := r.Store.SetMeta(initialDoneKey(r.Peer), []byte{1}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// refusal says why this site does not take the push, or "".
+func (r *Receiver) refusal(h *hello) string {
+	switch {
+	case h.Version != protoVersion:
+		return fmt.Sprintf("protocol version %d, this site speaks %d", h.Version, protoVersion)
+	case !r.Link.Receives():
+		return fmt.Sprintf("link %q is send-only at this site", r.Link.Name)
+	case !r.Link.Continuous() && len(r.Store.Meta(initialDoneKey(r.Peer))) > 0:
+		return fmt.Sprintf("link %q is initial-only and its initial replication is done", r.Link.Name)
+	}
+	return ""
+}
+
+func initialDoneKey(peer store.SiteID) string { return "initial-done/" + peer.String() }
+
+// receive fetches what batch b needs, applies it and its cursor.
+func (r *Receiver) receive(br *bufio.Reader, bw *bufio.Writer, b *batch, cur store.PeerCursor) error {
+	f := &fetcher{r: r, br: br, bw: bw, got: map[store.Hash]store.Incoming{}}
+	scope := newScope(r.Link.Paths, r.Store)
+	var recs []store.Incoming
+	for _, in := range b.Records {
+		v, err := store.DecodeVersion(in.Rec)
+		if err != nil {
+			return fmt.Errorf("%w: record: %w", ErrProtocol, err)
+		}
+		if r.Store.HasVersion(store.Sum(in.Rec)) {
+			continue
+		}
+		if !scope.accepts(v) {
+			r.Stats.add(&r.Stats.RecordsOutOfScope, 1)
+			r.Log.Warn("ignored a record outside the paths this link serves", "peer", r.Peer, "link", r.Link.Name, "path", scope.describe(v))
+			continue
+		}
+		recs = append(recs, in)
+		f.add(in, v)
+	}
+	if err := f.run(); err != nil {
+		return err
+	}
+	recs = f.order(recs)
+	if len(recs) == 0 && b.Seq == cur.Seq {
+		return nil // a heartbeat
+	}
+	start := time.Now()
+	res, err := r.Store.Apply(r.Peer, store.PeerCursor{Seq: b.Seq, Version: b.Last}, recs)
+	if err != nil {
+		return fmt.Errorf("apply batch up to %d: %w", b.Seq, err)
+	}
+	r.Stats.add(&r.Stats.RecordsApplied, int64(res.Applied))
+	if res.Applied > 0 {
+		r.Log.Debug("applied", "peer", r.Peer, "records", res.Applied, "known", res.Known, "took", time.Since(start))
+	}
+	if r.OnChange != nil && len(res.Changes) > 0 {
+		r.OnChange(res.Changes)
+	}
+	return nil
+}
+
+// fetcher asks the sender for what a batch's records lack: ancestor
+// versions this site never saw, manifest nodes and chunks. It stores chunks
+// as they come, then the nodes (deepest first, so a node here always has
+// its subtree here), and orders records so parents come first.
+type fetcher struct {
+	r      *Receiver
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	got    map[store.Hash]store.Incoming // records to apply, by hash
+	vers   []store.Hash                  // versions to fetch
+	roots  []store.Hash                  // manifest roots to fetch
+	seen   map[store.Hash]bool           // items already asked for
+	nodes  [][]byte                      // fetched nodes, parents before children
+	chunks []store.Hash
+}
+
+// add notes what record in (decoded as v) needs.
+func (f *fetcher) add(in store.Incoming, v *store.Version) {
+	if f.seen == nil {
+		f.seen = map[store.Hash]bool{}
+	}
+	f.got[store.Sum(in.Rec)] = in
+	for _, p := range append([]store.Hash{v.Prev}, v.Merged...) {
+		if !p.IsZero() && !f.seen[p] && !f.r.Store.HasVersion(p) {
+			if _, ok := f.got[p]; !ok {
+				f.seen[p] = true
+				f.vers = append(f.vers, p)
+			}
+		}
+	}
+	if v.Kind == store.KindFile && !v.Content.IsZero() && !f.seen[v.Content] && !f.r.Store.HasNode(v.Content) {
+		f.seen[v.Content] = true
+		f.roots = append(f.roots, v.Content)
+	}
+}
+
+func (f *fetcher) run() error {
+	// Versions first: each may need older ones, and content.
+	for len(f.vers) > 0 {
+		want := f.vers
+		f.vers = nil
+		err := f.fetch(wantVersion, want, func(h store.Hash, b []byte) error {
+			if store.Sum(b) != h {
+				return fmt.Errorf("%w: version %s does not match its hash", ErrProtocol, h.Short())
+			}
+			v, err := store.DecodeVersion(b)
+			if err != nil {
+				return fmt.Errorf("%w: version %s: %w", ErrProtocol, h.Short(), err)
+			}
+			f.add(store.Incoming{Op: opOf(v), Rec: b}, v)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// Manifest nodes, level by level, noting missing chunks.
+	for level := f.roots; len(level) > 0; {
+		var next []store.Hash
+		err := f.fetch(wantNode, level, func(h store.Hash, b []byte) error {
+			if store.Sum(b) != h {
+				return fmt.Errorf("%w: manifest node %s does not match its hash", ErrProtocol, h.Short())
+			}
+			refs, leaf, err := store.DecodeNode(b)
+			if err != nil {
+				return fmt.Errorf("%w: manifest node %s: %w", ErrProtocol, h.Short(), err)
+			}
+			f.nodes = append(f.nodes, b)
+			for _, ref := range refs {
+				switch {
+				case ref.IsHole() || f.seen[ref.Hash]:
+				case !leaf:
+					if !f.r.Store.HasNode(ref.Hash) {
+						next = append(next, ref.Hash)
+					}
+				case !f.r.Store.HasChunk(ref.Hash):
+					f.chunks = append(f.chunks, ref.Hash)
+				}
+				f.seen[ref.Hash] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		level = next
+	}
+	if err := f.fetchChunks(); err != nil {
+		return err
+	}
+	for i, j := 0, len(f.nodes)-1; i < j; i, j = i+1, j-1 {
+		f.nodes[i], f.nodes[j] = f.nodes[j], f.nodes[i]
+	}
+	return f.r.Store.PutNodes(f.nodes)
+}
+
+// fetchChunks fetches the missing chunks, storing them as they come, a
+// few megabytes at a time. A chunk that does not match its hash is asked
+// for again once.
+func (f *fetcher) fetchChunks() error {
+	var pending [][]byte
+	var pendingIDs []store.Hash
+	size := 0
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		refs, err := f.r.Store.PutChunks(pending)
+		if err != nil {
+			return err
+		}
+		for i, ref := range refs {
+			if ref.Hash != pendingIDs[i] {
+				return fmt.Errorf("chunk %s stored as %s", pendingIDs[i].Short(), ref.Hash.Short())
+			}
+		}
+		pending, pendingIDs, size = pending[:0], pendingIDs[:0], 0
+		return nil
+	}
+	var bad []store.Hash
+	accept := func(h store.Hash, b []byte) error {
+		if store.ChunkID(b) != h {
+			f.r.Stats.add(&f.r.Stats.ChunksRejected, 1)
+			f.r.Log.Warn("a chunk from the peer does not match its hash: asking again", "peer", f.r.Peer, "chunk", h.Short())
+			bad = append(bad, h)
+			return nil
+		}
+		f.r.Stats.add(&f.r.Stats.ChunksReceived, 1)
+		pending, pendingIDs = append(pending, b), append(pendingIDs, h)
+		if size += len(b); size >= 16<<20 {
+			return flush()
+		}
+		return nil
+	}
+	if err := f.fetch(wantChunk, f.chunks, accept); err != nil {
+		return err
+	}
+	if len(bad) > 0 {
+		again := bad
+		bad = nil
+		if err := f.fetch(wantChunk, again, accept); err != nil {
+			return err
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("%w: chunk %s does not match its hash twice", ErrProtocol, bad[0].Short())
+		}
+	}
+	return flush()
+}
+
+// fetch asks for items, maxWant at a time, and passes each answer to fn,
+// in order.
+func (f *fetcher) fetch(kind uint8, hashes []store.Hash, fn func(store.Hash, []byte) error) error {
+	for len(hashes) > 0 {
+		piece := hashes[:min(maxWant, len(hashes))]
+		hashes = hashes[len(piece):]
+		if err := send(f.bw, msgWant, (&want{Kind: kind, Hashes: piece}).encode()); err != nil {
+			return err
+		}
+		for _, h := range piece {
+			b, err := f.answer(h)
+			if err != nil {
+				return err
+			}
+			if err := fn(h, b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// answer reads the data message for h.
+func (f *fetcher) answer(h store.Hash) ([]byte, error) {
+	typ, p, err := ReadFrame(f.br, MaxFrame)
+	if err != nil {
+		return nil, fmt.Errorf("waiting for data: %w", err)
+	}
+	if typ != msgData {
+		return nil, fmt.Errorf("%w: message %q instead of data", ErrProtocol, typ)
+	}
+	f.r.Stats.add(&f.r.Stats.BytesReceived, int64(len(p)))
+	d, err := decodeData(p)
+	if err != nil {
+		return nil, err
+	}
+	if d.Hash != h {
+		return nil, fmt.Errorf("%w: data for %s, wanted %s", ErrProtocol, d.Hash.Short(), h.Short())
+	}
+	if d.Codec == codecMissing {
+		return nil, fmt.Errorf("the peer lacks %s it announced", h.Short())
+	}
+	return decompress(d.Codec, d.Bytes)
+}
+
+// order returns recs and the fetched ancestors with every record after the
+// records it descends from.
+func (f *fetcher) order(recs []store.Incoming) []store.Incoming {
+	var out []store.Incoming
+	done := map[store.Hash]bool{}
+	var visit func(h store.Hash)
+	visit = func(h store.Hash) {
+		in, ok := f.got[h]
+		if !ok || done[h] {
+			return
+		}
+		done[h] = true
+		if v, err := store.DecodeVersion(in.Rec); err == nil {
+			for _, p := range append([]store.Hash{v.Prev}, v.Merged...) {
+				visit(p)
+			}
+		}
+		out = append(out, in)
+	}
+	for _, in := range recs {
+		visit(store.Sum(in.Rec))
+	}
+	return out
+}
+
+// opOf names the change a version fetched as an ancestor made (the txlog
+// entry that came with it stayed at the peer).
+func opOf(v *store.Version) store.Op {
+	switch {
+	case len(v.Merged) > 0:
+		return store.OpMerge
+	case v.Deleted:
+		return store.OpUnlink
+	case !v.Prev.IsZero():
+		return store.OpWrite
+	case v.Kind == store.KindDir:
+		return store.OpMkdir
+	case v.Kind == store.KindLink:
+		return store.OpSymlink
+	}
+	return store.OpCreate
+}
