@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"slices"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
@@ -59,4 +60,40 @@ func (of *openFile) rebase() error {
 		return nil
 	}
 	return of.rebaseLocked()
+}
+
+// Applied tells the mount about heads moved by records from a peer: each
+// file's open state rebases and its cached pages and attributes go, and
+// the kernel forgets the names that went or came (its entry cache, and
+// the parent directories' listings).
+func (f *FS) Applied(changes []store.Change) {
+	for _, c := range changes {
+		f.Changed(c.ID)
+		for _, l := range c.Old {
+			if !slices.Contains(c.New, l) {
+				f.forgetName(l, c.ID)
+			}
+		}
+		for _, l := range c.New {
+			if !slices.Contains(c.Old, l) {
+				f.forgetName(l, store.FileID{})
+			}
+		}
+	}
+}
+
+// forgetName drops the kernel's entry for l (in a directory it knows).
+func (f *FS) forgetName(l store.Link, child store.FileID) {
+	f.mu.Lock()
+	parent, node := f.nodes[l.Parent], f.nodes[child]
+	f.mu.Unlock()
+	if parent == nil {
+		return
+	}
+	if node != nil {
+		parent.NotifyDelete(l.Name, &node.Inode)
+	} else {
+		parent.NotifyEntry(l.Name)
+	}
+	parent.NotifyContent(0, 0)
 }

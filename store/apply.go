@@ -86,7 +86,20 @@ type PeerCursor struct {
 // lacks a parent (a *MissingError).
 func (s *Store) Apply(from SiteID, cur PeerCursor, recs []Incoming) (ApplyResult, error) {
 	var res ApplyResult
+	// A record that a later record of the batch descends from is only
+	// recorded: merging it first would make a merge (and maybe a conflict
+	// copy) of a state its own site had already moved past.
+	superseded := map[Hash]bool{}
+	for _, in := range recs {
+		if v, err := DecodeVersion(in.Rec); err == nil {
+			superseded[v.Prev] = true
+			for _, m := range v.Merged {
+				superseded[m] = true
+			}
+		}
+	}
 	tx, err := s.transact(OpMerge, from, func(tx *Tx) error {
+		tx.superseded = superseded
 		for _, in := range recs {
 			applied, err := tx.apply(in)
 			if err != nil {
@@ -140,6 +153,9 @@ func (tx *Tx) apply(in Incoming) (bool, error) {
 	tx.s.clock.Update(v.Stamp.Time)
 	if err := tx.record(in.Op, v, h, in.Rec); err != nil {
 		return false, err
+	}
+	if tx.superseded[h] {
+		return true, nil
 	}
 	return true, tx.integrate(v, h, in.Rec)
 }

@@ -16,6 +16,7 @@ package sync
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -32,8 +33,9 @@ var ErrUntrusted = errors.New("peer not trusted")
 
 // Identity is a site's key pair in the form TLS uses.
 type Identity struct {
-	Site store.SiteID
-	cert tls.Certificate
+	Site     store.SiteID
+	cert     tls.Certificate
+	resetKey [32]byte // for QUIC stateless resets (transport.go)
 }
 
 // NewIdentity makes the identity of the site whose private key is key.
@@ -52,7 +54,9 @@ func NewIdentity(key ed25519.PrivateKey) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("site certificate: %w", err)
 	}
-	return &Identity{Site: site, cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}, nil
+	id := &Identity{Site: site, cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}}
+	id.resetKey = sha256.Sum256(append([]byte("geofs 2026-11 quic stateless reset v1"), key.Seed()...))
+	return id, nil
 }
 
 // provenSite returns the site id of the key a peer's certificate carries,

@@ -220,6 +220,8 @@ func (f *fetcher) run() error {
 					}
 				case !f.r.Store.HasChunk(ref.Hash):
 					f.chunks = append(f.chunks, ref.Hash)
+				default:
+					f.r.Stats.add(&f.r.Stats.ChunksDeduped, 1)
 				}
 				f.seen[ref.Hash] = true
 			}

@@ -11,6 +11,7 @@ type Stats struct {
 	BytesSent, BytesReceived    atomic.Int64
 	ChunksSent, ChunksReceived  atomic.Int64
 	ChunksRejected              atomic.Int64 // received chunks that did not match their hash
+	ChunksDeduped               atomic.Int64 // chunks records referenced that the receiver had already
 	RecordsSent, RecordsApplied atomic.Int64
 	RecordsOutOfScope           atomic.Int64
 

@@ -2,6 +2,7 @@ package sync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,10 +17,12 @@ import (
 // authenticated connections and plain streams (io.ReadWriteCloser), so the
 // protocol can be tested over in-memory pipes too.
 
+// A link pings every second and gives up after 5 s of silence, so a dead
+// peer or a partition is noticed quickly and the link redials.
 var quicConfig = &quic.Config{
 	HandshakeIdleTimeout: 10 * time.Second,
-	MaxIdleTimeout:       30 * time.Second,
-	KeepAlivePeriod:      10 * time.Second,
+	MaxIdleTimeout:       5 * time.Second,
+	KeepAlivePeriod:      time.Second,
 }
 
 // Conn is a link connection to an authenticated peer site.
@@ -71,7 +74,8 @@ func Dial(ctx context.Context, addr string, id *Identity, peer store.SiteID) (*C
 
 // Listener accepts links from other sites.
 type Listener struct {
-	q *quic.Listener
+	q  *quic.Listener
+	tr *quic.Transport
 }
 
 // Listen accepts links on addr (HOST:PORT) from sites that accept allows.
@@ -82,11 +86,20 @@ func Listen(addr string, id *Identity, accept func(peer store.SiteID) error) (*L
 		}
 		return nil
 	})
-	q, err := quic.ListenAddr(addr, conf, quicConfig)
+	udp, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	return &Listener{q: q}, nil
+	// The reset key is derived from the site key, so after a restart the
+	// site tells peers at once that their old connections are gone.
+	key := quic.StatelessResetKey(id.resetKey)
+	tr := &quic.Transport{Conn: udp, StatelessResetKey: &key}
+	q, err := tr.Listen(conf, quicConfig)
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return &Listener{q: q, tr: tr}, nil
 }
 
 // Accept waits for the next authenticated connection. Handshakes that fail
@@ -112,4 +125,4 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 func (l *Listener) Addr() net.Addr { return l.q.Addr() }
 
 // Close stops accepting links.
-func (l *Listener) Close() error { return l.q.Close() }
+func (l *Listener) Close() error { return errors.Join(l.q.Close(), l.tr.Close()) }

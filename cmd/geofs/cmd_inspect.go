@@ -113,6 +113,18 @@ func statusCommand() *cli.Command {
 				}
 				fmt.Printf("site:           %s (%s)\nstore:          %s\nmountpoint:     %s\nnamespace root: %s\nlast txlog seq: %d\ndatabase:       %d bytes LSM, %d bytes value log\n",
 					st.Site, st.Name, st.Store, mp, st.NamespaceRoot, st.LastSeq, st.LSMBytes, st.VlogBytes)
+				for _, l := range st.Links {
+					state := "disconnected"
+					if l.Connected {
+						state = "connected"
+					}
+					fmt.Printf("link %s: peer %s, %s, %s, lag %.3fs, pending %d entries (%d bytes), sent %d bytes / %d chunks, received %d bytes / %d chunks, %d chunks deduped",
+						l.Name, l.Peer, l.Direction, state, l.LagSeconds, l.PendingEntries, l.PendingBytes, l.BytesSent, l.ChunksSent, l.BytesReceived, l.ChunksReceived, l.ChunksDeduped)
+					if l.LastError != "" {
+						fmt.Printf(", last error: %s", l.LastError)
+					}
+					fmt.Println()
+				}
 				return nil
 			})
 		},

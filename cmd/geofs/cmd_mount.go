@@ -208,8 +208,16 @@ func runMount(ctx context.Context, storeDir, mnt, opts string) (err error) {
 		s.Close()
 		return err
 	}
-	adm, err := admin.Listen(admin.SocketPath(absStore), &admin.Local{S: s, Name: conf.Name, Mountpoint: mnt, Changed: fsys.Changed}, log)
+	links, stopLinks, err := startLinks(ctx, absStore, s, log, fsys.Applied)
 	if err != nil {
+		server.Unmount()
+		fsys.Close()
+		s.Close()
+		return err
+	}
+	adm, err := admin.Listen(admin.SocketPath(absStore), &admin.Local{S: s, Name: conf.Name, Mountpoint: mnt, Changed: fsys.Changed, Links: links.Status}, log)
+	if err != nil {
+		stopLinks()
 		server.Unmount()
 		fsys.Close()
 		s.Close()
@@ -235,7 +243,7 @@ func runMount(ctx context.Context, storeDir, mnt, opts string) (err error) {
 		// The mount is gone from the namespace (umount -l) but the kernel
 		// keeps the connection while files are open: stop serving anyway.
 	}
-	return shutdown(log, adm, fsys, s)
+	return shutdown(log, adm, stopLinks, fsys, s)
 }
 
 func mountFS(fsys *fs.FS, absStore, mnt string, cfg mountConfig) (*fuse.Server, error) {
@@ -296,9 +304,10 @@ func startCPUProfile(path string) (stop func(), err error) {
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
-func shutdown(log *slog.Logger, adm *admin.Server, fsys *fs.FS, s *store.Store) error {
+func shutdown(log *slog.Logger, adm *admin.Server, stopLinks func(), fsys *fs.FS, s *store.Store) error {
 	start := time.Now()
 	adm.Close()
+	stopLinks()
 	errs := []error{fsys.Close(), s.Close()}
 	if err := errors.Join(errs...); err != nil {
 		log.Error("unmounted with errors", "err", err)

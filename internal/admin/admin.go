@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/geofs/geofs/store"
+	gsync "github.com/geofs/geofs/sync"
 )
 
 // Site is what the CLI needs from a site.
@@ -68,6 +69,8 @@ type Status struct {
 	LastSeq       uint64 `json:"last_seq"`
 	LSMBytes      int64  `json:"lsm_bytes"`
 	VlogBytes     int64  `json:"vlog_bytes"`
+	// Links are the site's links (see sync.LinkStatus).
+	Links []gsync.LinkStatus `json:"links"`
 }
 
 func versionInfo(v *store.Version, h store.Hash) VersionInfo {

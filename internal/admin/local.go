@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/geofs/geofs/store"
+	gsync "github.com/geofs/geofs/sync"
 )
 
 // Local answers from an open store.
@@ -16,6 +17,9 @@ type Local struct {
 	// Changed, when set, is told about files changed behind the kernel's
 	// back (a restore), so that a mount can drop its caches.
 	Changed func(id store.FileID)
+	// Links, when set, reports the running links; without it Status lists
+	// the configured ones as not connected.
+	Links func() []gsync.LinkStatus
 }
 
 var _ Site = (*Local)(nil)
@@ -122,6 +126,21 @@ func (l *Local) Fsck(ctx context.Context) (FsckReport, error) {
 // Status reports the site's identity and position.
 func (l *Local) Status(ctx context.Context) (Status, error) {
 	lsm, vlog := l.S.DBSize()
-	return Status{Site: l.S.Site().String(), Name: l.Name, Store: l.S.Dir(), Mountpoint: l.Mountpoint,
-		NamespaceRoot: l.S.NamespaceRoot().String(), LastSeq: l.S.LastSeq(), LSMBytes: lsm, VlogBytes: vlog}, nil
+	st := Status{Site: l.S.Site().String(), Name: l.Name, Store: l.S.Dir(), Mountpoint: l.Mountpoint,
+		NamespaceRoot: l.S.NamespaceRoot().String(), LastSeq: l.S.LastSeq(), LSMBytes: lsm, VlogBytes: vlog}
+	if l.Links != nil {
+		st.Links = l.Links()
+	} else if cfg, err := store.LoadConfig(l.S.Dir()); err == nil {
+		for _, k := range cfg.Links {
+			ls := gsync.LinkStatus{Name: k.Name, Peer: k.Peer, Remote: k.Remote, Direction: k.Direction, LastError: "site not running"}
+			if a := l.S.Acked(k.PeerID()); k.Sends() && a < st.LastSeq {
+				ls.PendingEntries = st.LastSeq - a
+			}
+			st.Links = append(st.Links, ls)
+		}
+	}
+	if st.Links == nil {
+		st.Links = []gsync.LinkStatus{}
+	}
+	return st, nil
 }

@@ -1,0 +1,288 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/geofs/geofs/internal/relay"
+)
+
+// Linked sites: real processes with real mounts, linked over QUIC on
+// 127.0.0.x, some through the fault-injecting relay.
+
+// linkedSite is a site that listens on its own loopback address.
+type linkedSite struct {
+	*site
+	addr string
+	id   string
+}
+
+var nextHost = 10
+
+func newLinkedSite(t *testing.T, name string) *linkedSite {
+	t.Helper()
+	requireFUSE(t)
+	nextHost++
+	addr := freeUDP(t, fmt.Sprintf("127.0.0.%d", nextHost))
+	dir, err := os.MkdirTemp("", "geofs-link")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &site{t: t, store: filepath.Join(dir, "store"), mnt: filepath.Join(dir, "mnt")}
+	if err := os.Mkdir(s.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.geofs("init", "--name", name, "--listen", addr, s.store)
+	t.Cleanup(func() {
+		if t.Failed() {
+			log, _ := os.ReadFile(filepath.Join(s.store, "geofs.log"))
+			t.Logf("log of site %s:\n%s", name, log)
+		}
+	})
+	return &linkedSite{site: s, addr: addr, id: strings.TrimSpace(s.geofs("id", s.store))}
+}
+
+func freeUDP(t *testing.T, host string) string {
+	c, err := net.ListenPacket("udp", host+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+// link configures a link at s to peer, reached at remote ("" to let the
+// peer dial).
+func (s *linkedSite) link(peer *linkedSite, remote string, flags ...string) {
+	s.t.Helper()
+	args := []string{"link", "add", s.store, "--name", "to-" + peer.id[:8], "--peer", peer.id}
+	if remote != "" {
+		args = append(args, "--remote", remote)
+	}
+	s.geofs(append(args, flags...)...)
+}
+
+type linkStatusJSON struct {
+	NamespaceRoot string `json:"namespace_root"`
+	Links         []struct {
+		Name           string  `json:"name"`
+		Connected      bool    `json:"connected"`
+		LagSeconds     float64 `json:"lag_seconds"`
+		PendingEntries uint64  `json:"pending_entries"`
+		ChunksSent     int64   `json:"chunks_sent"`
+		ChunksReceived int64   `json:"chunks_received"`
+		LastError      string  `json:"last_error"`
+	} `json:"links"`
+}
+
+func (s *linkedSite) status() linkStatusJSON {
+	s.t.Helper()
+	var st linkStatusJSON
+	if err := json.Unmarshal([]byte(s.geofs("status", "--json", s.store)), &st); err != nil {
+		s.t.Fatal(err)
+	}
+	return st
+}
+
+// eventually polls cond for up to 20 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hasContent(path string, want []byte) func() bool {
+	return func() bool {
+		got, err := os.ReadFile(path)
+		return err == nil && bytes.Equal(got, want)
+	}
+}
+
+func converged(sites ...*linkedSite) func() bool {
+	return func() bool {
+		root := sites[0].status().NamespaceRoot
+		for _, s := range sites[1:] {
+			if s.status().NamespaceRoot != root {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func TestLinkedSitesReplicateBothWays(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	a.link(b, b.addr)
+	b.link(a, a.addr)
+	a.mount()
+	b.mount()
+	os.WriteFile(a.path("hello.txt"), []byte("from a"), 0o644)
+	eventually(t, "a's file at b", hasContent(b.path("hello.txt"), []byte("from a")))
+	os.MkdirAll(b.path("dir/sub"), 0o755)
+	big := make([]byte, 5<<20)
+	rand.Read(big)
+	os.WriteFile(b.path("dir/sub/big"), big, 0o600)
+	eventually(t, "b's file at a", hasContent(a.path("dir/sub/big"), big))
+	if st, err := os.Stat(a.path("dir/sub/big")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode at a: %v %v", st, err)
+	}
+	// A rename of a directory arrives as a rename.
+	if err := os.Rename(a.path("dir"), a.path("moved")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rename at b", hasContent(b.path("moved/sub/big"), big))
+	if _, err := os.Stat(b.path("dir")); !os.IsNotExist(err) {
+		t.Fatalf("old name still at b: %v", err)
+	}
+	// A delete arrives.
+	os.Remove(b.path("hello.txt"))
+	eventually(t, "the delete at a", func() bool { _, err := os.Stat(a.path("hello.txt")); return os.IsNotExist(err) })
+	eventually(t, "equal roots", converged(a, b))
+	st := a.status()
+	if len(st.Links) != 1 || !st.Links[0].Connected || st.Links[0].LastError != "" {
+		t.Fatalf("a's link status: %+v", st.Links)
+	}
+	eventually(t, "an idle link with no lag and nothing pending", func() bool {
+		l := a.status().Links[0]
+		return l.LagSeconds == 0 && l.PendingEntries == 0
+	})
+	a.unmount()
+	b.unmount()
+	a.fsck()
+	b.fsck()
+}
+
+func TestPartitionThenHealKeepsBothVersions(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	toB, err := relay.New("127.0.0.1:0", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer toB.Close()
+	toA, err := relay.New("127.0.0.1:0", a.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer toA.Close()
+	a.link(b, toB.Addr())
+	b.link(a, toA.Addr())
+	a.mount()
+	b.mount()
+	os.WriteFile(a.path("f"), []byte("v1"), 0o644)
+	eventually(t, "f at b", hasContent(b.path("f"), []byte("v1")))
+	toB.Partition(true)
+	toA.Partition(true)
+	os.WriteFile(a.path("f"), []byte("from a, during the partition"), 0o644)
+	time.Sleep(20 * time.Millisecond)
+	os.WriteFile(b.path("f"), []byte("from b, during the partition"), 0o644)
+	os.WriteFile(a.path("only-a"), []byte("a"), 0o644)
+	time.Sleep(time.Second)
+	toB.Partition(false)
+	toA.Partition(false)
+	eventually(t, "convergence after the heal", converged(a, b))
+	for _, s := range []*linkedSite{a, b} {
+		if got, _ := os.ReadFile(s.path("f")); string(got) != "from b, during the partition" {
+			t.Fatalf("f at %s: %q", s.mnt, got)
+		}
+		ents, _ := os.ReadDir(s.mnt)
+		var copies []string
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), "f.conflict-") {
+				copies = append(copies, e.Name())
+			}
+		}
+		if len(copies) != 1 {
+			t.Fatalf("conflict copies at %s: %v", s.mnt, copies)
+		}
+		if got, _ := os.ReadFile(filepath.Join(s.mnt, copies[0])); string(got) != "from a, during the partition" {
+			t.Fatalf("conflict copy holds %q", got)
+		}
+		if _, err := os.Stat(s.path("only-a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestChainForwards(t *testing.T) {
+	a, b, c := newLinkedSite(t, "a"), newLinkedSite(t, "b"), newLinkedSite(t, "c")
+	a.link(b, b.addr)
+	b.link(a, "")
+	b.link(c, c.addr)
+	c.link(b, "")
+	for _, s := range []*linkedSite{a, b, c} {
+		s.mount()
+	}
+	os.WriteFile(a.path("x"), []byte("through b"), 0o644)
+	eventually(t, "a's file at c", hasContent(c.path("x"), []byte("through b")))
+	os.WriteFile(c.path("y"), []byte("back"), 0o644)
+	eventually(t, "c's file at a", hasContent(a.path("y"), []byte("back")))
+	eventually(t, "equal roots", converged(a, b, c))
+}
+
+func TestWrongPeerKeyIsRefused(t *testing.T) {
+	a, b, impostor := newLinkedSite(t, "a"), newLinkedSite(t, "b"), newLinkedSite(t, "impostor")
+	a.link(b, "")
+	// The impostor dials a, but a expects b's key.
+	impostor.link(a, a.addr)
+	impostor.mount()
+	a.mount()
+	os.WriteFile(impostor.path("evil"), []byte("x"), 0o644)
+	eventually(t, "the impostor to see the refusal", func() bool {
+		st := impostor.status()
+		return len(st.Links) == 1 && !st.Links[0].Connected && st.Links[0].LastError != ""
+	})
+	time.Sleep(500 * time.Millisecond)
+	if _, err := os.Stat(a.path("evil")); !os.IsNotExist(err) {
+		t.Fatalf("a took a file from a site it does not trust: %v", err)
+	}
+	log, _ := os.ReadFile(filepath.Join(a.store, "geofs.log"))
+	if !strings.Contains(string(log), "refused a connection from a site no link names") {
+		t.Fatalf("a did not log the refusal:\n%s", log)
+	}
+}
+
+func TestKilledReceiverResumes(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	a.link(b, b.addr)
+	b.link(a, "")
+	a.mount()
+	big := make([]byte, 96<<20)
+	rand.Read(big)
+	os.WriteFile(a.path("big"), big, 0o644)
+	b.mount()
+	eventually(t, "the transfer to start", func() bool { return b.statusQuiet().Links != nil && len(b.statusQuiet().Links) == 1 && b.statusQuiet().Links[0].ChunksReceived > 0 })
+	for _, pid := range b.pids() {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	b.waitExit()
+	syscall.Unmount(b.mnt, syscall.MNT_DETACH)
+	b.fsck()
+	b.mount()
+	eventually(t, "the file at b after the restart", hasContent(b.path("big"), big))
+	eventually(t, "equal roots", converged(a, b))
+}
+
+// statusQuiet is status that returns a zero value while the site starts.
+func (s *linkedSite) statusQuiet() linkStatusJSON {
+	var st linkStatusJSON
+	out, err := runGeofs("status", "--json", s.store)
+	if err == nil {
+		json.Unmarshal([]byte(out), &st)
+	}
+	return st
+}

@@ -1,0 +1,434 @@
+package sync
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	gosync "sync"
+	"time"
+
+	"github.com/geofs/geofs/store"
+)
+
+// Links runs a site's links: it listens on the site's address, dials the
+// links that name a remote, and on each connection pushes this site's log
+// (if the link sends) and applies what the peer pushes (if it receives).
+// It watches config.yaml and applies link changes without a restart.
+type Links struct {
+	Store    *store.Store
+	Dir      string // the store directory (config.yaml)
+	Identity *Identity
+	Log      *slog.Logger
+	// OnChange is told about heads moved by records from peers.
+	OnChange func([]store.Change)
+
+	mu    gosync.Mutex
+	links map[string]*link
+	ln    *Listener
+	wg    gosync.WaitGroup
+}
+
+// link is one configured link and its connection.
+type link struct {
+	cfg    store.PeerLink
+	stats  *Stats
+	ctx    context.Context // ends when the link is removed or changed
+	cancel context.CancelFunc
+	ended  chan struct{} // a connection ended
+
+	mu      gosync.Mutex
+	conn    *Conn
+	byMe    bool // conn was dialed by this site
+	lastErr string
+}
+
+// redial bounds the wait between attempts to reach a peer.
+const redial = 2 * time.Second
+
+// Run serves the links until ctx ends. It sends nil on ready once it
+// listens, or the error that stops it from starting.
+func (l *Links) Run(ctx context.Context, ready chan<- error) error {
+	cfg, err := store.LoadConfig(l.Dir)
+	if err != nil {
+		ready <- err
+		return err
+	}
+	l.links = map[string]*link{}
+	if cfg.Listen != "" {
+		ln, err := Listen(cfg.Listen, l.Identity, l.admit)
+		if err != nil {
+			err = fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+			ready <- err
+			return err
+		}
+		l.ln = ln
+		l.Log.Info("listening for links", "addr", ln.Addr().String())
+		l.wg.Go(func() { l.accept(ctx) })
+	}
+	l.apply(ctx, cfg.Links)
+	l.wg.Go(func() { l.watch(ctx) })
+	ready <- nil
+	<-ctx.Done()
+	if l.ln != nil {
+		l.ln.Close()
+	}
+	l.mu.Lock()
+	for _, k := range l.links {
+		k.stop()
+	}
+	l.mu.Unlock()
+	l.wg.Wait()
+	return nil
+}
+
+// Addr is the address the site listens on (nil without one).
+func (l *Links) Addr() string {
+	if l.ln == nil {
+		return ""
+	}
+	return l.ln.Addr().String()
+}
+
+// admit lets in a peer that a link names (called during the handshake).
+func (l *Links) admit(peer store.SiteID) error {
+	if l.byPeer(peer) == nil {
+		l.Log.Warn("refused a connection from a site no link names", "peer", peer)
+		return fmt.Errorf("site %s: %w", peer, ErrUntrusted)
+	}
+	return nil
+}
+
+func (l *Links) byPeer(peer store.SiteID) *link {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range l.links {
+		if k.cfg.PeerID() == peer {
+			return k
+		}
+	}
+	return nil
+}
+
+func (l *Links) accept(ctx context.Context) {
+	for {
+		c, err := l.ln.Accept(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			l.Log.Warn("link handshake failed", "err", err)
+			continue
+		}
+		k := l.byPeer(c.Peer)
+		if k == nil {
+			c.Close("no link")
+			continue
+		}
+		l.mu.Lock()
+		lctx := k.ctx
+		l.mu.Unlock()
+		l.attach(lctx, k, c, false)
+	}
+}
+
+// watch reloads config.yaml when it changes.
+func (l *Links) watch(ctx context.Context) {
+	path := filepath.Join(l.Dir, store.ConfigFile)
+	stamp := func() string {
+		st, err := os.Stat(path)
+		if err != nil {
+			return ""
+		}
+		return fmt.Sprint(st.ModTime().UnixNano(), st.Size())
+	}
+	last := stamp()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if now := stamp(); now != last {
+			last = now
+			cfg, err := store.LoadConfig(l.Dir)
+			if err != nil {
+				l.Log.Error("config.yaml changed but cannot be used: keeping the links as they were", "err", err)
+				continue
+			}
+			l.Log.Info("config.yaml changed: applying link changes")
+			l.apply(ctx, cfg.Links)
+		}
+	}
+}
+
+// apply starts, restarts and stops links to match cfgs.
+func (l *Links) apply(ctx context.Context, cfgs []store.PeerLink) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for name, k := range l.links {
+		i := slices.IndexFunc(cfgs, func(c store.PeerLink) bool { return c.Name == name })
+		if i < 0 || !sameLink(cfgs[i], k.cfg) {
+			k.stop()
+			delete(l.links, name)
+		}
+	}
+	for _, c := range cfgs {
+		if _, ok := l.links[c.Name]; ok {
+			continue
+		}
+		kctx, cancel := context.WithCancel(ctx)
+		k := &link{cfg: c, stats: &Stats{}, ctx: kctx, cancel: cancel, ended: make(chan struct{}, 1)}
+		l.links[c.Name] = k
+		l.wg.Go(func() { l.run(kctx, k) })
+	}
+}
+
+func sameLink(a, b store.PeerLink) bool {
+	return a.Name == b.Name && a.Remote == b.Remote && a.Peer == b.Peer && a.Direction == b.Direction &&
+		a.Replication == b.Replication && slices.Equal(a.Paths, b.Paths) && a.MetadataOnly == b.MetadataOnly &&
+		a.RateLimit == b.RateLimit && a.Coalesce == b.Coalesce
+}
+
+func (k *link) stop() {
+	k.cancel()
+	k.mu.Lock()
+	if k.conn != nil {
+		k.conn.Close("link removed or changed")
+	}
+	k.mu.Unlock()
+}
+
+// run keeps the link connected until ctx ends: it dials the remote (if
+// the link has one) whenever the link has no connection.
+func (l *Links) run(ctx context.Context, k *link) {
+	for ctx.Err() == nil {
+		if k.cfg.Remote != "" && k.current() == nil {
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := Dial(dctx, k.cfg.Remote, l.Identity, k.cfg.PeerID())
+			cancel()
+			if err != nil {
+				k.setErr(err)
+				l.Log.Debug("dial failed", "link", k.cfg.Name, "remote", k.cfg.Remote, "err", err)
+			} else {
+				l.attach(ctx, k, c, true)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.ended:
+		case <-time.After(redial):
+		}
+	}
+}
+
+// attach serves connection c (dialed by this site if byMe) for link k.
+// When both ends dial, each keeps the connection dialed by the site with
+// the smaller id, so both settle on the same one.
+func (l *Links) attach(ctx context.Context, k *link, c *Conn, byMe bool) {
+	me, peer := l.Store.Site(), c.Peer
+	dialer := func(mine bool) []byte {
+		if mine {
+			return me[:]
+		}
+		return peer[:]
+	}
+	k.mu.Lock()
+	if k.conn != nil {
+		if bytes.Compare(dialer(byMe), dialer(k.byMe)) >= 0 {
+			k.mu.Unlock()
+			c.Close("duplicate connection")
+			return
+		}
+		k.conn.Close("duplicate connection")
+	}
+	k.conn, k.byMe = c, byMe
+	k.mu.Unlock()
+	log := l.Log.With("link", k.cfg.Name, "peer", peer)
+	log.Info("link connected", "dialed_by_me", byMe)
+	l.wg.Go(func() {
+		l.serve(ctx, k, c, log)
+		k.mu.Lock()
+		if k.conn == c {
+			k.conn = nil
+		}
+		k.mu.Unlock()
+		log.Info("link disconnected")
+		select {
+		case k.ended <- struct{}{}:
+		default:
+		}
+	})
+}
+
+func (k *link) current() *Conn {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.conn
+}
+
+// serve runs the link's streams on c until it ends.
+func (l *Links) serve(ctx context.Context, k *link, c *Conn, log *slog.Logger) {
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-c.Done():
+		case <-cctx.Done():
+		}
+		cancel()
+		c.Close("closing")
+	}()
+	fail := func(err error) {
+		if err != nil && cctx.Err() == nil && k.current() == c {
+			k.setErr(err)
+			log.Warn("link stream failed", "err", err)
+			c.Close(err.Error())
+		}
+	}
+	var wg gosync.WaitGroup
+	if k.cfg.Sends() {
+		wg.Go(func() {
+			st, err := c.OpenStream(cctx)
+			if err != nil {
+				fail(err)
+				return
+			}
+			defer st.Close()
+			snd := &Sender{Store: l.Store, Peer: c.Peer, Link: k.cfg, Stats: k.stats, Log: log}
+			if err := snd.Run(cctx, st); errors.Is(err, ErrRefused) {
+				k.setErr(err)
+				log.Warn("the peer does not take this site's changes", "err", err)
+			} else {
+				fail(err)
+			}
+		})
+	}
+	for {
+		st, err := c.AcceptStream(cctx)
+		if err != nil {
+			break
+		}
+		wg.Go(func() {
+			defer st.Close()
+			rcv := &Receiver{Store: l.Store, Peer: c.Peer, Link: k.cfg, Stats: k.stats, Log: log, OnChange: l.OnChange}
+			fail(rcv.Run(cctx, st))
+		})
+	}
+	cancel()
+	wg.Wait()
+}
+
+func (k *link) setErr(err error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.lastErr = err.Error()
+}
+
+func (k *link) err() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.lastErr
+}
+
+// LinkStatus describes one link. Lag is now minus the commit time of the
+// oldest change the peer has not acknowledged (sending), or minus the time
+// the peer read its log for the newest batch applied here while the peer
+// has more (receiving), whichever is larger: an idle link, kept current by
+// heartbeats, reads 0. (JSON field names are part of the CLI
+// contract, docs/CLI.md).
+type LinkStatus struct {
+	Name           string  `json:"name"`
+	Peer           string  `json:"peer"`
+	Remote         string  `json:"remote,omitempty"`
+	Connected      bool    `json:"connected"`
+	Direction      string  `json:"direction"`
+	LagSeconds     float64 `json:"lag_seconds"`
+	PendingEntries uint64  `json:"pending_entries"`
+	PendingBytes   int64   `json:"pending_bytes"`
+	BytesSent      int64   `json:"bytes_sent"`
+	BytesReceived  int64   `json:"bytes_received"`
+	ChunksSent     int64   `json:"chunks_sent"`
+	ChunksReceived int64   `json:"chunks_received"`
+	ChunksDeduped  int64   `json:"chunks_deduped"`
+	RecordsSent    int64   `json:"records_sent"`
+	RecordsApplied int64   `json:"records_applied"`
+	LastError      string  `json:"last_error,omitempty"`
+}
+
+// pendingScan bounds the entries Status reads to size the backlog.
+const pendingScan = 10000
+
+// Status reports every link.
+func (l *Links) Status() []LinkStatus {
+	l.mu.Lock()
+	ks := make([]*link, 0, len(l.links))
+	for _, k := range l.links {
+		ks = append(ks, k)
+	}
+	l.mu.Unlock()
+	slices.SortFunc(ks, func(a, b *link) int { return cmpString(a.cfg.Name, b.cfg.Name) })
+	last := l.Store.LastSeq()
+	var out []LinkStatus
+	for _, k := range ks {
+		k.mu.Lock()
+		connected, lastErr := k.conn != nil, k.lastErr
+		k.mu.Unlock()
+		st := LinkStatus{Name: k.cfg.Name, Peer: k.cfg.Peer, Remote: k.cfg.Remote, Connected: connected,
+			Direction: k.cfg.Direction, LastError: lastErr,
+			BytesSent: k.stats.BytesSent.Load(), BytesReceived: k.stats.BytesReceived.Load(),
+			ChunksSent: k.stats.ChunksSent.Load(), ChunksReceived: k.stats.ChunksReceived.Load(),
+			ChunksDeduped: k.stats.ChunksDeduped.Load(), RecordsSent: k.stats.RecordsSent.Load(),
+			RecordsApplied: k.stats.RecordsApplied.Load()}
+		_, _, recvSeq, recvEnd, recvAt := k.stats.Positions()
+		var behind time.Duration
+		if k.cfg.Sends() {
+			if a := l.Store.Acked(k.cfg.PeerID()); a < last {
+				st.PendingEntries = last - a
+				var oldest time.Time
+				st.PendingBytes, oldest = l.pending(a + 1)
+				behind = time.Since(oldest)
+			}
+		}
+		if k.cfg.Receives() && recvSeq < recvEnd && !recvAt.IsZero() {
+			behind = max(behind, time.Since(recvAt))
+		}
+		st.LagSeconds = max(behind, 0).Seconds()
+		out = append(out, st)
+	}
+	return out
+}
+
+// pending returns the size of the records from entry from on (reading at
+// most pendingScan of them) and the commit time of the first.
+func (l *Links) pending(from uint64) (int64, time.Time) {
+	var n int64
+	var first time.Time
+	seen := 0
+	l.Store.Log(from, func(e *store.Entry) (bool, error) {
+		if seen == 0 {
+			first = e.Time.Time()
+		}
+		if rec, err := l.Store.VersionRecord(e.Version); err == nil {
+			n += int64(len(rec))
+		}
+		seen++
+		return seen < pendingScan, nil
+	})
+	return n, first
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
