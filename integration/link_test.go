@@ -133,6 +133,15 @@ func TestLinkedSitesReplicateBothWays(t *testing.T) {
 	b.mount()
 	os.WriteFile(a.path("hello.txt"), []byte("from a"), 0o644)
 	eventually(t, "a's file at b", hasContent(b.path("hello.txt"), []byte("from a")))
+	// b's kernel has the file's pages, attributes and name cached (for an
+	// hour): a new version from a must replace them at once.
+	os.WriteFile(a.path("hello.txt"), []byte("from a, second version"), 0o644)
+	eventually(t, "the new version at b", hasContent(b.path("hello.txt"), []byte("from a, second version")))
+	if _, err := os.Stat(b.path("later")); !os.IsNotExist(err) { // a negative entry
+		t.Fatal(err)
+	}
+	os.WriteFile(a.path("later"), []byte("x"), 0o644)
+	eventually(t, "a name b had looked up before it existed", hasContent(b.path("later"), []byte("x")))
 	os.MkdirAll(b.path("dir/sub"), 0o755)
 	big := make([]byte, 5<<20)
 	rand.Read(big)
