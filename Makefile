@@ -7,7 +7,7 @@ SITE    ?= $(CURDIR)/.site
 MNT     ?= $(CURDIR)/mnt
 FUZZTIME ?= 30s
 
-.PHONY: all build deps run stop test test-race unit integration bench fuzz install clean
+.PHONY: test-long all build deps run stop test test-race unit integration bench fuzz install clean
 
 all: build
 
@@ -60,6 +60,12 @@ fuzz:
 	$(GO) test -run x -fuzz FuzzDecodeLoc -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzCut -fuzztime $(FUZZTIME) ./store/cdc/
 	$(GO) test -run x -fuzz FuzzReadFrame -fuzztime $(FUZZTIME) ./sync/
+	$(GO) test -run x -fuzz FuzzDecodeMessages -fuzztime $(FUZZTIME) ./sync/
+
+# The long randomized convergence test (300 seeds x 500 operations at 3-6
+# simulated sites); make test runs a short one.
+test-long:
+	GEOFS_LONG=1 $(GO) test -count=1 -timeout 60m -run RandomConvergence ./store/
 
 # Puts geofs on PATH, where mount -t fuse.geofs looks for it.
 install: build
