@@ -62,11 +62,15 @@ func decodeHello(b []byte) (*hello, error) {
 // start tells the sender where to begin: after the entry From-1, which
 // carried version Prev (zero From: from the sender's present end, for a
 // continuous-only link; From 1: from the start). Until, when not zero, ends
-// the push after that entry (an initial-only link).
+// the push after that entry (an initial-only link). End is the receiver's
+// own log end: if the sender has applied more of the receiver's log than
+// that, the receiver was restored from a backup and gets everything again,
+// its own old changes included.
 type start struct {
 	From  uint64
 	Prev  store.Hash
 	Until uint64
+	End   uint64 // the receiver's own last txlog entry
 }
 
 func (m *start) encode() []byte {
@@ -74,6 +78,7 @@ func (m *start) encode() []byte {
 	e.Uvarint(m.From)
 	e.Fixed(m.Prev[:])
 	e.Uvarint(m.Until)
+	e.Uvarint(m.End)
 	return e.B
 }
 
@@ -82,6 +87,7 @@ func decodeStart(b []byte) (*start, error) {
 	m := &start{From: d.Uvarint()}
 	d.Fixed(m.Prev[:])
 	m.Until = d.Uvarint()
+	m.End = d.Uvarint()
 	return m, finish(&d, "start")
 }
 

@@ -29,6 +29,8 @@ type Sender struct {
 	Link  store.PeerLink // its direction and paths, as this site configured them
 	Stats *Stats
 	Log   *slog.Logger
+
+	echo bool // send entries that came from the peer too (a restored peer)
 }
 
 // Run pushes until ctx ends or the stream fails.
@@ -57,6 +59,11 @@ func (s *Sender) Run(ctx context.Context, rw io.ReadWriter) error {
 		return err
 	}
 	next := s.startAt(st)
+	if mine := s.Store.Cursor(s.Peer); mine.Seq > st.End {
+		s.Log.Warn("the peer's log is shorter than what this site applied from it (restored from a backup?): sending everything, its own old changes included",
+			"peer", s.Peer, "peer_log_end", st.End, "applied_here", mine.Seq)
+		next, s.echo = 1, true
+	}
 	cur := batch{Seq: next - 1, Last: s.entryAt(next - 1)} // the receiver's position
 	scope := newScope(s.Link.Paths, s.Store)
 	for {
@@ -152,7 +159,7 @@ func (s *Sender) readBatch(next, until uint64, scope *scope) (*batch, error) {
 			return false, nil
 		}
 		b.Seq, b.Last = e.Seq, e.Version
-		if e.From == s.Peer {
+		if e.From == s.Peer && !s.echo {
 			return true, nil // it came from the peer: no echo
 		}
 		rec, err := s.Store.VersionRecord(e.Version)

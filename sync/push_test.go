@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os/exec"
 	"path/filepath"
 	gosync "sync"
 	"testing"
@@ -332,3 +333,36 @@ func FuzzDecodeMessages(f *testing.F) {
 }
 
 func bufioWriter(w io.Writer) *bufio.Writer { return bufio.NewWriter(w) }
+
+// A site restored from a backup taken before it made a change gets that
+// change back from the peer it had pushed it to.
+func TestRestoredPeerGetsItsOwnChangesBack(t *testing.T) {
+	a := newSite(t)
+	dir := filepath.Join(t.TempDir(), "b")
+	if _, err := store.Init(dir, store.InitOptions{Name: "b"}); err != nil {
+		t.Fatal(err)
+	}
+	backup := filepath.Join(t.TempDir(), "backup")
+	if err := exec.Command("cp", "-a", dir, backup).Run(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := store.Open(dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, b, store.RootID, "made-at-b", []byte("keep me"))
+	ss := push(t, b, a, store.PeerLink{}, store.PeerLink{})
+	waitSame(t, b, a)
+	ss.stop()
+	b.Close()
+	restored, err := store.Open(backup, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restored.Close()
+	push(t, a, restored, store.PeerLink{}, store.PeerLink{})
+	waitSame(t, a, restored)
+	if got := content(t, restored, "/made-at-b"); string(got) != "keep me" {
+		t.Fatalf("restored site reads %q", got)
+	}
+}

@@ -43,7 +43,7 @@ func (r *Receiver) Run(ctx context.Context, rw io.ReadWriter) error {
 		return fmt.Errorf("refused the peer's push: %s", reason)
 	}
 	cur := r.Store.Cursor(r.Peer)
-	st := &start{From: cur.Seq + 1, Prev: cur.Version}
+	st := &start{From: cur.Seq + 1, Prev: cur.Version, End: r.Store.LastSeq()}
 	if cur.Seq == 0 && !r.Link.Initial() {
 		st.From = 0 // continuous only: what changes from now on
 	}
