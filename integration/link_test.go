@@ -295,3 +295,31 @@ func (s *linkedSite) statusQuiet() linkStatusJSON {
 	}
 	return st
 }
+
+func TestKilledSenderResumes(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	a.link(b, b.addr)
+	b.link(a, "")
+	a.mount()
+	big := make([]byte, 96<<20)
+	rand.Read(big)
+	os.WriteFile(a.path("big"), big, 0o644)
+	os.WriteFile(a.path("small"), []byte("after the big one"), 0o644)
+	b.mount()
+	eventually(t, "the transfer to start", func() bool {
+		st := b.statusQuiet()
+		return len(st.Links) == 1 && st.Links[0].ChunksReceived > 0
+	})
+	for _, pid := range a.pids() {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	a.waitExit()
+	syscall.Unmount(a.mnt, syscall.MNT_DETACH)
+	a.fsck()
+	a.mount()
+	eventually(t, "the file at b after the sender restarted", hasContent(b.path("big"), big))
+	eventually(t, "the next file too", hasContent(b.path("small"), []byte("after the big one")))
+	eventually(t, "equal roots", converged(a, b))
+	b.unmount()
+	b.fsck()
+}
