@@ -6,6 +6,10 @@
 //	go run ./integration/bench -geofs /path/to/geofs [-dir /var/tmp/geofs-bench]
 //	    [-size 2GiB] [-files 20000] [-only seq-write,seq-read,...] [-out results.md]
 //
+// The replication workloads (-only replication) instead link pairs of geofs
+// sites over QUIC on loopback and compare with raw quic-go (./quicref) and
+// rsync, measured in the same run (replication.go).
+//
 // It must run as root (mounting with /dev/fuse, dropping the page cache).
 // Everything it mounts is unmounted on exit, including on error and SIGINT.
 package main
@@ -20,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +34,7 @@ import (
 type config struct {
 	geofsBin   string
 	looprefBin string
+	quicrefBin string
 	dir        string
 	size       int64
 	files      int
@@ -39,6 +45,12 @@ type config struct {
 	out        string
 	keep       bool
 	refPerm    bool
+
+	// Replication workloads.
+	replCommits   int
+	replFiles     int
+	replDeltaSize int64
+	replBigSize   int64
 }
 
 // bench holds the state of one benchmark run.
@@ -59,6 +71,10 @@ type bench struct {
 	geofs   *geofsTarget
 	targets []target
 
+	quicrefBin string      // the raw quic-go reference helper
+	liveMu     sync.Mutex  // guards live
+	live       []*replPair // replication sites not yet torn down
+
 	report *report
 
 	failed      bool // keep the logs if set
@@ -78,6 +94,7 @@ func main() {
 func parseFlags() (config, error) {
 	cfg := config{}
 	size, dedupSize := sizeFlag(2<<30), sizeFlag(1<<30)
+	replDeltaSize, replBigSize := sizeFlag(256<<20), sizeFlag(2<<30)
 	var only string
 	flag.StringVar(&cfg.geofsBin, "geofs", "", "path to the geofs binary (required)")
 	flag.StringVar(&cfg.dir, "dir", "/var/tmp/geofs-bench", "scratch directory for stores, mounts and data (same disk for both filesystems)")
@@ -89,10 +106,16 @@ func parseFlags() (config, error) {
 	flag.StringVar(&only, "only", "", "comma-separated workloads to run (default all): "+strings.Join(workloadNames(), ","))
 	flag.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	flag.StringVar(&cfg.looprefBin, "loopref", "", "prebuilt reference helper (default: go build ./integration/bench/loopref)")
+	flag.StringVar(&cfg.quicrefBin, "quicref", "", "prebuilt raw quic-go reference helper (default: go build ./integration/bench/quicref)")
+	flag.IntVar(&cfg.replCommits, "repl-commits", 1000, "repl-lag: small-file commits to time")
+	flag.IntVar(&cfg.replFiles, "repl-files", 10000, "repl-small-files: 4 KiB files to sync to a new site")
+	flag.Var(&replDeltaSize, "repl-delta-size", "repl-delta: size of the file in which one byte changes")
+	flag.Var(&replBigSize, "repl-big-size", "repl-big-file: size of the file synced to a new site")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (stores, logs) after the run")
 	flag.BoolVar(&cfg.refPerm, "ref-perm", false, "mount the reference with default_permissions, as geofs is (the kernel then checks permissions for both)")
 	flag.Parse()
 	cfg.size, cfg.dedupSize = int64(size), int64(dedupSize)
+	cfg.replDeltaSize, cfg.replBigSize = int64(replDeltaSize), int64(replBigSize)
 
 	if flag.NArg() != 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -102,6 +125,9 @@ func parseFlags() (config, error) {
 	}
 	if cfg.size < pageSize || cfg.dedupSize < 1 || cfg.files < 1 || cfg.randReads < 1 || cfg.runs < 1 {
 		return cfg, errors.New("-size must be >= 4KiB; -dedup-size, -files, -rand-reads and -runs must be positive")
+	}
+	if cfg.replCommits < 1 || cfg.replFiles < 1 || cfg.replDeltaSize < 2 || cfg.replBigSize < 1 {
+		return cfg, errors.New("-repl-commits, -repl-files, -repl-delta-size (>= 2) and -repl-big-size must be positive")
 	}
 	if only != "" {
 		for _, name := range strings.Split(only, ",") {
@@ -115,25 +141,50 @@ func parseFlags() (config, error) {
 	return cfg, nil
 }
 
+// isWorkload reports whether name is a workload or a group of workloads.
 func isWorkload(name string) bool {
 	for _, w := range workloads {
-		if w.name == name {
+		if w.name == name || w.group == name {
 			return true
 		}
 	}
 	return false
 }
 
+// selected reports whether the workload called name is to run: -only
+// names it or its group.
 func (c config) selected(name string) bool {
 	if len(c.only) == 0 {
 		return true
 	}
+	group := ""
+	for _, w := range workloads {
+		if w.name == name {
+			group = w.group
+		}
+	}
 	for _, n := range c.only {
-		if n == name {
+		if n == name || (group != "" && n == group) {
 			return true
 		}
 	}
 	return false
+}
+
+// anySelected reports whether a selected workload satisfies pred.
+func (c config) anySelected(pred func(workload) bool) bool {
+	for _, w := range workloads {
+		if c.selected(w.name) && pred(w) {
+			return true
+		}
+	}
+	return false
+}
+
+// perTarget reports whether a selected workload runs on the two mounted
+// targets (ref and geofs); replication workloads make their own sites.
+func (c config) perTarget() bool {
+	return c.anySelected(func(w workload) bool { return w.run != nil })
 }
 
 // run is main without os.Exit, so that deferred cleanup always runs.
@@ -227,21 +278,30 @@ func (b *bench) setup(ctx context.Context) error {
 	if err := unmountLeftovers(b.dir); err != nil {
 		return err
 	}
-	for _, sub := range []string{"ref", "geofs", "logs"} {
+	for _, sub := range []string{"ref", "geofs", "logs", "repl"} {
 		if err := os.RemoveAll(filepath.Join(b.dir, sub)); err != nil {
 			return err
 		}
 	}
-	for _, sub := range []string{"ref", "geofs", "logs", "bin"} {
+	for _, sub := range []string{"ref", "geofs", "logs", "bin", "repl"} {
 		if err := os.MkdirAll(filepath.Join(b.dir, sub), 0o755); err != nil {
 			return err
 		}
 	}
-	bin, err := b.looprefBinary(ctx)
-	if err != nil {
-		return err
+	var bin string
+	if b.cfg.perTarget() {
+		var err error
+		if bin, err = b.helperBinary(ctx, b.cfg.looprefBin, "loopref"); err != nil {
+			return err
+		}
+		b.report.goFuse = goFuseVersion(bin)
 	}
-	b.report.goFuse = goFuseVersion(bin)
+	if b.cfg.anySelected(func(w workload) bool { return w.runPair != nil }) {
+		var err error
+		if b.quicrefBin, err = b.helperBinary(ctx, b.cfg.quicrefBin, "quicref"); err != nil {
+			return err
+		}
+	}
 	b.ref = newRefTarget(bin, filepath.Join(b.dir, "ref"), b.logDir)
 	b.ref.defaultPerms = b.cfg.refPerm
 	b.geofs = newGeofsTarget(b.cfg.geofsBin, filepath.Join(b.dir, "geofs"), b.logDir)
@@ -285,17 +345,17 @@ func (b *bench) freshStart(ctx context.Context) error {
 	return nil
 }
 
-// looprefBinary builds the reference helper into the scratch directory
-// (unless -loopref names a prebuilt one).
-func (b *bench) looprefBinary(ctx context.Context) (string, error) {
-	if b.cfg.looprefBin != "" {
-		return filepath.Abs(b.cfg.looprefBin)
+// helperBinary builds the reference helper ./integration/bench/NAME into
+// the scratch directory, unless prebuilt (-loopref, -quicref) names one.
+func (b *bench) helperBinary(ctx context.Context, prebuilt, name string) (string, error) {
+	if prebuilt != "" {
+		return filepath.Abs(prebuilt)
 	}
-	bin := filepath.Join(b.dir, "bin", "loopref")
-	const pkg = "github.com/geofs/geofs/integration/bench/loopref"
+	bin := filepath.Join(b.dir, "bin", name)
+	pkg := "github.com/geofs/geofs/integration/bench/" + name
 	log.Printf("building %s", pkg)
 	if _, err := runCmd(ctx, 5*time.Minute, "go", "build", "-o", bin, pkg); err != nil {
-		return "", fmt.Errorf("%w (run from within the geofs module, or pass -loopref)", err)
+		return "", fmt.Errorf("%w (run from within the geofs module, or pass -%s)", err, name)
 	}
 	return bin, nil
 }
@@ -323,9 +383,11 @@ func (b *bench) runWorkloads(ctx context.Context) (failed bool) {
 		if b.cfg.runs > 1 {
 			log.Printf("=== run %d of %d", run+1, b.cfg.runs)
 		}
-		if err := b.freshStart(ctx); err != nil {
-			b.report.errorf("run %d: setting up fresh mounts: %v", run+1, err)
-			return true
+		if b.cfg.perTarget() {
+			if err := b.freshStart(ctx); err != nil {
+				b.report.errorf("run %d: setting up fresh mounts: %v", run+1, err)
+				return true
+			}
 		}
 		if b.runOnce(ctx) {
 			failed = true
@@ -342,6 +404,15 @@ func (b *bench) runOnce(ctx context.Context) (failed bool) {
 	dead := map[string]bool{}
 	for _, w := range workloads {
 		if !b.cfg.selected(w.name) {
+			continue
+		}
+		if w.runPair != nil {
+			if ctx.Err() != nil {
+				return true
+			}
+			if !b.runPair(ctx, w) {
+				failed = true
+			}
 			continue
 		}
 		for _, t := range b.order(b.run) {
@@ -400,6 +471,36 @@ func (b *bench) runOne(ctx context.Context, w workload, t target) ([]metric, err
 	return ms, nil
 }
 
+// runPair runs a replication workload once and records geofs's figures
+// and its reference's; it reports whether both succeeded.
+func (b *bench) runPair(ctx context.Context, w workload) bool {
+	log.Printf("[replication] %s ...", w.name)
+	start := time.Now()
+	res, err := w.runPair(ctx, b)
+	took := time.Since(start).Round(time.Millisecond)
+	if err != nil {
+		log.Printf("[replication] %s FAILED after %v: %v", w.name, took, err)
+		b.report.add(w, "geofs", nil, err)
+		return false
+	}
+	log.Printf("[replication] %s done in %v", w.name, took)
+	b.notef("%s (run %d) took %v in all (setup, data, reference, teardown).", w.name, b.run+1, took)
+	b.report.add(w, "geofs", res.geofs, nil)
+	if res.refErr != nil {
+		b.report.add(w, "ref", nil, res.refErr)
+	} else {
+		b.report.add(w, "ref", res.ref, nil)
+	}
+	for _, m := range res.geofs {
+		ref := "—"
+		if i := slices.IndexFunc(res.ref, func(r metric) bool { return r.name == m.name }); i >= 0 {
+			ref = fmtValue(res.ref[i].value, m.unit)
+		}
+		log.Printf("[replication] %s: %s: geofs %s %s, ref %s", w.name, m.name, fmtValue(m.value, m.unit), m.unit, ref)
+	}
+	return res.refErr == nil
+}
+
 // recover tries to bring a target back to a mounted state after a failed
 // workload; it reports whether that worked.
 func (b *bench) recover(ctx context.Context, t target) bool {
@@ -441,6 +542,7 @@ func (b *bench) handleSignals(cancel context.CancelFunc) (stop func()) {
 		for _, t := range b.targets {
 			t.ForceUnmount()
 		}
+		b.forceCloseLive()
 		os.Exit(130)
 	}()
 	return func() { signal.Stop(sigc); close(done) }
@@ -450,6 +552,7 @@ func (b *bench) handleSignals(cancel context.CancelFunc) (stop func()) {
 // It never removes anything while a mount below the scratch dir remains.
 func (b *bench) cleanup() {
 	b.cleanupOnce.Do(func() {
+		b.closeLive()
 		for _, t := range b.targets {
 			if err := t.Unmount(context.Background()); err != nil {
 				log.Printf("cleanup: %v; forcing", err)
@@ -464,7 +567,7 @@ func (b *bench) cleanup() {
 			log.Printf("keeping %s", b.dir)
 			return
 		}
-		for _, sub := range []string{"ref", "geofs", "logs", "bin", "gosrc.tar"} {
+		for _, sub := range []string{"ref", "geofs", "repl", "logs", "bin", "gosrc.tar"} {
 			if sub == "logs" && b.failed {
 				continue
 			}

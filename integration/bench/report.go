@@ -117,7 +117,11 @@ func fmtValue(v float64, unit string) string {
 	switch {
 	case unit == "s" || strings.HasPrefix(unit, "%"):
 		return fmt.Sprintf("%.2f", v)
-	case unit == "MiB/s":
+	case unit == "MiB/s", unit == "KiB":
+		return fmt.Sprintf("%.1f", v)
+	case unit == "ms" && v < 1:
+		return fmt.Sprintf("%.3f", v)
+	case unit == "ms":
 		return fmt.Sprintf("%.1f", v)
 	}
 	return fmt.Sprintf("%.0f", v)
@@ -140,7 +144,7 @@ func (r *report) cell(res *wresult, rw *row, label string) string {
 }
 
 // ratio is geofs/ref for throughputs and ref/geofs for times, so that > 1
-// always means geofs is better.
+// always means geofs is better; then the verdict on the metric's goal.
 func (r *report) ratio(res *wresult, rw *row) string {
 	g, gok := rw.median("geofs")
 	if res.w.name == "dedup" && gok {
@@ -151,13 +155,30 @@ func (r *report) ratio(res *wresult, rw *row) string {
 		return fmt.Sprintf("target < %g %%: %s", dedupTargetPct, verdict)
 	}
 	ref, rok := rw.median("ref")
-	if !gok || !rok || g <= 0 || ref <= 0 {
-		return "—"
+	ratio := "—"
+	if gok && rok && g > 0 && ref > 0 {
+		if rw.m.higherBetter {
+			ratio = fmtRatio(g / ref)
+		} else {
+			ratio = fmtRatio(ref / g)
+		}
 	}
-	if rw.m.higherBetter {
-		return fmt.Sprintf("%.2f×", g/ref)
+	if rw.m.goal == nil || !gok {
+		return ratio
 	}
-	return fmt.Sprintf("%.2f×", ref/g)
+	verdict := "PASS"
+	if !rw.m.goal.met(g, ref) {
+		verdict = "FAIL"
+	}
+	return fmt.Sprintf("%s; target %s: %s", ratio, rw.m.goal.text, verdict)
+}
+
+// fmtRatio shows two decimals, or two significant digits for tiny ratios.
+func fmtRatio(x float64) string {
+	if x < 0.1 {
+		return fmt.Sprintf("%.2g×", x)
+	}
+	return fmt.Sprintf("%.2f×", x)
 }
 
 func (r *report) markdown() string {
@@ -169,21 +190,39 @@ func (r *report) markdown() string {
 	p("- Host: nproc %d, CPU %s, %s RAM, kernel %s\n", runtime.NumCPU(), cpuModel(), memTotal(), kernelRelease())
 	p("- Build: %s, reference go-fuse %s\n", runtime.Version(), orDash(r.goFuse))
 	p("- Scratch dir: %s (%s), used by both filesystems\n", r.cfg.dir, r.dirFS)
-	p("- Parameters: -size %s, -files %d, -rand-reads %d, -dedup-size %s, -runs %d\n",
-		fmtBytes(r.cfg.size), r.cfg.files, r.cfg.randReads, fmtBytes(r.cfg.dedupSize), r.cfg.runs)
-	p("- geofs: %s (fresh site per run: %s)\n", r.cfg.geofsBin, orDash(strings.Join(r.siteIDs, ", ")))
-	p("- ref: go-fuse loopback (fs.NewLoopbackRoot) over a directory in the scratch dir, separate process, " +
-		"FUSE passthrough off, MaxWrite 1 MiB, DirectMount, entry/attr timeout 1 s\n")
-	if r.cfg.refPerm {
-		p("- ref mounted with default_permissions (-ref-perm), as geofs always is\n")
+	perTarget := r.cfg.perTarget()
+	if perTarget {
+		p("- Parameters: -size %s, -files %d, -rand-reads %d, -dedup-size %s, -runs %d\n",
+			fmtBytes(r.cfg.size), r.cfg.files, r.cfg.randReads, fmtBytes(r.cfg.dedupSize), r.cfg.runs)
 	}
-	p("- Cold = unmount, sync, drop_caches, mount (both filesystems). " +
-		"Ratio > 1 means geofs is better: geofs/ref for rates, ref/geofs for times.\n")
+	replication := r.cfg.anySelected(func(w workload) bool { return w.runPair != nil })
+	if replication {
+		p("- Replication parameters: -repl-commits %d, -repl-files %d, -repl-delta-size %s, -repl-big-size %s, -runs %d\n",
+			r.cfg.replCommits, r.cfg.replFiles, fmtBytes(r.cfg.replDeltaSize), fmtBytes(r.cfg.replBigSize), r.cfg.runs)
+	}
+	p("- geofs: %s", r.cfg.geofsBin)
+	if perTarget {
+		p(" (fresh site per run: %s)", orDash(strings.Join(r.siteIDs, ", ")))
+	}
+	p("\n")
+	if perTarget {
+		p("- ref: go-fuse loopback (fs.NewLoopbackRoot) over a directory in the scratch dir, separate process, " +
+			"FUSE passthrough off, MaxWrite 1 MiB, DirectMount, entry/attr timeout 1 s\n")
+		if r.cfg.refPerm {
+			p("- ref mounted with default_permissions (-ref-perm), as geofs always is\n")
+		}
+		p("- Cold = unmount, sync, drop_caches, mount (both filesystems).\n")
+	}
+	if replication {
+		p("- Replication: fresh sites for every workload and run, each a `geofs mount` daemon with its own store, "+
+			"listening on %s (A) and %s (B); the ref column of these rows is the reference named in the workload's description.\n", hostA, hostB)
+	}
+	p("- Ratio > 1 means geofs is better: geofs/ref for rates, ref/geofs for times and byte counts.\n")
 	if r.cfg.runs > 1 {
 		p("- %d independent runs (fresh stores each), alternating which filesystem goes first; "+
 			"values are medians, ±x%% is half the min–max range.\n", r.cfg.runs)
 	}
-	if r.cfg.runs%2 == 1 {
+	if r.cfg.runs%2 == 1 && perTarget {
 		p("- Warning: odd -runs, so one filesystem went first more often; on this kind of (virtual) machine " +
 			"the first filesystem measured after a fresh start can be markedly slower. Use an even -runs.\n")
 	}

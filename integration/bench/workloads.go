@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,7 +24,14 @@ type metric struct {
 	name         string
 	unit         string
 	value        float64
-	higherBetter bool // throughput-like (true) or time-like (false)
+	higherBetter bool  // throughput-like (true) or time-like (false)
+	goal         *goal // the target geofs should meet, if any (on geofs's metric)
+}
+
+// goal is a target for a geofs figure, checked on the medians.
+type goal struct {
+	text string                        // as printed: "< 150 ms", "≥ 0.5× ref"
+	met  func(geofs, ref float64) bool // ref is 0 when there is none
 }
 
 func throughput(name, unit string, v float64) metric {
@@ -34,31 +42,46 @@ func duration(name string, d time.Duration) metric {
 	return metric{name: name, unit: "s", value: d.Seconds()}
 }
 
-// workload is one entry of the benchmark table. run is called once per
-// target with the target mounted; it may remount it, and must leave it
-// mounted.
+// workload is one entry of the benchmark table. Either run is called once
+// per target with the target mounted (it may remount it, and must leave it
+// mounted), or runPair is called once per run: it sets up its own geofs
+// sites and measures its reference itself (replication.go).
 type workload struct {
 	name      string
 	desc      string
+	group     string // -only GROUP selects every workload of the group
 	geofsOnly bool
 	run       func(ctx context.Context, b *bench, t target) ([]metric, error)
+	runPair   func(ctx context.Context, b *bench) (pairResult, error)
 }
 
-var workloads = []workload{
+// pairResult is what a runPair workload measured in one run: geofs's
+// figures and the reference's, under the same metric names. A reference
+// that failed leaves refErr (geofs's figures still count).
+type pairResult struct {
+	geofs, ref []metric
+	refErr     error
+}
+
+var workloads = append([]workload{
 	{name: "seq-write", desc: "drop caches, write -size in 1 MiB blocks of random data, fsync, close", run: seqWrite},
 	{name: "seq-read", desc: "cold (remount + drop caches), read the file back in 1 MiB blocks", run: seqRead},
 	{name: "rand-read", desc: "cold, 4 KiB preads at random aligned offsets (fixed seed)", run: randRead},
 	{name: "metadata", desc: "create / lstat / readdir (cold) / readdir+lstat (cold) / unlink of -files empty files in one directory", run: metadata},
 	{name: "small-files", desc: "tar -x of $GOROOT/src + sync; cold tar -c of it into a pipe", run: smallFiles},
 	{name: "dedup", desc: "store growth when copying a random file within the mount", geofsOnly: true, run: dedup},
-}
+}, replicationWorkloads...)
 
+// workloadNames lists the workloads and then the groups, for -only.
 func workloadNames() []string {
-	var names []string
+	var names, groups []string
 	for _, w := range workloads {
 		names = append(names, w.name)
+		if w.group != "" && !slices.Contains(groups, w.group) {
+			groups = append(groups, w.group)
+		}
 	}
-	return names
+	return append(names, groups...)
 }
 
 // ---------------------------------------------------------------------------
