@@ -40,3 +40,54 @@ func decompress(codec uint8, b []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// deltaWindow covers a base chunk and a chunk (each at most 16 MiB).
+const deltaWindow = 32 << 20
+
+// compressDelta encodes b with base as zstd's dictionary: a chunk that
+// differs from base in a few bytes costs a few bytes. (zstd's faster levels
+// barely use a dictionary this large: for a 2 MiB chunk with one byte
+// changed, 1.9 MiB at the fastest level, 238 bytes at this one, which runs
+// at about 200 MB/s here.)
+func compressDelta(b, base []byte) ([]byte, error) {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedBetterCompression), zstd.WithEncoderConcurrency(1),
+		zstd.WithWindowSize(deltaWindow), zstd.WithEncoderDictRaw(0, base))
+	if err != nil {
+		return nil, err
+	}
+	defer enc.Close()
+	return enc.EncodeAll(b, nil), nil
+}
+
+func decompressDelta(b, base []byte) ([]byte, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(MaxFrame),
+		zstd.WithDecoderMaxWindow(deltaWindow), zstd.WithDecoderDictRaw(0, base))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	out, err := dec.DecodeAll(b, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: zstd delta: %w", ErrProtocol, err)
+	}
+	return out, nil
+}
+
+// similar reports whether b and base hold the same bytes at enough of 64
+// evenly spread offsets to make a delta worth its CPU (an edit in place;
+// an insertion shifts the rest, and the chunk goes whole).
+func similar(b, base []byte) bool {
+	const samples, width = 64, 32
+	n := min(len(b), len(base))
+	if n < samples*width {
+		return false
+	}
+	same := 0
+	for i := range samples {
+		off := i * (n - width) / (samples - 1)
+		if string(b[off:off+width]) == string(base[off:off+width]) {
+			same++
+		}
+	}
+	return same >= samples/4
+}

@@ -153,18 +153,25 @@ const (
 )
 
 // want asks for items by hash; the sender answers with one data message
-// per item, in order.
+// per item, in order. For chunks, Bases names for each a chunk the
+// receiver has that is likely similar (the chunk at the same offset of the
+// file's previous content; zero for none): the sender may send the chunk
+// as a zstd delta against it.
 type want struct {
 	Kind   uint8
 	Hashes []store.Hash
+	Bases  []store.Hash // chunks only, as many as Hashes
 }
 
 func (m *want) encode() []byte {
 	e := codec.Encoder{}
 	e.Byte(m.Kind)
 	e.Uvarint(uint64(len(m.Hashes)))
-	for _, h := range m.Hashes {
+	for i, h := range m.Hashes {
 		e.Fixed(h[:])
+		if m.Kind == wantChunk {
+			e.Fixed(m.Bases[i][:])
+		}
 	}
 	return e.B
 }
@@ -175,9 +182,19 @@ func decodeWant(b []byte) (*want, error) {
 	if m.Kind < wantVersion || m.Kind > wantChunk {
 		d.Err = fmt.Errorf("%w: want kind %d", codec.ErrMalformed, m.Kind)
 	}
-	m.Hashes = make([]store.Hash, d.Count(maxWant, 32))
+	size := 32
+	if m.Kind == wantChunk {
+		size = 64
+	}
+	m.Hashes = make([]store.Hash, d.Count(maxWant, size))
+	if m.Kind == wantChunk {
+		m.Bases = make([]store.Hash, len(m.Hashes))
+	}
 	for i := range m.Hashes {
 		d.Fixed(m.Hashes[i][:])
+		if m.Kind == wantChunk {
+			d.Fixed(m.Bases[i][:])
+		}
 	}
 	return m, finish(&d, "want")
 }
@@ -187,6 +204,7 @@ const (
 	codecRaw     = 0
 	codecZstd    = 1
 	codecMissing = 2 // the sender does not have the item
+	codecDelta   = 3 // zstd with the wanted base chunk as its dictionary
 )
 
 // data answers one wanted item.
@@ -210,7 +228,7 @@ func decodeData(b []byte) (*data, error) {
 	}
 	m := &data{Codec: b[32], Bytes: b[33:]}
 	copy(m.Hash[:], b)
-	if m.Codec > codecMissing || m.Codec == codecMissing && len(m.Bytes) > 0 {
+	if m.Codec > codecDelta || m.Codec == codecMissing && len(m.Bytes) > 0 {
 		return nil, fmt.Errorf("%w: data codec %d", ErrProtocol, m.Codec)
 	}
 	return m, nil

@@ -225,7 +225,7 @@ func (s *Sender) push(br *bufio.Reader, bw *bufio.Writer, b *batch) error {
 
 // serve answers a want, one data message per item.
 func (s *Sender) serve(bw *bufio.Writer, w *want) error {
-	for _, h := range w.Hashes {
+	for i, h := range w.Hashes {
 		m := &data{Hash: h, Codec: codecRaw}
 		var err error
 		switch w.Kind {
@@ -242,7 +242,13 @@ func (s *Sender) serve(bw *bufio.Writer, w *want) error {
 		}
 		if w.Kind == wantChunk && m.Codec == codecRaw {
 			s.Stats.add(&s.Stats.ChunksSent, 1)
-			m.Codec, m.Bytes = compress(m.Bytes)
+			raw := m.Bytes
+			m.Codec, m.Bytes = compress(raw)
+			if !w.Bases[i].IsZero() {
+				if d, ok := s.delta(raw, w.Bases[i]); ok && len(d) < len(m.Bytes) {
+					m.Codec, m.Bytes = codecDelta, d
+				}
+			}
 		}
 		s.Stats.add(&s.Stats.BytesSent, int64(len(m.Bytes)))
 		if err := WriteFrame(bw, msgData, m.encode()); err != nil {
@@ -250,6 +256,19 @@ func (s *Sender) serve(bw *bufio.Writer, w *want) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// delta encodes chunk b against base, if this site has base.
+func (s *Sender) delta(b []byte, base store.Hash) ([]byte, bool) {
+	if !s.Store.HasChunk(base) {
+		return nil, false
+	}
+	bb, err := s.Store.ReadChunk(base)
+	if err != nil || !similar(b, bb) {
+		return nil, false
+	}
+	d, err := compressDelta(b, bb)
+	return d, err == nil
 }
 
 func send(bw *bufio.Writer, typ byte, payload []byte) error {

@@ -157,6 +157,7 @@ type fetcher struct {
 	seen   map[store.Hash]bool           // items already asked for
 	nodes  [][]byte                      // fetched nodes, parents before children
 	chunks []store.Hash
+	prior  map[store.Hash]store.Hash // a new content root -> the file's content here before it
 }
 
 // add notes what record in (decoded as v) needs.
@@ -176,7 +177,57 @@ func (f *fetcher) add(in store.Incoming, v *store.Version) {
 	if v.Kind == store.KindFile && !v.Content.IsZero() && !f.seen[v.Content] && !f.r.Store.HasNode(v.Content) {
 		f.seen[v.Content] = true
 		f.roots = append(f.roots, v.Content)
+		if cur, err := f.r.Store.Head(v.ID); err == nil && !cur.Content.IsZero() {
+			if f.prior == nil {
+				f.prior = map[store.Hash]store.Hash{}
+			}
+			f.prior[v.Content] = cur.Content
+		}
 	}
+}
+
+// bases picks, for each missing chunk, the chunk at the same offset of the
+// file's content here before (which a small change leaves nearly equal),
+// so the sender can send a delta against it.
+func (f *fetcher) bases() []store.Hash {
+	out := make([]store.Hash, len(f.chunks))
+	if len(f.prior) == 0 {
+		return out
+	}
+	fetched := map[store.Hash][]byte{}
+	for _, n := range f.nodes {
+		fetched[store.Sum(n)] = n
+	}
+	get := func(h store.Hash) ([]byte, error) {
+		if b, ok := fetched[h]; ok {
+			return b, nil
+		}
+		return f.r.Store.ReadNode(h)
+	}
+	want := map[store.Hash]int{}
+	for i, h := range f.chunks {
+		want[h] = i
+	}
+	for root, prior := range f.prior {
+		x, err := store.FlattenManifest(root, get)
+		if err != nil {
+			continue
+		}
+		old, err := f.r.Store.Extents(prior)
+		if err != nil {
+			continue
+		}
+		for i, ref := range x.Refs {
+			k, ok := want[ref.Hash]
+			if !ok || !out[k].IsZero() {
+				continue
+			}
+			if j := old.Find(x.Offs[i]); j < len(old.Refs) && !old.Refs[j].IsHole() && f.r.Store.HasChunk(old.Refs[j].Hash) {
+				out[k] = old.Refs[j].Hash
+			}
+		}
+	}
+	return out
 }
 
 func (f *fetcher) run() error {
@@ -184,7 +235,7 @@ func (f *fetcher) run() error {
 	for len(f.vers) > 0 {
 		want := f.vers
 		f.vers = nil
-		err := f.fetch(wantVersion, want, func(h store.Hash, b []byte) error {
+		err := f.fetch(wantVersion, want, nil, func(h store.Hash, b []byte) error {
 			if store.Sum(b) != h {
 				return fmt.Errorf("%w: version %s does not match its hash", ErrProtocol, h.Short())
 			}
@@ -202,7 +253,7 @@ func (f *fetcher) run() error {
 	// Manifest nodes, level by level, noting missing chunks.
 	for level := f.roots; len(level) > 0; {
 		var next []store.Hash
-		err := f.fetch(wantNode, level, func(h store.Hash, b []byte) error {
+		err := f.fetch(wantNode, level, nil, func(h store.Hash, b []byte) error {
 			if store.Sum(b) != h {
 				return fmt.Errorf("%w: manifest node %s does not match its hash", ErrProtocol, h.Short())
 			}
@@ -279,13 +330,13 @@ func (f *fetcher) fetchChunks() error {
 		}
 		return nil
 	}
-	if err := f.fetch(wantChunk, f.chunks, accept); err != nil {
+	if err := f.fetch(wantChunk, f.chunks, f.bases(), accept); err != nil {
 		return err
 	}
 	if len(bad) > 0 {
 		again := bad
 		bad = nil
-		if err := f.fetch(wantChunk, again, accept); err != nil {
+		if err := f.fetch(wantChunk, again, make([]store.Hash, len(again)), accept); err != nil {
 			return err
 		}
 		if len(bad) > 0 {
@@ -295,17 +346,26 @@ func (f *fetcher) fetchChunks() error {
 	return flush()
 }
 
-// fetch asks for items, maxWant at a time, and passes each answer to fn,
-// in order.
-func (f *fetcher) fetch(kind uint8, hashes []store.Hash, fn func(store.Hash, []byte) error) error {
+// fetch asks for items (chunks with their bases), maxWant at a time, and
+// passes each answer to fn, in order.
+func (f *fetcher) fetch(kind uint8, hashes, bases []store.Hash, fn func(store.Hash, []byte) error) error {
 	for len(hashes) > 0 {
-		piece := hashes[:min(maxWant, len(hashes))]
-		hashes = hashes[len(piece):]
-		if err := send(f.bw, msgWant, (&want{Kind: kind, Hashes: piece}).encode()); err != nil {
+		n := min(maxWant, len(hashes))
+		w := &want{Kind: kind, Hashes: hashes[:n]}
+		if kind == wantChunk {
+			w.Bases = bases[:n]
+			bases = bases[n:]
+		}
+		hashes = hashes[n:]
+		if err := send(f.bw, msgWant, w.encode()); err != nil {
 			return err
 		}
-		for _, h := range piece {
-			b, err := f.answer(h)
+		for i, h := range w.Hashes {
+			var base store.Hash
+			if kind == wantChunk {
+				base = w.Bases[i]
+			}
+			b, err := f.answer(h, base)
 			if err != nil {
 				return err
 			}
@@ -317,8 +377,8 @@ func (f *fetcher) fetch(kind uint8, hashes []store.Hash, fn func(store.Hash, []b
 	return nil
 }
 
-// answer reads the data message for h.
-func (f *fetcher) answer(h store.Hash) ([]byte, error) {
+// answer reads the data message for h (asked for with base).
+func (f *fetcher) answer(h, base store.Hash) ([]byte, error) {
 	typ, p, err := ReadFrame(f.br, MaxFrame)
 	if err != nil {
 		return nil, fmt.Errorf("waiting for data: %w", err)
@@ -334,8 +394,18 @@ func (f *fetcher) answer(h store.Hash) ([]byte, error) {
 	if d.Hash != h {
 		return nil, fmt.Errorf("%w: data for %s, wanted %s", ErrProtocol, d.Hash.Short(), h.Short())
 	}
-	if d.Codec == codecMissing {
+	switch d.Codec {
+	case codecMissing:
 		return nil, fmt.Errorf("the peer lacks %s it announced", h.Short())
+	case codecDelta:
+		if base.IsZero() {
+			return nil, fmt.Errorf("%w: a delta for %s, asked for without a base", ErrProtocol, h.Short())
+		}
+		bb, err := f.r.Store.ReadChunk(base)
+		if err != nil {
+			return nil, err
+		}
+		return decompressDelta(d.Bytes, bb)
 	}
 	return decompress(d.Codec, d.Bytes)
 }

@@ -649,7 +649,7 @@ func replDelta(ctx context.Context, b *bench) (pairResult, error) {
 	res.ref = []metric{{name: res.geofs[0].name, unit: "KiB", value: float64(st.sent+st.received) / 1024}}
 	b.notef("repl-delta (run %d) reference: rsync -a --no-whole-file --stats of the same 1-byte change in the same %s file between two local directories: "+
 		"total bytes sent %d + received %d = %d (literal data %d bytes, matched %d bytes). rsync's delta algorithm sends a checksum per block "+
-		"(√size ≈ %d KiB blocks) plus the changed block; geofs sends every chunk (FastCDC, 1 MiB average) that contains a changed byte.",
+		"(√size ≈ %d KiB blocks) plus the changed block; geofs sends the changed manifest node and each changed chunk as a zstd delta against the chunk at the same offset of the version the receiver has.",
 		b.run+1, fmtBytes(size), st.sent, st.received, st.sent+st.received, st.literal, st.matched, isqrt(size)>>10)
 	return res, nil
 }
