@@ -292,58 +292,75 @@ func (f *fetcher) run() error {
 	return f.r.Store.PutNodes(f.nodes)
 }
 
-// fetchChunks fetches the missing chunks, storing them as they come, a
-// few megabytes at a time. A chunk that does not match its hash is asked
-// for again once.
+// fetchChunks fetches the missing chunks and stores them, a few megabytes
+// at a time, in a second goroutine so that storing (hashing, compressing,
+// writing) overlaps the transfer. A chunk is checked against its hash as
+// it is stored (a wrong one lands under its own id, referenced by nothing);
+// one that does not match is asked for again once.
 func (f *fetcher) fetchChunks() error {
-	var pending [][]byte
-	var pendingIDs []store.Hash
-	size := 0
-	flush := func() error {
-		if len(pending) == 0 {
-			return nil
-		}
-		refs, err := f.r.Store.PutChunks(pending)
-		if err != nil {
-			return err
-		}
-		for i, ref := range refs {
-			if ref.Hash != pendingIDs[i] {
-				return fmt.Errorf("chunk %s stored as %s", pendingIDs[i].Short(), ref.Hash.Short())
-			}
-		}
-		pending, pendingIDs, size = pending[:0], pendingIDs[:0], 0
-		return nil
+	bad, err := f.fetchAndStore(f.chunks, f.bases())
+	if err != nil || len(bad) == 0 {
+		return err
 	}
-	var bad []store.Hash
-	accept := func(h store.Hash, b []byte) error {
-		if store.ChunkID(b) != h {
-			f.r.Stats.add(&f.r.Stats.ChunksRejected, 1)
-			f.r.Log.Warn("a chunk from the peer does not match its hash: asking again", "peer", f.r.Peer, "chunk", h.Short())
-			bad = append(bad, h)
-			return nil
-		}
-		f.r.Stats.add(&f.r.Stats.ChunksReceived, 1)
-		pending, pendingIDs = append(pending, b), append(pendingIDs, h)
-		if size += len(b); size >= 16<<20 {
-			return flush()
-		}
-		return nil
-	}
-	if err := f.fetch(wantChunk, f.chunks, f.bases(), accept); err != nil {
+	if bad, err = f.fetchAndStore(bad, make([]store.Hash, len(bad))); err != nil {
 		return err
 	}
 	if len(bad) > 0 {
-		again := bad
-		bad = nil
-		if err := f.fetch(wantChunk, again, make([]store.Hash, len(again)), accept); err != nil {
-			return err
-		}
-		if len(bad) > 0 {
-			return fmt.Errorf("%w: chunk %s does not match its hash twice", ErrProtocol, bad[0].Short())
-		}
+		return fmt.Errorf("%w: chunk %s does not match its hash twice", ErrProtocol, bad[0].Short())
 	}
-	return flush()
+	return nil
+}
+
+// storeBatch is what fetchAndStore hands its storing goroutine.
+type storeBatch struct {
+	data [][]byte
+	ids  []store.Hash
+}
+
+func (f *fetcher) fetchAndStore(hashes, bases []store.Hash) (bad []store.Hash, err error) {
+	batches := make(chan storeBatch, 2)
+	stored := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range batches {
+			if err != nil {
+				continue // drain
+			}
+			var refs []store.Ref
+			if refs, err = f.r.Store.PutChunks(b.data); err != nil {
+				continue
+			}
+			for i, ref := range refs {
+				if ref.Hash != b.ids[i] {
+					f.r.Stats.add(&f.r.Stats.ChunksRejected, 1)
+					f.r.Log.Warn("a chunk from the peer does not match its hash: asking again", "peer", f.r.Peer, "chunk", b.ids[i].Short())
+					bad = append(bad, b.ids[i])
+				} else {
+					f.r.Stats.add(&f.r.Stats.ChunksReceived, 1)
+				}
+			}
+		}
+		stored <- err
+	}()
+	var cur storeBatch
+	size := 0
+	ferr := f.fetch(wantChunk, hashes, bases, func(h store.Hash, b []byte) error {
+		cur.data, cur.ids = append(cur.data, b), append(cur.ids, h)
+		if size += len(b); size >= 8<<20 {
+			batches <- cur
+			cur, size = storeBatch{}, 0
+		}
+		return nil
+	})
+	if len(cur.data) > 0 {
+		batches <- cur
+	}
+	close(batches)
+	serr := <-stored
+	if ferr != nil {
+		return nil, ferr
+	}
+	return bad, serr
 }
 
 // fetch asks for items (chunks with their bases), maxWant at a time, and
