@@ -52,7 +52,11 @@ func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (go
 		of.truncate(0)
 	}
 	// The kernel's cached pages stay valid while only this mount changes
-	// files, so keep them across opens.
+	// files, so keep them across opens; but while a reader still reads an
+	// older version (a peer's version arrived), the pages are its: bypass.
+	if n.fsys.pagesShared(v.ID) {
+		return &handle{node: n, of: of}, fuse.FOPEN_DIRECT_IO, 0
+	}
 	return &handle{node: n, of: of}, fuse.FOPEN_KEEP_CACHE, 0
 }
 

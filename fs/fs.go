@@ -59,6 +59,9 @@ type FS struct {
 
 	mu    sync.Mutex
 	open  map[store.FileID]*openFile
+	// detached counts, per file, open states left serving an older version
+	// to their readers after a peer's version arrived (notify.go).
+	detached map[store.FileID]int
 	nodes map[store.FileID]*Node // see notify.go
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)

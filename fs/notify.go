@@ -43,6 +43,11 @@ func (f *FS) Changed(id store.FileID) {
 			f.toErrno(context.Background(), err, "rebase", id)
 		}
 	}
+	f.notifyContent(id)
+}
+
+// notifyContent drops the kernel's cached pages and attributes of id.
+func (f *FS) notifyContent(id store.FileID) {
 	f.mu.Lock()
 	n := f.nodes[id]
 	f.mu.Unlock()
@@ -62,13 +67,20 @@ func (of *openFile) rebase() error {
 	return of.rebaseLocked()
 }
 
-// Applied tells the mount about heads moved by records from a peer: each
-// file's open state rebases and its cached pages and attributes go, and
-// the kernel forgets the names that went or came (its entry cache, and
-// the parent directories' listings).
+// Applied tells the mount about heads moved by records from a peer. A file
+// open only for reading (nothing buffered) keeps serving the version its
+// handles opened, so a reader sees one consistent version; the next open
+// gets the new one. A file with buffered writes rebases them onto the new
+// version. Either way the kernel drops the file's cached pages and
+// attributes, and forgets the names that went or came (its entry cache,
+// and the parent directories' listings).
 func (f *FS) Applied(changes []store.Change) {
 	for _, c := range changes {
-		f.Changed(c.ID)
+		if f.detach(c.ID) {
+			f.notifyContent(c.ID)
+		} else {
+			f.Changed(c.ID)
+		}
 		for _, l := range c.Old {
 			if !slices.Contains(c.New, l) {
 				f.forgetName(l, c.ID)

@@ -36,6 +36,7 @@ type openFile struct {
 	lastEnd uint64 // where the last read ended (sequential reads read ahead)
 
 	accounted int64 // buffered bytes counted in fsys.buffered
+	detached  bool  // no longer the file's open state (see FS.detach)
 }
 
 // A sequential reader gets the next readAhead bytes loaded in the
@@ -142,9 +143,44 @@ func (f *FS) release(of *openFile) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	of.refs--
-	if of.refs == 0 && !of.isDirty() {
+	if of.refs == 0 && !of.isDirty() && f.open[of.id] == of {
 		delete(f.open, of.id)
 	}
+	if of.refs == 0 && of.detached {
+		of.detached = false
+		if f.detached[of.id]--; f.detached[of.id] <= 0 {
+			delete(f.detached, of.id)
+		}
+		// Its readers filled the page cache with the old version.
+		go f.notifyContent(of.id)
+	}
+}
+
+// detach lets the open state of id go its own way if it has nothing
+// buffered: its handles keep reading the version they opened, and the next
+// open starts from the current version. It reports whether it did.
+func (f *FS) detach(id store.FileID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	of := f.open[id]
+	if of == nil || of.isDirty() {
+		return false
+	}
+	delete(f.open, id)
+	of.detached = true
+	if f.detached == nil {
+		f.detached = map[store.FileID]int{}
+	}
+	f.detached[id]++
+	return true
+}
+
+// pagesShared reports whether id's page cache may hold an older version
+// that readers of a detached state still use: new opens then bypass it.
+func (f *FS) pagesShared(id store.FileID) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.detached[id] > 0
 }
 
 func (f *FS) lookupOpen(id store.FileID) *openFile {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -322,4 +323,32 @@ func TestKilledSenderResumes(t *testing.T) {
 	eventually(t, "equal roots", converged(a, b))
 	b.unmount()
 	b.fsck()
+}
+
+// A reader holding a file open at b keeps reading the version it opened
+// while a new version arrives from a; a new open reads the new one.
+func TestOpenReaderKeepsItsVersion(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	a.link(b, b.addr)
+	b.link(a, "")
+	a.mount()
+	b.mount()
+	v1, v2 := bytes.Repeat([]byte("1"), 8<<20), bytes.Repeat([]byte("2"), 8<<20)
+	os.WriteFile(a.path("f"), v1, 0o644)
+	eventually(t, "v1 at b", hasContent(b.path("f"), v1))
+	fd, err := os.Open(b.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	first := make([]byte, 4<<20)
+	if _, err := io.ReadFull(fd, first); err != nil || !bytes.Equal(first, v1[:4<<20]) {
+		t.Fatalf("first half: %v", err)
+	}
+	os.WriteFile(a.path("f"), v2, 0o644)
+	eventually(t, "v2 for a new open at b", hasContent(b.path("f"), v2))
+	rest, err := io.ReadAll(fd)
+	if err != nil || !bytes.Equal(rest, v1[4<<20:]) {
+		t.Fatalf("the open reader saw a mix of versions (%d bytes, err %v)", len(rest), err)
+	}
 }
