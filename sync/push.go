@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/geofs/geofs/store"
@@ -59,6 +60,9 @@ func (s *Sender) Run(ctx context.Context, rw io.ReadWriter) error {
 		return err
 	}
 	next := s.startAt(st)
+	if st.Until == math.MaxUint64 {
+		st.Until = max(s.Store.LastSeq(), 1) // initial only: what the log holds now
+	}
 	if mine := s.Store.Cursor(s.Peer); mine.Seq > st.End {
 		s.Log.Warn("the peer's log is shorter than what this site applied from it (restored from a backup?): sending everything, its own old changes included",
 			"peer", s.Peer, "peer_log_end", st.End, "applied_here", mine.Seq)
@@ -150,6 +154,9 @@ func (s *Sender) entryAt(seq uint64) store.Hash {
 // the records the link carries. Seq is zero when there was no entry.
 func (s *Sender) readBatch(next, until uint64, scope *scope) (*batch, error) {
 	b := &batch{Time: time.Now().UnixNano(), End: s.Store.LastSeq()}
+	if until != 0 {
+		b.End = min(b.End, until)
+	}
 	size := 0
 	err := s.Store.Log(next, func(e *store.Entry) (bool, error) {
 		if until != 0 && e.Seq > until {

@@ -367,3 +367,47 @@ func TestRestoredPeerGetsItsOwnChangesBack(t *testing.T) {
 		t.Fatalf("restored site reads %q", got)
 	}
 }
+
+// An initial-only link copies what the sender has when the link starts,
+// and nothing later, even across reconnections.
+func TestInitialOnly(t *testing.T) {
+	a, b := newSite(t), newSite(t)
+	put(t, a, store.RootID, "before", []byte("1"))
+	initial := store.PeerLink{Replication: store.ReplicationInitial}
+	ss := push(t, a, b, store.PeerLink{}, initial)
+	waitSame(t, a, b)
+	put(t, a, store.RootID, "after", []byte("2"))
+	time.Sleep(300 * time.Millisecond)
+	ss.stop()
+	push(t, a, b, store.PeerLink{}, initial)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := b.Resolve("/after"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an initial-only link copied a later change: %v", err)
+	}
+	if _, err := b.Resolve("/before"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A continuous-only link sends what changes from when it starts, not the
+// history.
+func TestContinuousOnly(t *testing.T) {
+	a, b := newSite(t), newSite(t)
+	put(t, a, store.RootID, "before", []byte("1"))
+	push(t, a, b, store.PeerLink{}, store.PeerLink{Replication: store.ReplicationContinuous})
+	time.Sleep(200 * time.Millisecond)
+	put(t, a, store.RootID, "after", []byte("2"))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := b.Resolve("/after"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the later change did not arrive")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := b.Resolve("/before"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a continuous-only link copied the history: %v", err)
+	}
+}
