@@ -51,6 +51,7 @@ type LogEntry struct {
 	Op      string    `json:"op"`
 	File    string    `json:"file"`
 	Version string    `json:"version"`
+	From    string    `json:"from,omitempty"` // the peer it arrived from; absent when made here
 }
 
 // FsckReport is the result of checking a store.

@@ -110,8 +110,12 @@ func (l *Local) Log(ctx context.Context, from uint64, fn func(LogEntry) error) e
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
-		return true, fn(LogEntry{Seq: e.Seq, Time: e.Time.Time().UTC(), Site: e.Site.String(),
-			Op: e.Op.String(), File: e.File.String(), Version: e.Version.String()})
+		le := LogEntry{Seq: e.Seq, Time: e.Time.Time().UTC(), Site: e.Site.String(),
+			Op: e.Op.String(), File: e.File.String(), Version: e.Version.String()}
+		if e.From != (store.SiteID{}) {
+			le.From = e.From.String()
+		}
+		return true, fn(le)
 	})
 }
 
