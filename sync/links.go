@@ -181,6 +181,9 @@ func (l *Links) apply(ctx context.Context, cfgs []store.PeerLink) {
 		if _, ok := l.links[c.Name]; ok {
 			continue
 		}
+		if c.MetadataOnly != "" && c.MetadataOnly != store.MetadataOnlyNone {
+			l.Log.Warn("metadata-only links are not built yet: this link receives file data too", "link", c.Name, "metadata_only", c.MetadataOnly)
+		}
 		kctx, cancel := context.WithCancel(ctx)
 		k := &link{cfg: c, stats: &Stats{}, ctx: kctx, cancel: cancel, ended: make(chan struct{}, 1)}
 		l.links[c.Name] = k
