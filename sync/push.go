@@ -230,39 +230,59 @@ func (s *Sender) push(br *bufio.Reader, bw *bufio.Writer, b *batch) error {
 	}
 }
 
-// serve answers a want, one data message per item.
+// serve answers a want, one data message per item. Items are read (and
+// chunks compressed) a few ahead by a second goroutine, so reading the
+// store overlaps sending.
 func (s *Sender) serve(bw *bufio.Writer, w *want) error {
-	for i, h := range w.Hashes {
-		m := &data{Hash: h, Codec: codecRaw}
-		var err error
-		switch w.Kind {
-		case wantVersion:
-			m.Bytes, err = s.Store.VersionRecord(h)
-		case wantNode:
-			m.Bytes, err = s.Store.ReadNode(h)
-		case wantChunk:
-			m.Bytes, err = s.Store.ReadChunk(h)
-		}
-		if err != nil {
-			s.Log.Warn("peer wants what this site cannot read", "peer", s.Peer, "hash", h.Short(), "err", err)
-			m.Bytes, m.Codec = nil, codecMissing
-		}
-		if w.Kind == wantChunk && m.Codec == codecRaw {
-			s.Stats.add(&s.Stats.ChunksSent, 1)
-			raw := m.Bytes
-			m.Codec, m.Bytes = compress(raw)
-			if !w.Bases[i].IsZero() {
-				if d, ok := s.delta(raw, w.Bases[i]); ok && len(d) < len(m.Bytes) {
-					m.Codec, m.Bytes = codecDelta, d
-				}
+	ready := make(chan *data, 4)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		defer close(ready)
+		for i, h := range w.Hashes {
+			select {
+			case ready <- s.prepare(w, i, h):
+			case <-stop:
+				return
 			}
 		}
+	}()
+	for m := range ready {
 		s.Stats.add(&s.Stats.BytesSent, int64(len(m.Bytes)))
 		if err := WriteFrame(bw, msgData, m.encode()); err != nil {
 			return err
 		}
 	}
 	return bw.Flush()
+}
+
+// prepare reads the i-th item w wants (hash h) as a data message.
+func (s *Sender) prepare(w *want, i int, h store.Hash) *data {
+	m := &data{Hash: h, Codec: codecRaw}
+	var err error
+	switch w.Kind {
+	case wantVersion:
+		m.Bytes, err = s.Store.VersionRecord(h)
+	case wantNode:
+		m.Bytes, err = s.Store.ReadNode(h)
+	case wantChunk:
+		m.Bytes, err = s.Store.ReadChunk(h)
+	}
+	if err != nil {
+		s.Log.Warn("peer wants what this site cannot read", "peer", s.Peer, "hash", h.Short(), "err", err)
+		m.Bytes, m.Codec = nil, codecMissing
+	}
+	if w.Kind == wantChunk && m.Codec == codecRaw {
+		s.Stats.add(&s.Stats.ChunksSent, 1)
+		raw := m.Bytes
+		m.Codec, m.Bytes = compress(raw)
+		if !w.Bases[i].IsZero() {
+			if d, ok := s.delta(raw, w.Bases[i]); ok && len(d) < len(m.Bytes) {
+				m.Codec, m.Bytes = codecDelta, d
+			}
+		}
+	}
+	return m
 }
 
 // delta encodes chunk b against base, if this site has base.
