@@ -193,7 +193,9 @@ func (s *Sender) readBatch(next, until uint64, scope *scope) (*batch, error) {
 // push sends one batch and serves the receiver's wants until it
 // acknowledges.
 func (s *Sender) push(br *bufio.Reader, bw *bufio.Writer, b *batch) error {
-	if err := send(bw, msgBatch, b.encode()); err != nil {
+	typ, payload := encodeBatch(b)
+	s.Stats.add(&s.Stats.BytesSent, int64(len(payload)))
+	if err := send(bw, typ, payload); err != nil {
 		return err
 	}
 	s.Stats.add(&s.Stats.RecordsSent, int64(len(b.Records)))

@@ -61,10 +61,10 @@ func (r *Receiver) Run(ctx context.Context, rw io.ReadWriter) error {
 			}
 			return fmt.Errorf("waiting for a batch: %w", err)
 		}
-		if typ != msgBatch {
+		if typ != msgBatch && typ != msgBatchZ {
 			return fmt.Errorf("%w: message %q instead of a batch", ErrProtocol, typ)
 		}
-		b, err := decodeBatch(p)
+		b, err := decodeBatchFrame(typ, p)
 		if err != nil {
 			return err
 		}
