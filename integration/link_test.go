@@ -391,3 +391,39 @@ func TestTriangleConverges(t *testing.T) {
 		}
 	}
 }
+
+// Renaming a directory of 1,000 files sends one record.
+func TestRenamingALargeDirectorySendsOneRecord(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	a.link(b, b.addr)
+	b.link(a, "")
+	a.mount()
+	b.mount()
+	os.Mkdir(a.path("big"), 0o755)
+	for i := range 1000 {
+		os.WriteFile(a.path(fmt.Sprintf("big/f%04d", i)), nil, 0o644)
+	}
+	eventually(t, "the directory at b", hasContent(b.path("big/f0999"), nil))
+	eventually(t, "equal roots", converged(a, b))
+	sentBefore := a.recordsSent()
+	if err := os.Rename(a.path("big"), a.path("renamed")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rename at b", hasContent(b.path("renamed/f0999"), nil))
+	eventually(t, "equal roots", converged(a, b))
+	if n := a.recordsSent() - sentBefore; n != 1 {
+		t.Fatalf("renaming a directory of 1,000 files sent %d records", n)
+	}
+}
+
+func (s *linkedSite) recordsSent() int64 {
+	var st struct {
+		Links []struct {
+			RecordsSent int64 `json:"records_sent"`
+		} `json:"links"`
+	}
+	if err := json.Unmarshal([]byte(s.geofs("status", "--json", s.store)), &st); err != nil || len(st.Links) != 1 {
+		s.t.Fatalf("status: %v", err)
+	}
+	return st.Links[0].RecordsSent
+}
