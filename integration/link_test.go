@@ -194,6 +194,9 @@ func TestPartitionThenHealKeepsBothVersions(t *testing.T) {
 	a.mount()
 	b.mount()
 	os.WriteFile(a.path("f"), []byte("v1"), 0o644)
+	os.WriteFile(a.path("g"), []byte("g1"), 0o644)
+	os.MkdirAll(a.path("x/inside"), 0o755)
+	eventually(t, "the tree at b", func() bool { _, err := os.Stat(b.path("x/inside")); return err == nil })
 	eventually(t, "f at b", hasContent(b.path("f"), []byte("v1")))
 	toB.Partition(true)
 	toA.Partition(true)
@@ -201,6 +204,10 @@ func TestPartitionThenHealKeepsBothVersions(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	os.WriteFile(b.path("f"), []byte("from b, during the partition"), 0o644)
 	os.WriteFile(a.path("only-a"), []byte("a"), 0o644)
+	os.Remove(a.path("g")) // a deletes g while b modifies it: the modification wins
+	os.WriteFile(b.path("g"), []byte("g2 from b"), 0o644)
+	os.Rename(a.path("x"), a.path("y")) // both rename x: one name wins, the subtree stays
+	os.Rename(b.path("x"), b.path("z"))
 	time.Sleep(time.Second)
 	toB.Partition(false)
 	toA.Partition(false)
@@ -224,6 +231,14 @@ func TestPartitionThenHealKeepsBothVersions(t *testing.T) {
 		}
 		if _, err := os.Stat(s.path("only-a")); err != nil {
 			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(s.path("g")); string(got) != "g2 from b" {
+			t.Fatalf("g at %s: %q (a modification must beat a concurrent delete)", s.mnt, got)
+		}
+		_, ey := os.Stat(s.path("y/inside"))
+		_, ez := os.Stat(s.path("z/inside"))
+		if (ey == nil) == (ez == nil) {
+			t.Fatalf("x renamed to y at one site and z at the other: want exactly one at %s (y: %v, z: %v)", s.mnt, ey, ez)
 		}
 	}
 }
