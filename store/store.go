@@ -232,6 +232,16 @@ func (s *Store) NamespaceRoot() Hash {
 	return rootOf(&s.buckets)
 }
 
+// Summary returns the namespace buckets (bucket b covers the file ids whose
+// first byte is b) and the txlog position they stand for, read together.
+// Two sites with equal bucket b hold the same versions of every file in
+// it: a head is committed only after its ancestors.
+func (s *Store) Summary() ([256]Hash, uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buckets, s.seq
+}
+
 func rootOf(b *[256]Hash) Hash {
 	buf := make([]byte, 0, 1+256*32)
 	buf = append(buf, 'N')

@@ -67,12 +67,16 @@ func decodeHello(b []byte) (*hello, error) {
 // the push after that entry (an initial-only link). End is the receiver's
 // own log end: if the sender has applied more of the receiver's log than
 // that, the receiver was restored from a backup and gets everything again,
-// its own old changes included.
+// its own old changes included. Buckets are the receiver's namespace
+// buckets: the sender skips, in the part of its log written before the
+// push began, the files of every bucket equal on both sides (they hold the
+// same versions there), so a catch-up sends only what differs.
 type start struct {
-	From  uint64
-	Prev  store.Hash
-	Until uint64
-	End   uint64 // the receiver's own last txlog entry
+	From    uint64
+	Prev    store.Hash
+	Until   uint64
+	End     uint64       // the receiver's own last txlog entry
+	Buckets []store.Hash // the receiver's namespace buckets (256, or none)
 }
 
 func (m *start) encode() []byte {
@@ -81,6 +85,10 @@ func (m *start) encode() []byte {
 	e.Fixed(m.Prev[:])
 	e.Uvarint(m.Until)
 	e.Uvarint(m.End)
+	e.Uvarint(uint64(len(m.Buckets)))
+	for _, h := range m.Buckets {
+		e.Fixed(h[:])
+	}
 	return e.B
 }
 
@@ -90,6 +98,15 @@ func decodeStart(b []byte) (*start, error) {
 	d.Fixed(m.Prev[:])
 	m.Until = d.Uvarint()
 	m.End = d.Uvarint()
+	if n := d.Count(256, 32); n > 0 {
+		if n != 256 {
+			d.Err = fmt.Errorf("%w: %d namespace buckets", codec.ErrMalformed, n)
+		}
+		m.Buckets = make([]store.Hash, n)
+		for i := range m.Buckets {
+			d.Fixed(m.Buckets[i][:])
+		}
+	}
 	return m, finish(&d, "start")
 }
 

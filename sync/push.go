@@ -32,6 +32,28 @@ type Sender struct {
 	Log   *slog.Logger
 
 	echo bool // send entries that came from the peer too (a restored peer)
+
+	// same marks the namespace buckets equal at both ends when the push
+	// began; sameUntil is this site's log position then.
+	same      [256]bool
+	sameUntil uint64
+}
+
+// skipEqualBuckets compares the receiver's namespace buckets with this
+// site's: the files of equal buckets need nothing from the log as it is.
+func (s *Sender) skipEqualBuckets(st *start) {
+	if len(st.Buckets) != 256 {
+		return
+	}
+	mine, seq := s.Store.Summary()
+	equal := 0
+	for i := range mine {
+		if s.same[i] = mine[i] == st.Buckets[i]; s.same[i] {
+			equal++
+		}
+	}
+	s.sameUntil = seq
+	s.Log.Debug("namespace summaries compared", "peer", s.Peer, "equal_buckets", equal, "through", seq)
 }
 
 // Run pushes until ctx ends or the stream fails.
@@ -68,6 +90,7 @@ func (s *Sender) Run(ctx context.Context, rw io.ReadWriter) error {
 			"peer", s.Peer, "peer_log_end", st.End, "applied_here", mine.Seq)
 		next, s.echo = 1, true
 	}
+	s.skipEqualBuckets(st)
 	cur := batch{Seq: next - 1, Last: s.entryAt(next - 1)} // the receiver's position
 	scope := newScope(s.Link.Paths, s.Store)
 	for {
@@ -168,6 +191,10 @@ func (s *Sender) readBatch(next, until uint64, scope *scope) (*batch, error) {
 		b.Seq, b.Last = e.Seq, e.Version
 		if e.From == s.Peer && !s.echo {
 			return true, nil // it came from the peer: no echo
+		}
+		if e.Seq <= s.sameUntil && s.same[e.File[0]] {
+			s.Stats.add(&s.Stats.RecordsSkippedEqual, 1)
+			return true, nil // the peer holds this file's versions already
 		}
 		rec, err := s.Store.VersionRecord(e.Version)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -474,5 +475,31 @@ func TestDamagedChunkIsFetchedAgain(t *testing.T) {
 	}
 	if n := rstats.ChunksRejected.Load(); n != 1 {
 		t.Fatalf("%d chunks rejected, want 1", n)
+	}
+}
+
+// A new link between two sites that already hold the same tree (through a
+// third) sends no records: the namespace summaries match.
+func TestEqualSummariesSendNothing(t *testing.T) {
+	a, b, c := newSite(t), newSite(t), newSite(t)
+	d := mkdirIn(t, a, store.RootID, "d")
+	for i := range 50 {
+		put(t, a, d, fmt.Sprint("f", i), []byte{byte(i)})
+	}
+	ss := push(t, a, c, store.PeerLink{}, store.PeerLink{})
+	waitSame(t, a, c)
+	ss.stop()
+	ss = push(t, c, b, store.PeerLink{}, store.PeerLink{})
+	waitSame(t, c, b)
+	ss.stop()
+	// One more file at a, in a bucket of its own: only it should travel.
+	put(t, a, d, "late", []byte("x"))
+	ss = push(t, a, b, store.PeerLink{}, store.PeerLink{})
+	waitSame(t, a, b)
+	if n := ss.stats.RecordsSent.Load(); n >= 10 { // 52 without the summaries
+		t.Fatalf("a new link between equal sites sent %d records (skipped %d)", n, ss.stats.RecordsSkippedEqual.Load())
+	}
+	if ss.stats.RecordsSkippedEqual.Load() == 0 {
+		t.Fatal("nothing was skipped by the summaries")
 	}
 }

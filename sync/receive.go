@@ -43,7 +43,8 @@ func (r *Receiver) Run(ctx context.Context, rw io.ReadWriter) error {
 		return fmt.Errorf("refused the peer's push: %s", reason)
 	}
 	cur := r.Store.Cursor(r.Peer)
-	st := &start{From: cur.Seq + 1, Prev: cur.Version, End: r.Store.LastSeq()}
+	buckets, end := r.Store.Summary()
+	st := &start{From: cur.Seq + 1, Prev: cur.Version, End: end, Buckets: buckets[:]}
 	if cur.Seq == 0 && !r.Link.Initial() {
 		st.From = 0 // continuous only: what changes from now on
 	}

@@ -13,6 +13,7 @@ type Stats struct {
 	ChunksRejected              atomic.Int64 // received chunks that did not match their hash
 	ChunksDeduped               atomic.Int64 // chunks records referenced that the receiver had already
 	RecordsSent, RecordsApplied atomic.Int64
+	RecordsSkippedEqual         atomic.Int64 // log entries not sent: the peer's namespace bucket was equal
 	RecordsOutOfScope           atomic.Int64
 
 	mu        gosync.Mutex
