@@ -319,7 +319,7 @@ type storeBatch struct {
 }
 
 func (f *fetcher) fetchAndStore(hashes, bases []store.Hash) (bad []store.Hash, err error) {
-	batches := make(chan storeBatch, 2)
+	batches := make(chan storeBatch, 8)
 	stored := make(chan error, 1)
 	go func() {
 		var err error
@@ -347,7 +347,7 @@ func (f *fetcher) fetchAndStore(hashes, bases []store.Hash) (bad []store.Hash, e
 	size := 0
 	ferr := f.fetch(wantChunk, hashes, bases, func(h store.Hash, b []byte) error {
 		cur.data, cur.ids = append(cur.data, b), append(cur.ids, h)
-		if size += len(b); size >= 8<<20 {
+		if size += len(b); size >= 4<<20 {
 			batches <- cur
 			cur, size = storeBatch{}, 0
 		}
