@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -441,4 +442,68 @@ func (s *linkedSite) recordsSent() int64 {
 		s.t.Fatalf("status: %v", err)
 	}
 	return st.Links[0].RecordsSent
+}
+
+// Links added while both sites run (no restart), through a headless relay
+// site (geofs serve): a → r → b.
+func TestLinksAddedWhileRunningThroughAServedRelay(t *testing.T) {
+	a, r, b := newLinkedSite(t, "a"), newLinkedSite(t, "relay"), newLinkedSite(t, "b")
+	a.mount()
+	b.mount()
+	serve := exec.Command(geofsBin, "serve", r.store)
+	var out bytes.Buffer
+	serve.Stdout, serve.Stderr = &out, &out
+	if err := serve.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		serve.Process.Signal(syscall.SIGTERM)
+		if err := serve.Wait(); err != nil {
+			t.Errorf("geofs serve: %v\n%s", err, out.String())
+		}
+	}()
+	os.WriteFile(a.path("before-links"), []byte("1"), 0o644)
+	a.link(r, r.addr)
+	r.link(a, "")
+	r.link(b, "")
+	b.link(r, r.addr)
+	eventually(t, "a's file at b through the relay", hasContent(b.path("before-links"), []byte("1")))
+	os.WriteFile(b.path("back"), []byte("2"), 0o644)
+	eventually(t, "b's file at a", hasContent(a.path("back"), []byte("2")))
+	eventually(t, "equal roots", converged(a, r, b))
+	// Removing a link stops it.
+	b.geofs("link", "remove", b.store, "to-"+r.id[:8])
+	eventually(t, "b's link gone", func() bool { return len(b.status().Links) == 0 })
+	os.WriteFile(a.path("after-removal"), []byte("3"), 0o644)
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := os.Stat(b.path("after-removal")); !os.IsNotExist(err) {
+		t.Fatalf("a removed link still carried a change: %v", err)
+	}
+}
+
+// Replication through a link that drops, delays and reorders packets and
+// has a rate limit still converges, byte-exact.
+func TestLossyLinkConverges(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	wan, err := relay.NewWithSeed("127.0.0.1:0", b.addr, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wan.Close()
+	wan.Set(relay.Both(relay.Faults{Delay: 20 * time.Millisecond, Jitter: 5 * time.Millisecond, Loss: 0.005, Reorder: 0.05, Rate: 20 << 20}))
+	a.link(b, wan.Addr())
+	b.link(a, "")
+	a.mount()
+	b.mount()
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	os.WriteFile(a.path("blob"), data, 0o644)
+	for i := range 50 {
+		os.WriteFile(a.path(fmt.Sprint("small-", i)), []byte(fmt.Sprint(i)), 0o644)
+	}
+	eventually(t, "the blob at b", hasContent(b.path("blob"), data))
+	eventually(t, "equal roots", converged(a, b))
+	if st := wan.Stats(); st.Up.Dropped+st.Down.Dropped == 0 {
+		t.Fatalf("the relay dropped nothing: %+v", st)
+	}
 }
