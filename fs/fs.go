@@ -57,12 +57,12 @@ type FS struct {
 	log  *slog.Logger
 	opts Options
 
-	mu    sync.Mutex
-	open  map[store.FileID]*openFile
+	mu   sync.Mutex
+	open map[store.FileID]*openFile
 	// detached counts, per file, open states left serving an older version
 	// to their readers after a peer's version arrived (notify.go).
 	detached map[store.FileID]int
-	nodes map[store.FileID]*Node // see notify.go
+	nodes    map[store.FileID]*Node // see notify.go
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)
 

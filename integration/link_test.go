@@ -291,7 +291,9 @@ func TestKilledReceiverResumes(t *testing.T) {
 	rand.Read(big)
 	os.WriteFile(a.path("big"), big, 0o644)
 	b.mount()
-	eventually(t, "the transfer to start", func() bool { return b.statusQuiet().Links != nil && len(b.statusQuiet().Links) == 1 && b.statusQuiet().Links[0].ChunksReceived > 0 })
+	eventually(t, "the transfer to start", func() bool {
+		return b.statusQuiet().Links != nil && len(b.statusQuiet().Links) == 1 && b.statusQuiet().Links[0].ChunksReceived > 0
+	})
 	for _, pid := range b.pids() {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
