@@ -294,11 +294,7 @@ func TestKilledReceiverResumes(t *testing.T) {
 	eventually(t, "the transfer to start", func() bool {
 		return b.statusQuiet().Links != nil && len(b.statusQuiet().Links) == 1 && b.statusQuiet().Links[0].ChunksReceived > 0
 	})
-	for _, pid := range b.pids() {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	b.waitExit()
-	syscall.Unmount(b.mnt, syscall.MNT_DETACH)
+	b.kill()
 	b.fsck()
 	b.mount()
 	eventually(t, "the file at b after the restart", hasContent(b.path("big"), big))
@@ -329,11 +325,7 @@ func TestKilledSenderResumes(t *testing.T) {
 		st := b.statusQuiet()
 		return len(st.Links) == 1 && st.Links[0].ChunksReceived > 0
 	})
-	for _, pid := range a.pids() {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	a.waitExit()
-	syscall.Unmount(a.mnt, syscall.MNT_DETACH)
+	a.kill()
 	a.fsck()
 	a.mount()
 	eventually(t, "the file at b after the sender restarted", hasContent(b.path("big"), big))
@@ -508,4 +500,27 @@ func TestLossyLinkConverges(t *testing.T) {
 	if st := wan.Stats(); st.Up.Dropped+st.Down.Dropped == 0 {
 		t.Fatalf("the relay dropped nothing: %+v", st)
 	}
+}
+
+// kill ends the site's process with SIGKILL, waits until it is gone (its
+// store unlocked) and detaches its dead mount.
+func (s *site) kill() {
+	s.t.Helper()
+	pids := s.pids()
+	if len(pids) == 0 {
+		s.t.Fatal("no process to kill")
+	}
+	for _, pid := range pids {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, pid := range pids {
+		for syscall.Kill(pid, 0) == nil {
+			if time.Now().After(deadline) {
+				s.t.Fatalf("process %d outlived SIGKILL", pid)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	syscall.Unmount(s.mnt, syscall.MNT_DETACH)
 }
