@@ -23,15 +23,21 @@ const MaxFrame = 17 << 20
 
 // WriteFrame writes one frame.
 func WriteFrame(w io.Writer, typ byte, payload []byte) error {
-	if len(payload) > MaxFrame {
-		return fmt.Errorf("frame of %d bytes is over the %d-byte limit", len(payload), MaxFrame)
+	return writeFrameParts(w, typ, payload, nil)
+}
+
+// writeFrameParts writes one frame whose payload is head then body,
+// without copying them together (a chunk is megabytes).
+func writeFrameParts(w io.Writer, typ byte, head, body []byte) error {
+	n := len(head) + len(body)
+	if n > MaxFrame {
+		return fmt.Errorf("frame of %d bytes is over the %d-byte limit", n, MaxFrame)
 	}
-	hdr := binary.AppendUvarint([]byte{typ}, uint64(len(payload)))
-	if _, err := w.Write(hdr); err != nil {
-		return fmt.Errorf("write frame: %w", err)
-	}
-	if _, err := w.Write(payload); err != nil {
-		return fmt.Errorf("write frame: %w", err)
+	hdr := binary.AppendUvarint([]byte{typ}, uint64(n))
+	for _, part := range [][]byte{hdr, head, body} {
+		if _, err := w.Write(part); err != nil {
+			return fmt.Errorf("write frame: %w", err)
+		}
 	}
 	return nil
 }

@@ -233,12 +233,13 @@ type data struct {
 	Bytes []byte
 }
 
-func (m *data) encode() []byte {
-	e := codec.Encoder{B: make([]byte, 0, 40+len(m.Bytes))}
-	e.Fixed(m.Hash[:])
-	e.Byte(m.Codec)
-	e.Fixed(m.Bytes)
-	return e.B
+func (m *data) encode() []byte { return append(m.head(), m.Bytes...) }
+
+// head is the encoding up to the bytes (see push.go: the bytes are
+// written after it without a copy).
+func (m *data) head() []byte {
+	b := make([]byte, 0, 33)
+	return append(append(b, m.Hash[:]...), m.Codec)
 }
 
 func decodeData(b []byte) (*data, error) {

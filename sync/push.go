@@ -278,7 +278,7 @@ func (s *Sender) serve(bw *bufio.Writer, w *want) error {
 	}()
 	for m := range ready {
 		s.Stats.add(&s.Stats.BytesSent, int64(len(m.Bytes)))
-		if err := WriteFrame(bw, msgData, m.encode()); err != nil {
+		if err := writeFrameParts(bw, msgData, m.head(), m.Bytes); err != nil {
 			return err
 		}
 	}
