@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
+	"strings"
 	gosync "sync"
 	"time"
 
@@ -172,7 +174,7 @@ func (l *Links) apply(ctx context.Context, cfgs []store.PeerLink) {
 	defer l.mu.Unlock()
 	for name, k := range l.links {
 		i := slices.IndexFunc(cfgs, func(c store.PeerLink) bool { return c.Name == name })
-		if i < 0 || !sameLink(cfgs[i], k.cfg) {
+		if i < 0 || !reflect.DeepEqual(cfgs[i], k.cfg) {
 			k.stop()
 			delete(l.links, name)
 		}
@@ -189,12 +191,6 @@ func (l *Links) apply(ctx context.Context, cfgs []store.PeerLink) {
 		l.links[c.Name] = k
 		l.wg.Go(func() { l.run(kctx, k) })
 	}
-}
-
-func sameLink(a, b store.PeerLink) bool {
-	return a.Name == b.Name && a.Remote == b.Remote && a.Peer == b.Peer && a.Direction == b.Direction &&
-		a.Replication == b.Replication && slices.Equal(a.Paths, b.Paths) && a.MetadataOnly == b.MetadataOnly &&
-		a.RateLimit == b.RateLimit && a.Coalesce == b.Coalesce
 }
 
 func (k *link) stop() {
@@ -375,7 +371,7 @@ func (l *Links) Status() []LinkStatus {
 		ks = append(ks, k)
 	}
 	l.mu.Unlock()
-	slices.SortFunc(ks, func(a, b *link) int { return cmpString(a.cfg.Name, b.cfg.Name) })
+	slices.SortFunc(ks, func(a, b *link) int { return strings.Compare(a.cfg.Name, b.cfg.Name) })
 	last := l.Store.LastSeq()
 	var out []LinkStatus
 	for _, k := range ks {
@@ -388,7 +384,7 @@ func (l *Links) Status() []LinkStatus {
 			ChunksSent: k.stats.ChunksSent.Load(), ChunksReceived: k.stats.ChunksReceived.Load(),
 			ChunksDeduped: k.stats.ChunksDeduped.Load(), RecordsSent: k.stats.RecordsSent.Load(),
 			RecordsApplied: k.stats.RecordsApplied.Load()}
-		_, _, recvSeq, recvEnd, recvAt := k.stats.Positions()
+		recvSeq, recvEnd, recvAt := k.stats.received()
 		var behind time.Duration
 		if k.cfg.Sends() {
 			if a := l.Store.Acked(k.cfg.PeerID()); a < last {
@@ -424,14 +420,4 @@ func (l *Links) pending(from uint64) (int64, time.Time) {
 		return seen < pendingScan, nil
 	})
 	return n, first
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

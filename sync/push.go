@@ -240,11 +240,7 @@ func (s *Sender) push(br *bufio.Reader, bw *bufio.Writer, b *batch) error {
 			if a.Seq != b.Seq {
 				return fmt.Errorf("%w: ack of %d for batch %d", ErrProtocol, a.Seq, b.Seq)
 			}
-			if err := s.Store.SetAcked(s.Peer, a.Seq); err != nil {
-				return err
-			}
-			s.Stats.acked(a.Seq, b.Time)
-			return nil
+			return s.Store.SetAcked(s.Peer, a.Seq)
 		case msgWant:
 			w, err := decodeWant(p)
 			if err != nil {

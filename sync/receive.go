@@ -77,7 +77,7 @@ func (r *Receiver) Run(ctx context.Context, rw io.ReadWriter) error {
 		if err := send(bw, msgAck, (&ack{Seq: b.Seq}).encode()); err != nil {
 			return err
 		}
-		r.Stats.received(b.Seq, b.End, b.Time)
+		r.Stats.applied(b.Seq, b.End, b.Time)
 		if !r.Link.Continuous() && b.Seq >= b.End {
 			if err := r.Store.SetMeta(initialDoneKey(r.Peer), []byte{1}); err != nil {
 				return err

@@ -16,12 +16,10 @@ type Stats struct {
 	RecordsSkippedEqual         atomic.Int64 // log entries not sent: the peer's namespace bucket was equal
 	RecordsOutOfScope           atomic.Int64
 
-	mu        gosync.Mutex
-	sendAcked uint64    // our last entry the peer acknowledged
-	sendAt    time.Time // when we read the log for the newest acknowledged batch
-	recvSeq   uint64    // the peer's last entry applied here
-	recvEnd   uint64    // the peer's last entry when it sent that batch
-	recvAt    time.Time // when the peer read its log for that batch
+	mu      gosync.Mutex
+	recvSeq uint64    // the peer's last entry applied here
+	recvEnd uint64    // the peer's last entry when it sent that batch
+	recvAt  time.Time // when the peer read its log for that batch
 }
 
 func (s *Stats) add(c *atomic.Int64, n int64) {
@@ -30,20 +28,9 @@ func (s *Stats) add(c *atomic.Int64, n int64) {
 	}
 }
 
-// acked records that the peer acknowledged our log up to seq, read at
-// sentAt (Unix ns).
-func (s *Stats) acked(seq uint64, sentAt int64) {
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sendAcked, s.sendAt = seq, time.Unix(0, sentAt)
-}
-
-// received records that the peer's log up to seq (of end) is applied,
+// applied records that the peer's log up to seq (of end) is applied,
 // as the peer read it at sentAt (Unix ns, its clock).
-func (s *Stats) received(seq, end uint64, sentAt int64) {
+func (s *Stats) applied(seq, end uint64, sentAt int64) {
 	if s == nil {
 		return
 	}
@@ -52,10 +39,10 @@ func (s *Stats) received(seq, end uint64, sentAt int64) {
 	s.recvSeq, s.recvEnd, s.recvAt = seq, end, time.Unix(0, sentAt)
 }
 
-// Positions returns the acknowledged send position and its time, and the
-// receive position with the peer's log end and its time.
-func (s *Stats) Positions() (sendAcked uint64, sendAt time.Time, recvSeq, recvEnd uint64, recvAt time.Time) {
+// received returns the peer's last entry applied here, its log end then,
+// and when it read its log for that batch.
+func (s *Stats) received() (seq, end uint64, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sendAcked, s.sendAt, s.recvSeq, s.recvEnd, s.recvAt
+	return s.recvSeq, s.recvEnd, s.recvAt
 }
