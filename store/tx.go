@@ -591,20 +591,32 @@ func (s *Store) PathOf(id FileID) string {
 }
 
 // pathOf builds a path of id from head, which returns nil for a file it
-// cannot find.
+// cannot find, for messages.
 func pathOf(id FileID, head func(FileID) *Version) string {
+	p, ok := PathVia(id, head)
+	if !ok {
+		return "(deleted) " + id.String()
+	}
+	return p
+}
+
+// PathVia returns the path of id ("/a/b"; "/" for the root), following
+// first links up to the root through head, which returns nil for a file
+// it cannot find. ok is false when id is not reachable from the root
+// (deleted, unknown here, or in a cycle).
+func PathVia(id FileID, head func(FileID) *Version) (path string, ok bool) {
 	var parts []string
-	for range 4096 {
+	for range MaxPathLen {
 		if id == RootID {
 			slices.Reverse(parts)
-			return "/" + strings.Join(parts, "/")
+			return "/" + strings.Join(parts, "/"), true
 		}
 		v := head(id)
 		if v == nil || len(v.Links) == 0 {
-			return "(deleted) " + id.String()
+			return "", false
 		}
 		parts = append(parts, v.Links[0].Name)
 		id = v.Links[0].Parent
 	}
-	return "(cycle) " + id.String()
+	return "", false
 }

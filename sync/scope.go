@@ -68,32 +68,21 @@ func (s *scope) accepts(v *store.Version) bool {
 	return false
 }
 
-// pathOf returns the path of directory id, as the records of the batch
-// accepted so far would make it ("" when it is not reachable).
+// pathOf returns the path of directory id with a trailing slash, as the
+// records of the batch accepted so far would make it ("" when it is not
+// reachable).
 func (s *scope) pathOf(id store.FileID) string {
-	var parts []string
-	for range store.MaxPathLen {
-		if id == store.RootID {
-			p := ""
-			for i := len(parts) - 1; i >= 0; i-- {
-				p += "/" + parts[i]
-			}
-			return p + "/"
+	p, ok := store.PathVia(id, func(id store.FileID) *store.Version {
+		if v, ok := s.pending[id]; ok {
+			return v
 		}
-		v, ok := s.pending[id]
-		if !ok {
-			var err error
-			if v, err = s.st.Head(id); err != nil {
-				return ""
-			}
-		}
-		if len(v.Links) == 0 {
-			return ""
-		}
-		parts = append(parts, v.Links[0].Name)
-		id = v.Links[0].Parent
+		v, _ := s.st.Head(id)
+		return v
+	})
+	if !ok {
+		return ""
 	}
-	return ""
+	return strings.TrimSuffix(p, "/") + "/"
 }
 
 func (s *scope) linksIn(links []store.Link, kind store.Kind) bool {
