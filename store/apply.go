@@ -89,19 +89,25 @@ func (s *Store) Apply(from SiteID, cur PeerCursor, recs []Incoming) (ApplyResult
 	// A record that a later record of the batch descends from is only
 	// recorded: merging it first would make a merge (and maybe a conflict
 	// copy) of a state its own site had already moved past.
+	vs := make([]*Version, len(recs))
+	hs := make([]Hash, len(recs))
 	superseded := map[Hash]bool{}
-	for _, in := range recs {
-		if v, err := DecodeVersion(in.Rec); err == nil {
-			superseded[v.Prev] = true
-			for _, m := range v.Merged {
-				superseded[m] = true
-			}
+	for i, in := range recs {
+		hs[i] = Sum(in.Rec)
+		v, err := DecodeVersion(in.Rec)
+		if err != nil {
+			return res, fmt.Errorf("record %s from %s: %w: %w", hs[i].Short(), from, ErrCorrupt, err)
+		}
+		vs[i] = v
+		superseded[v.Prev] = true
+		for _, m := range v.Merged {
+			superseded[m] = true
 		}
 	}
 	tx, err := s.transact(OpMerge, from, func(tx *Tx) error {
 		tx.superseded = superseded
-		for _, in := range recs {
-			applied, err := tx.apply(in)
+		for i, in := range recs {
+			applied, err := tx.apply(in, vs[i], hs[i])
 			if err != nil {
 				return err
 			}
@@ -122,17 +128,13 @@ func (s *Store) Apply(from SiteID, cur PeerCursor, recs []Incoming) (ApplyResult
 	return res, err
 }
 
-func (tx *Tx) apply(in Incoming) (bool, error) {
+// apply applies record in, decoded as v, with hash h.
+func (tx *Tx) apply(in Incoming, v *Version, h Hash) (bool, error) {
 	if in.Op == 0 || int(in.Op) >= len(opNames) {
 		return false, fmt.Errorf("record from %s: %w: unknown op %d", tx.from, ErrCorrupt, in.Op)
 	}
-	h := Sum(in.Rec)
 	if known, err := tx.has(pVersion, h); known || err != nil {
 		return false, err
-	}
-	v, err := DecodeVersion(in.Rec)
-	if err != nil {
-		return false, fmt.Errorf("record %s from %s: %w: %w", h.Short(), tx.from, ErrCorrupt, err)
 	}
 	if v.ID == RootID && v.Kind != KindDir || v.ID == RootID && (v.Deleted || len(v.Links) > 0) {
 		return false, fmt.Errorf("record %s from %s: %w: a root that is not a live directory without links", h.Short(), tx.from, ErrCorrupt)

@@ -103,7 +103,7 @@ func initialDoneKey(peer store.SiteID) string { return "initial-done/" + peer.St
 
 // receive fetches what batch b needs, applies it and its cursor.
 func (r *Receiver) receive(br *bufio.Reader, bw *bufio.Writer, b *batch, cur store.PeerCursor) error {
-	f := &fetcher{r: r, br: br, bw: bw, got: map[store.Hash]store.Incoming{}}
+	f := &fetcher{r: r, br: br, bw: bw, got: map[store.Hash]fetched{}}
 	scope := newScope(r.Link.Paths, r.Store)
 	var recs []store.Incoming
 	for _, in := range b.Records {
@@ -152,13 +152,19 @@ type fetcher struct {
 	r      *Receiver
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	got    map[store.Hash]store.Incoming // records to apply, by hash
-	vers   []store.Hash                  // versions to fetch
-	roots  []store.Hash                  // manifest roots to fetch
-	seen   map[store.Hash]bool           // items already asked for
-	nodes  [][]byte                      // fetched nodes, parents before children
+	got    map[store.Hash]fetched // records to apply, by hash
+	vers   []store.Hash           // versions to fetch
+	roots  []store.Hash           // manifest roots to fetch
+	seen   map[store.Hash]bool    // items already asked for
+	nodes  [][]byte               // fetched nodes, parents before children
 	chunks []store.Hash
 	prior  map[store.Hash]store.Hash // a new content root -> the file's content here before it
+}
+
+// fetched is a record with its decoded form.
+type fetched struct {
+	in store.Incoming
+	v  *store.Version
 }
 
 // add notes what record in (decoded as v) needs.
@@ -166,7 +172,7 @@ func (f *fetcher) add(in store.Incoming, v *store.Version) {
 	if f.seen == nil {
 		f.seen = map[store.Hash]bool{}
 	}
-	f.got[store.Sum(in.Rec)] = in
+	f.got[store.Sum(in.Rec)] = fetched{in, v}
 	for _, p := range append([]store.Hash{v.Prev}, v.Merged...) {
 		if !p.IsZero() && !f.seen[p] && !f.r.Store.HasVersion(p) {
 			if _, ok := f.got[p]; !ok {
@@ -435,17 +441,15 @@ func (f *fetcher) order(recs []store.Incoming) []store.Incoming {
 	done := map[store.Hash]bool{}
 	var visit func(h store.Hash)
 	visit = func(h store.Hash) {
-		in, ok := f.got[h]
+		r, ok := f.got[h]
 		if !ok || done[h] {
 			return
 		}
 		done[h] = true
-		if v, err := store.DecodeVersion(in.Rec); err == nil {
-			for _, p := range append([]store.Hash{v.Prev}, v.Merged...) {
-				visit(p)
-			}
+		for _, p := range append([]store.Hash{r.v.Prev}, r.v.Merged...) {
+			visit(p)
 		}
-		out = append(out, in)
+		out = append(out, r.in)
 	}
 	for _, in := range recs {
 		visit(store.Sum(in.Rec))
