@@ -192,12 +192,7 @@ func runMount(ctx context.Context, storeDir, mnt, opts string) (err error) {
 	if st, err := os.Stat(mnt); err != nil || !st.IsDir() {
 		return fmt.Errorf("mountpoint %s is not a directory (create it with 'mkdir -p %s')", mnt, mnt)
 	}
-	conf, err := store.LoadConfig(absStore)
-	if err != nil {
-		return err
-	}
-	log := slog.Default().With("site", conf.Name)
-	s, err := store.Open(absStore, log)
+	conf, log, s, err := openServing(absStore)
 	if err != nil {
 		return err
 	}

@@ -46,12 +46,7 @@ func runServe(ctx context.Context, storeDir string) error {
 	if err != nil {
 		return err
 	}
-	conf, err := store.LoadConfig(absStore)
-	if err != nil {
-		return err
-	}
-	log := slog.Default().With("site", conf.Name)
-	s, err := store.Open(absStore, log)
+	conf, log, s, err := openServing(absStore)
 	if err != nil {
 		return err
 	}
@@ -74,6 +69,21 @@ func runServe(ctx context.Context, storeDir string) error {
 	adm.Close()
 	stopLinks()
 	return s.Close()
+}
+
+// openServing opens the store a long-running process (mount or serve)
+// holds, with a logger that names the site.
+func openServing(absStore string) (*store.Config, *slog.Logger, *store.Store, error) {
+	conf, err := store.LoadConfig(absStore)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	log := slog.Default().With("site", conf.Name)
+	s, err := store.Open(absStore, log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return conf, log, s, nil
 }
 
 // startLinks runs the site's links until stop is called (or ctx ends).
