@@ -233,6 +233,26 @@ func TestPartitionThenHealKeepsBothVersions(t *testing.T) {
 		if _, err := os.Stat(s.path("only-a")); err != nil {
 			t.Fatal(err)
 		}
+		var versions []struct {
+			Size   int      `json:"size"`
+			Merged []string `json:"merged"`
+		}
+		if err := json.Unmarshal([]byte(s.geofs("versions", "--json", s.path("f"))), &versions); err != nil {
+			t.Fatal(err)
+		}
+		// a's write, b's write and their merge (which holds b's content).
+		merges, written := 0, 0
+		for _, v := range versions {
+			if len(v.Merged) > 0 {
+				merges++
+			}
+			if v.Size == len("from a, during the partition") {
+				written++
+			}
+		}
+		if merges == 0 || written < 3 {
+			t.Fatalf("f's history at %s lacks the merge or a's version: %+v", s.mnt, versions)
+		}
 		if got, _ := os.ReadFile(s.path("g")); string(got) != "g2 from b" {
 			t.Fatalf("g at %s: %q (a modification must beat a concurrent delete)", s.mnt, got)
 		}

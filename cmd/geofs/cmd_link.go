@@ -114,7 +114,7 @@ func linkAdd(c *cli.Context) error {
 		return err
 	}
 	added, _ := cfg.Link(l.Name)
-	fmt.Printf("added link %q to site %s (%s; %s, %s, %s); the peer must add a link back naming this site: geofs link add PEER_STORE --name NAME --peer %s%s\n",
+	fmt.Printf("added link %q to peer site %s (%s; %s, %s, %s); the peer must add a link back naming this site: geofs link add PEER_STORE --name NAME --peer %s%s\n",
 		added.Name, added.Peer, dialing(added), added.Direction, added.Replication, strings.Join(added.Paths, ","),
 		cfg.SiteID, backFlags(added, cfg.Listen))
 	if added.Remote == "" && cfg.Listen == "" {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -51,10 +52,18 @@ func versionsCommand() *cli.Command {
 				tw := tabwriter.NewWriter(os.Stdout, 0, 8, 2, ' ', 0)
 				fmt.Fprintln(tw, "VERSION\tTIME\tSITE\tSIZE\t")
 				for _, v := range vs {
-					note := ""
+					var notes []string
 					if v.Deleted {
-						note = "deleted"
+						notes = append(notes, "deleted")
 					}
+					if len(v.Merged) > 0 {
+						short := make([]string, len(v.Merged))
+						for i, m := range v.Merged {
+							short[i] = m[:12]
+						}
+						notes = append(notes, "merge with "+strings.Join(short, ", "))
+					}
+					note := strings.Join(notes, "; ")
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", v.Version[:12], v.Time.Local().Format(time.RFC3339Nano), v.Site[:12], v.Size, note)
 				}
 				return tw.Flush()

@@ -41,6 +41,9 @@ type VersionInfo struct {
 	Mode    string    `json:"mode"`
 	Mtime   time.Time `json:"mtime"`
 	Deleted bool      `json:"deleted,omitempty"`
+	// Merged are the concurrent versions this one merged (a merge made
+	// when sites changed the file at once, docs/REPLICATION.md).
+	Merged []string `json:"merged,omitempty"`
 }
 
 // LogEntry is one txlog entry.
@@ -75,9 +78,13 @@ type Status struct {
 }
 
 func versionInfo(v *store.Version, h store.Hash) VersionInfo {
-	return VersionInfo{Version: h.String(), Time: v.Stamp.Time.Time().UTC(), Site: v.Stamp.Site.String(),
+	vi := VersionInfo{Version: h.String(), Time: v.Stamp.Time.Time().UTC(), Site: v.Stamp.Site.String(),
 		Size: v.Size, Kind: v.Kind.String(), Mode: fmt.Sprintf("%04o", v.Mode),
 		Mtime: time.Unix(0, v.Mtime).UTC(), Deleted: v.Deleted}
+	for _, m := range v.Merged {
+		vi.Merged = append(vi.Merged, m.String())
+	}
+	return vi
 }
 
 // SocketPath is where a mounted store listens. Unix socket paths are
