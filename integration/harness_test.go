@@ -121,7 +121,10 @@ type site struct {
 }
 
 // newSite inits a store in a fresh temporary directory.
-func newSite(t *testing.T) *site {
+func newSite(t *testing.T) *site { return newSiteWith(t, "--name", "it") }
+
+// newSiteWith inits a store with the given 'geofs init' options.
+func newSiteWith(t *testing.T, initArgs ...string) *site {
 	t.Helper()
 	requireFUSE(t)
 	dir, err := os.MkdirTemp("", "geofs-it")
@@ -133,7 +136,7 @@ func newSite(t *testing.T) *site {
 	if err := os.Mkdir(s.mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s.geofs("init", "--name", "it", s.store)
+	s.geofs(append(append([]string{"init"}, initArgs...), s.store)...)
 	return s
 }
 

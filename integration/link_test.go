@@ -35,16 +35,7 @@ func newLinkedSite(t *testing.T, name string) *linkedSite {
 	requireFUSE(t)
 	nextHost++
 	addr := freeUDP(t, fmt.Sprintf("127.0.0.%d", nextHost))
-	dir, err := os.MkdirTemp("", "geofs-link")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	s := &site{t: t, store: filepath.Join(dir, "store"), mnt: filepath.Join(dir, "mnt")}
-	if err := os.Mkdir(s.mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	s.geofs("init", "--name", name, "--listen", addr, s.store)
+	s := newSiteWith(t, "--name", name, "--listen", addr)
 	t.Cleanup(func() {
 		if t.Failed() {
 			log, _ := os.ReadFile(filepath.Join(s.store, "geofs.log"))
@@ -302,23 +293,38 @@ func TestWrongPeerKeyIsRefused(t *testing.T) {
 	}
 }
 
-func TestKilledReceiverResumes(t *testing.T) {
-	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
-	a.link(b, b.addr)
-	b.link(a, "")
-	a.mount()
-	big := make([]byte, 96<<20)
-	rand.Read(big)
-	os.WriteFile(a.path("big"), big, 0o644)
-	b.mount()
-	eventually(t, "the transfer to start", func() bool {
-		return b.statusQuiet().Links != nil && len(b.statusQuiet().Links) == 1 && b.statusQuiet().Links[0].ChunksReceived > 0
-	})
-	b.kill()
-	b.fsck()
-	b.mount()
-	eventually(t, "the file at b after the restart", hasContent(b.path("big"), big))
-	eventually(t, "equal roots", converged(a, b))
+// SIGKILL of either site in the middle of a transfer, then a restart: the
+// transfer completes, the next change follows, and both stores are clean.
+func TestKilledSiteResumes(t *testing.T) {
+	for _, victim := range []string{"receiver", "sender"} {
+		t.Run(victim, func(t *testing.T) {
+			a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+			a.link(b, b.addr)
+			b.link(a, "")
+			a.mount()
+			big := make([]byte, 96<<20)
+			rand.Read(big)
+			os.WriteFile(a.path("big"), big, 0o644)
+			os.WriteFile(a.path("small"), []byte("after the big one"), 0o644)
+			b.mount()
+			eventually(t, "the transfer to start", func() bool {
+				st := b.statusQuiet()
+				return len(st.Links) == 1 && st.Links[0].ChunksReceived > 0
+			})
+			killed := b
+			if victim == "sender" {
+				killed = a
+			}
+			killed.kill()
+			killed.fsck()
+			killed.mount()
+			eventually(t, "the file at b after the restart", hasContent(b.path("big"), big))
+			eventually(t, "the next file too", hasContent(b.path("small"), []byte("after the big one")))
+			eventually(t, "equal roots", converged(a, b))
+			b.unmount()
+			b.fsck()
+		})
+	}
 }
 
 // statusQuiet is status that returns a zero value while the site starts.
@@ -329,30 +335,6 @@ func (s *linkedSite) statusQuiet() linkStatusJSON {
 		json.Unmarshal([]byte(out), &st)
 	}
 	return st
-}
-
-func TestKilledSenderResumes(t *testing.T) {
-	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
-	a.link(b, b.addr)
-	b.link(a, "")
-	a.mount()
-	big := make([]byte, 96<<20)
-	rand.Read(big)
-	os.WriteFile(a.path("big"), big, 0o644)
-	os.WriteFile(a.path("small"), []byte("after the big one"), 0o644)
-	b.mount()
-	eventually(t, "the transfer to start", func() bool {
-		st := b.statusQuiet()
-		return len(st.Links) == 1 && st.Links[0].ChunksReceived > 0
-	})
-	a.kill()
-	a.fsck()
-	a.mount()
-	eventually(t, "the file at b after the sender restarted", hasContent(b.path("big"), big))
-	eventually(t, "the next file too", hasContent(b.path("small"), []byte("after the big one")))
-	eventually(t, "equal roots", converged(a, b))
-	b.unmount()
-	b.fsck()
 }
 
 // A reader holding a file open at b keeps reading the version it opened
