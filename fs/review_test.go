@@ -34,12 +34,8 @@ func reviewContent(t *testing.T, s *store.Store, id store.FileID) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := s.Extents(v.Content)
+	b, err := s.ReadAll(v)
 	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, x.Size)
-	if _, err := s.ReadAt(x, b, 0); err != nil {
 		t.Fatal(err)
 	}
 	return b

@@ -158,22 +158,11 @@ func tree(t testing.TB, s *Store) string {
 
 func readFile(t testing.TB, s *Store, id FileID) []byte {
 	t.Helper()
-	v, err := s.Head(id)
+	b, err := s.ReadAll(mustHead(t, s, id))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.Content.IsZero() {
-		return nil
-	}
-	x, err := s.Extents(v.Content)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, v.Size)
-	if _, err := s.ReadAt(x, buf, 0); err != nil {
-		t.Fatal(err)
-	}
-	return buf
+	return b
 }
 
 // Local operations, as the mount makes them.

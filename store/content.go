@@ -284,6 +284,20 @@ func (w *rewriter) wait() error {
 	return nil
 }
 
+// ReadAll returns the whole content of file version v, verified (for
+// small files and tests; large ones are read with ReadAt).
+func (s *Store) ReadAll(v *Version) ([]byte, error) {
+	x, err := s.Extents(v.Content)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, x.Size)
+	if _, err := s.ReadAt(x, b, 0); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // ReadAt fills p with content from x at off and returns how many bytes it
 // read (short only at the end of the content). Holes read as zeros; only
 // the blocks the range touches are read, each verified.

@@ -90,12 +90,8 @@ func content(t testing.TB, s *store.Store, path string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := s.Extents(v.Content)
+	b, err := s.ReadAll(v)
 	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, v.Size)
-	if _, err := s.ReadAt(x, b, 0); err != nil {
 		t.Fatal(err)
 	}
 	return b
