@@ -22,16 +22,18 @@ import (
 //
 // Empty Direction, Replication, Paths and Coalesce mean their defaults;
 // Normalize fills them in, and LoadConfig and AddLink normalize every link.
+//
+// The same names are used in 'geofs link list --json' (docs/CLI.md).
 type PeerLink struct {
-	Name         string   `yaml:"name"`
-	Remote       string   `yaml:"remote,omitempty"`        // HOST:PORT to dial; empty: the peer dials us
-	Peer         string   `yaml:"peer"`                    // the peer's site id (32 hex digits)
-	Direction    string   `yaml:"direction"`               // "send", "receive" or "send+receive"
-	Replication  string   `yaml:"replication"`             // "initial", "continuous" or "initial+continuous"
-	Paths        []string `yaml:"paths"`                   // absolute, cleaned tree paths served; default ["/"]
-	MetadataOnly string   `yaml:"metadata_only,omitempty"` // "", "all" or "versions"
-	RateLimit    int64    `yaml:"rate_limit,omitempty"`    // bytes per second, 0 = unlimited
-	Coalesce     string   `yaml:"coalesce,omitempty"`      // push coalescing window, Go duration; default "50ms"
+	Name         string   `yaml:"name" json:"name"`
+	Remote       string   `yaml:"remote,omitempty" json:"remote"`               // HOST:PORT to dial; empty: the peer dials us
+	Peer         string   `yaml:"peer" json:"peer"`                             // the peer's site id (32 hex digits)
+	Direction    string   `yaml:"direction" json:"direction"`                   // "send", "receive" or "send+receive"
+	Replication  string   `yaml:"replication" json:"replication"`               // "initial", "continuous" or "initial+continuous"
+	Paths        []string `yaml:"paths" json:"paths"`                           // absolute, cleaned tree paths served; default ["/"]
+	MetadataOnly string   `yaml:"metadata_only,omitempty" json:"metadata_only"` // "", "all" or "versions"
+	RateLimit    int64    `yaml:"rate_limit,omitempty" json:"rate_limit"`       // bytes per second, 0 = unlimited
+	Coalesce     string   `yaml:"coalesce,omitempty" json:"coalesce"`           // push coalescing window, Go duration; default "50ms"
 }
 
 // Values of PeerLink fields.

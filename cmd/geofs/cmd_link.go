@@ -166,19 +166,6 @@ func linkUsage(err error) error {
 	return usagef("--%s %q: %s", flag, le.Value, le.Msg)
 }
 
-// linkJSON is one link in 'geofs link list --json' (docs/CLI.md).
-type linkJSON struct {
-	Name         string   `json:"name"`
-	Peer         string   `json:"peer"`
-	Remote       string   `json:"remote"`
-	Direction    string   `json:"direction"`
-	Replication  string   `json:"replication"`
-	Paths        []string `json:"paths"`
-	MetadataOnly string   `json:"metadata_only"`
-	RateLimit    int64    `json:"rate_limit"`
-	Coalesce     string   `json:"coalesce"`
-}
-
 func linkListCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "list",
@@ -202,10 +189,9 @@ func linkListCommand() *cli.Command {
 				return err
 			}
 			if c.Bool("json") {
-				out := make([]linkJSON, 0, len(cfg.Links))
-				for _, l := range cfg.Links {
-					out = append(out, linkJSON{l.Name, l.Peer, l.Remote, l.Direction, l.Replication,
-						l.Paths, l.MetadataOnly, l.RateLimit, l.Coalesce})
+				out := cfg.Links
+				if out == nil {
+					out = []store.PeerLink{}
 				}
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
