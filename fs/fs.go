@@ -121,7 +121,11 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 			// Let the kernel choose READDIRPLUS only when the program also
 			// stats the entries (ls -l): a plain listing of a large
 			// directory then skips making 20,000 inodes.
-			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO,
+			// With ATOMIC_O_TRUNC the kernel passes O_TRUNC to open instead
+			// of a separate truncate first, so overwriting a file ('>',
+			// open(O_TRUNC)) makes one version at close, not an empty one
+			// in between that peers would see.
+			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC,
 			EnableSymlinkCaching: true, // a version's target never changes
 		},
 	}

@@ -664,3 +664,17 @@ func TestCLIFsckClean(t *testing.T) {
 		t.Errorf("fsck --json unmounted: %v %v\n%s", err, rep.Problems, out)
 	}
 }
+
+// Overwriting a file (open with O_TRUNC, write, close) makes one version,
+// with no empty one in between that a peer could see.
+func TestOverwriteMakesOneVersion(t *testing.T) {
+	s := newSite(t)
+	s.mount()
+	os.WriteFile(s.path("f"), []byte("one"), 0o644)
+	before := strings.Count(s.geofs("versions", "--json", s.path("f")), `"version"`)
+	os.WriteFile(s.path("f"), []byte("two"), 0o644)
+	out := s.geofs("versions", "--json", s.path("f"))
+	if n := strings.Count(out, `"version"`); n != before+1 {
+		t.Fatalf("an overwrite made %d versions:\n%s", n-before, out)
+	}
+}
