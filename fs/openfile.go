@@ -494,6 +494,15 @@ func (l *layer) overlay(p []byte, off uint64) {
 }
 
 // commit makes every buffered change a version before it returns.
+// onlyTruncated reports whether the only buffered change is a new size,
+// with no data written and no attribute changed.
+func (of *openFile) onlyTruncated() bool {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	l := of.cur
+	return of.pending == nil && !of.busy && l.changed && len(l.patches) == 0 && !l.attrs.any()
+}
+
 func (of *openFile) commit() error {
 	of.mu.Lock()
 	defer of.mu.Unlock()

@@ -677,4 +677,26 @@ func TestOverwriteMakesOneVersion(t *testing.T) {
 	if n := strings.Count(out, `"version"`); n != before+1 {
 		t.Fatalf("an overwrite made %d versions:\n%s", n-before, out)
 	}
+	// A shell closes a duplicate of the descriptor before writing.
+	for _, cmd := range []string{"echo three > f", ": > f"} {
+		before = strings.Count(out, `"version"`)
+		if b, err := exec.Command("sh", "-c", "cd "+s.mnt+" && "+cmd).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v %s", cmd, err, b)
+		}
+		var got []byte
+		for range 100 { // the release that commits is asynchronous to close
+			out = s.geofs("versions", "--json", s.path("f"))
+			if strings.Count(out, `"version"`) > before {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if n := strings.Count(out, `"version"`); n != before+1 {
+			t.Fatalf("%q made %d versions:\n%s", cmd, n-before, out)
+		}
+		got, _ = os.ReadFile(s.path("f"))
+		if want := map[string]string{"echo three > f": "three\n", ": > f": ""}[cmd]; string(got) != want {
+			t.Fatalf("%q: f holds %q", cmd, got)
+		}
+	}
 }
