@@ -8,11 +8,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 	"gopkg.in/yaml.v3"
+
+	"github.com/geofs/geofs/internal/bytesize"
 )
 
 // Files in a store directory besides the database.
@@ -29,20 +34,62 @@ type Config struct {
 	// LoadConfig checks that the two agree.
 	SiteID SiteID `yaml:"-"`
 	Site   string `yaml:"site"`
+	// Cache holds the settings of the site's cache (see CacheSize).
+	Cache CacheConfig `yaml:"cache,omitempty"`
 	// Links are the site's links to peer sites (see links.go); LoadConfig
 	// normalizes them and refuses a config with a bad one.
 	Links []PeerLink `yaml:"links,omitempty"`
 }
 
+// CacheConfig is config.yaml's "cache" section. A running site rereads it
+// when config.yaml changes.
+type CacheConfig struct {
+	// Size bounds the cache, in bytes; written like "32MiB". 0 (or no
+	// cache section at all) means DefaultCacheSize.
+	Size bytesize.Size `yaml:"size,omitempty"`
+}
+
+// DefaultCacheSize is the cache size of a site whose config sets none.
+const DefaultCacheSize = 1 << 30 // 1GiB
+
+// CacheSize is the configured cache size in bytes, or DefaultCacheSize
+// when config.yaml sets none.
+func (c *Config) CacheSize() int64 {
+	if c.Cache.Size > 0 {
+		return int64(c.Cache.Size)
+	}
+	return DefaultCacheSize
+}
+
+// CheckListen checks a listen address: HOST:PORT, where HOST may be empty
+// (every address, as in ":7300") and PORT is a number from 1 to 65535.
+func CheckListen(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want HOST:PORT, like 0.0.0.0:7300, :7300 or [::]:7300", addr)
+	}
+	if strings.ContainsAny(host, " \t\r\n\x00/") {
+		return fmt.Errorf("%q: host %q is not a host name or address", addr, host)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
 // InitOptions are the settings of a new site.
 type InitOptions struct {
-	Name   string // default: the host name
-	Listen string // HOST:PORT for links; may be empty
+	Name      string // default: the host name
+	Listen    string // HOST:PORT for links; may be empty
+	CacheSize int64  // bytes; 0: DefaultCacheSize (and no cache section is written)
 }
 
 // Init creates a site in dir (which must be missing or empty): its key
 // pair, config.yaml and database with the root directory.
 func Init(dir string, opts InitOptions) (*Config, error) {
+	if opts.CacheSize < 0 {
+		return nil, fmt.Errorf("init %s: cache size %d is negative", dir, opts.CacheSize)
+	}
 	empty, err := dirEmpty(dir)
 	if err != nil {
 		return nil, fmt.Errorf("init %s: %w", dir, err)
@@ -57,7 +104,8 @@ func Init(dir string, opts InitOptions) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg := &Config{Name: opts.Name, Listen: opts.Listen, SiteID: site, Site: site.String()}
+	cfg := &Config{Name: opts.Name, Listen: opts.Listen, SiteID: site, Site: site.String(),
+		Cache: CacheConfig{Size: bytesize.Size(opts.CacheSize)}}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
 	}

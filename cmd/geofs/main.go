@@ -90,7 +90,7 @@ func newApp() *cli.App {
 		Before: func(c *cli.Context) error { return setupLogging(c.String("log-level")) },
 		Commands: []*cli.Command{
 			initCommand(), idCommand(), mountCommand(), versionsCommand(), catCommand(),
-			restoreCommand(), logCommand(), fsckCommand(), statusCommand(), serveCommand(), linkCommand(),
+			restoreCommand(), logCommand(), fsckCommand(), statusCommand(), serveCommand(), linkCommand(), configCommand(),
 		},
 		Action:          helperMount,
 		OnUsageError:    onUsageError,
