@@ -95,7 +95,7 @@ func (f *FS) acquire(id store.FileID) (*openFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	x, err := f.s.Extents(v.Content)
+	x, err := f.s.ContentOf(v)
 	if err != nil {
 		return nil, err
 	}
@@ -569,7 +569,7 @@ func (of *openFile) rebaseLocked() error {
 	if v.Content == of.root {
 		return nil
 	}
-	x, err := of.fsys.s.Extents(v.Content)
+	x, err := of.fsys.s.ContentOf(v)
 	if err != nil {
 		return err
 	}

@@ -85,6 +85,17 @@ type PeerCursor struct {
 // twice is harmless. Nothing is committed if any record is malformed or
 // lacks a parent (a *MissingError).
 func (s *Store) Apply(from SiteID, cur PeerCursor, recs []Incoming) (ApplyResult, error) {
+	return s.applyBatch(from, cur, recs, false)
+}
+
+// ApplyWithoutContent is Apply for a link that brings version records only
+// (metadata-only "versions"): a file version's manifest need not be here;
+// readers fetch it from peers when they need it.
+func (s *Store) ApplyWithoutContent(from SiteID, cur PeerCursor, recs []Incoming) (ApplyResult, error) {
+	return s.applyBatch(from, cur, recs, true)
+}
+
+func (s *Store) applyBatch(from SiteID, cur PeerCursor, recs []Incoming, lazy bool) (ApplyResult, error) {
 	var res ApplyResult
 	// A record that a later record of the batch descends from is only
 	// recorded: merging it first would make a merge (and maybe a conflict
@@ -106,6 +117,7 @@ func (s *Store) Apply(from SiteID, cur PeerCursor, recs []Incoming) (ApplyResult
 	}
 	tx, err := s.transact(OpMerge, from, func(tx *Tx) error {
 		tx.superseded = superseded
+		tx.lazyContent = lazy
 		for i, in := range recs {
 			applied, err := tx.apply(in, vs[i], hs[i])
 			if err != nil {
@@ -124,6 +136,9 @@ func (s *Store) Apply(from SiteID, cur PeerCursor, recs []Incoming) (ApplyResult
 	})
 	if tx != nil {
 		res.Changes = tx.changes
+	}
+	if err == nil && res.Applied > 0 {
+		s.repinSoon()
 	}
 	return res, err
 }
@@ -147,7 +162,7 @@ func (tx *Tx) apply(in Incoming, v *Version, h Hash) (bool, error) {
 			return false, errors.Join(err, &MissingError{Version: h, Need: p})
 		}
 	}
-	if !v.Content.IsZero() && v.Kind == KindFile {
+	if !v.Content.IsZero() && v.Kind == KindFile && !tx.lazyContent {
 		if ok, err := tx.has(pNode, v.Content); !ok || err != nil {
 			return false, errors.Join(err, &MissingError{Version: h, Need: v.Content, Content: true})
 		}

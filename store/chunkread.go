@@ -2,6 +2,9 @@ package store
 
 import (
 	"container/list"
+	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -23,6 +26,9 @@ func (s *Store) header(h Hash) (headerAt, error) {
 		return ha, nil
 	}
 	b, err := s.getValue(hashKey(pChunk, h))
+	if errors.Is(err, ErrNotFound) {
+		return s.cachedHeader(h)
+	}
 	if err != nil {
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
@@ -30,7 +36,7 @@ func (s *Store) header(h Hash) (headerAt, error) {
 	if err != nil {
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
-	raw, err := s.packs.readAt(loc, loc.Off, int(loc.HdrLen))
+	raw, err := s.readRecord(h, loc, loc.Off, int(loc.HdrLen))
 	if err != nil {
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
@@ -73,7 +79,7 @@ func (s *Store) readChunkUncached(h Hash) ([]byte, error) {
 		return nil, err
 	}
 	hd := ha.hdr
-	raw, err := s.packs.readAt(ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen), hd.dataLen())
+	raw, err := s.readRecord(h, ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen), hd.dataLen())
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
@@ -88,11 +94,35 @@ func (s *Store) readChunkUncached(h Hash) ([]byte, error) {
 	return out, nil
 }
 
-// readRange copies chunk bytes [off, off+len(p)) into p.
-func (s *Store) readRange(h Hash, p []byte, off int) error {
+// readRange copies bytes [off, off+len(p)) of chunk h of content x into
+// p, fetching the chunk from peers if it is missing or damaged here.
+func (s *Store) readRange(x *Extents, h Hash, p []byte, off int) error {
+	err := s.readLocal(h, p, off)
+	if err == nil || !s.fetchable(err) {
+		return err
+	}
+	s.rem.mu.Lock()
+	s.rem.stats.Misses++
+	s.rem.mu.Unlock()
+	b, err := s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: h, Origin: s.originOf(x.Root)})
+	if err != nil {
+		return err
+	}
+	if off+len(p) > len(b) {
+		return fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
+	}
+	copy(p, b[off:])
+	return nil
+}
+
+// readLocal copies chunk bytes [off, off+len(p)) into p from this site.
+func (s *Store) readLocal(h Hash, p []byte, off int) error {
 	ha, err := s.header(h)
 	if err != nil {
 		return err
+	}
+	if ha.loc.Pack == cachePack {
+		s.cache.touch(h)
 	}
 	if off+len(p) > ha.hdr.size {
 		return fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
@@ -111,6 +141,63 @@ func (s *Store) readRange(h Hash, p []byte, off int) error {
 		n += copy(p[n:], b[start:])
 	}
 	return nil
+}
+
+// cachePack is the pack number of a location in the chunk cache: the
+// record is the whole cache file of the chunk.
+const cachePack = 0
+
+// readRecord reads n bytes at off of the record of chunk h at loc.
+func (s *Store) readRecord(h Hash, loc chunkLoc, off uint64, n int) ([]byte, error) {
+	if loc.Pack == cachePack {
+		b, err := s.cache.readAt(h, int64(off), n)
+		if err != nil {
+			// Evicted, or a damaged cache file: forget it (readers fetch
+			// the chunk again).
+			s.headers.Delete(h)
+			if errors.Is(err, ErrCorrupt) {
+				s.cache.remove(h)
+			}
+		}
+		return b, err
+	}
+	return s.packs.readAt(loc, off, n)
+}
+
+// cachedHeader returns the verified header of chunk h from the cache, or
+// ErrUnavailable when the chunk is neither in a pack nor in the cache.
+func (s *Store) cachedHeader(h Hash) (headerAt, error) {
+	size, ok := int64(0), false
+	if s.cache != nil {
+		size, ok = s.cache.fileSize(h)
+	}
+	if !ok {
+		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), ErrUnavailable)
+	}
+	fixed, err := s.cache.readAt(h, 0, recordFixed)
+	if err != nil {
+		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	hdrLen := recordFixed + int(binary.LittleEndian.Uint16(fixed[38:]))*recordPerBlock
+	if int64(hdrLen) > size {
+		s.cache.remove(h)
+		return headerAt{}, fmt.Errorf("chunk %s: %w: cached record too short", h.Short(), ErrCorrupt)
+	}
+	raw, err := s.cache.readAt(h, 0, hdrLen)
+	if err != nil {
+		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	}
+	hdr, err := decodeHeader(raw, h)
+	if err == nil && int64(hdrLen+hdr.dataLen()) != size {
+		err = fmt.Errorf("chunk %s: %w: cached record length does not match", h.Short(), ErrCorrupt)
+	}
+	if err != nil {
+		s.cache.remove(h) // a torn or damaged cache file: fetch it again
+		return headerAt{}, err
+	}
+	ha := headerAt{hdr, chunkLoc{Pack: cachePack, HdrLen: uint32(hdrLen), DataLen: uint32(hdr.dataLen())}}
+	s.headers.Put(h, ha)
+	return ha, nil
 }
 
 type blockKey struct {
@@ -177,7 +264,7 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 	hd := ha.hdr
 	start := hd.blocks[from].off
 	end := hd.blocks[to-1].off + hd.blocks[to-1].stored
-	raw, err := s.packs.readAt(ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen)+uint64(start), int(end-start))
+	raw, err := s.readRecord(hd.id, ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen)+uint64(start), int(end-start))
 	blocks := make([][]byte, to-from)
 	errs := make([]error, to-from)
 	if err == nil {
@@ -254,6 +341,8 @@ func (s *Store) loadRange(x *Extents, off, n uint64) {
 		if !r.IsHole() {
 			if ha, err := s.header(r.Hash); err == nil {
 				s.blocks(ha, int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize))
+			} else if s.fetchable(err) {
+				s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: s.originOf(x.Root)})
 			}
 		}
 		off, n = off+m, n-m

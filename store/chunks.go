@@ -171,10 +171,11 @@ func (s *Store) Extents(root Hash) (*Extents, error) {
 	if x, ok := s.extents.Get(root); ok {
 		return x, nil
 	}
-	x, err := FlattenManifest(root, s.ReadNode)
+	x, err := FlattenManifest(root, s.nodeReader(root))
 	if err != nil {
 		return nil, err
 	}
+	x.Root = root
 	s.extents.Put(root, x)
 	return x, nil
 }

@@ -84,13 +84,18 @@ func (s *Store) writeChunks(enc []encodedChunk) error {
 	for i, e := range fresh {
 		kvs[i] = kv{hashKey(pChunk, e.hdr.id), locs[i].encode()}
 		s.headers.Put(e.hdr.id, headerAt{e.hdr, locs[i]})
+		if s.cache != nil && s.cache.has(e.hdr.id) {
+			s.cache.remove(e.hdr.id) // it is in a pack now
+		}
 	}
 	return s.writeAsync(kvs)
 }
 
-// HasChunk reports whether the chunk is stored (without reading it).
+// HasChunk reports whether the chunk is stored for good, in a pack
+// (without reading it). A chunk only in the cache does not count: a link
+// that brings it stores it in a pack, out of eviction's reach.
 func (s *Store) HasChunk(h Hash) bool {
-	if _, ok := s.headers.Get(h); ok {
+	if ha, ok := s.headers.Get(h); ok && ha.loc.Pack != cachePack {
 		return true
 	}
 	return s.hasKey(hashKey(pChunk, h))

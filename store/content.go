@@ -206,7 +206,7 @@ func (w *rewriter) chunk(h Hash) ([]byte, error) {
 	if w.memoHash == h && w.memo != nil {
 		return w.memo, nil
 	}
-	data, err := w.s.ReadChunk(h)
+	data, err := w.s.chunkFor(w.base, h)
 	if err != nil {
 		return nil, err
 	}
@@ -287,7 +287,7 @@ func (w *rewriter) wait() error {
 // ReadAll returns the whole content of file version v, verified (for
 // small files and tests; large ones are read with ReadAt).
 func (s *Store) ReadAll(v *Version) ([]byte, error) {
-	x, err := s.Extents(v.Content)
+	x, err := s.ContentOf(v)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +310,7 @@ func (s *Store) ReadAt(x *Extents, p []byte, off uint64) (int, error) {
 		m := int(min(uint64(len(p)-n), r.Len-in))
 		if r.IsHole() {
 			clear(p[n : n+m])
-		} else if err := s.readRange(r.Hash, p[n:n+m], int(in)); err != nil {
+		} else if err := s.readRange(x, r.Hash, p[n:n+m], int(in)); err != nil {
 			return n, err
 		}
 		n += m

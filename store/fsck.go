@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -9,17 +10,26 @@ import (
 
 // Problem is one piece of damage fsck found.
 type Problem struct {
-	File  FileID
-	Path  string // a path of File, for people
-	Issue string
+	File     FileID
+	Path     string // a path of File, for people
+	Issue    string
+	Repaired bool // fixed with a peer's copy (FsckRepair)
 }
 
-func (p Problem) String() string { return p.Path + ": " + p.Issue }
+func (p Problem) String() string {
+	if p.Repaired {
+		return p.Path + ": " + p.Issue + " (repaired from a peer)"
+	}
+	return p.Path + ": " + p.Issue
+}
 
-// FsckStats counts what fsck checked.
+// FsckStats counts what fsck checked. Remote counts chunks and manifest
+// nodes that are not here by design: a site with metadata-only links
+// fetches them when they are read.
 type FsckStats struct {
 	Files, Versions, Nodes, Chunks, Entries int
 	ChunkBytes                              int64
+	Remote, Repaired                        int
 }
 
 // Fsck checks every file's versions (following Prev to the first), their
@@ -27,7 +37,15 @@ type FsckStats struct {
 // the versions' links, the txlog entries, and the namespace root. It reads
 // one consistent snapshot, so it may run while the store is in use.
 func (s *Store) Fsck(report func(Problem)) (FsckStats, error) {
-	c := &checker{s: s, report: report, seenVersion: map[Hash]bool{}, seenNode: map[Hash]bool{}, seenChunk: map[Hash]bool{}}
+	return s.FsckRepair(context.Background(), false, report)
+}
+
+// FsckRepair is Fsck that, with repair set, replaces each damaged or lost
+// chunk or manifest node with a copy fetched from peers (the store needs
+// a Remote). A repaired problem is reported with Repaired set.
+func (s *Store) FsckRepair(ctx context.Context, repair bool, report func(Problem)) (FsckStats, error) {
+	c := &checker{s: s, ctx: ctx, repair: repair && s.remoteSet(), partial: s.Partial(), report: report,
+		seenVersion: map[Hash]bool{}, seenNode: map[Hash]bool{}, seenChunk: map[Hash]bool{}}
 	err := s.db.View(func(txn *badger.Txn) error {
 		c.txn = txn
 		for _, step := range []func() error{c.checkHeads, c.dirents, c.txlog} {
@@ -41,10 +59,13 @@ func (s *Store) Fsck(report func(Problem)) (FsckStats, error) {
 }
 
 type checker struct {
-	s      *Store
-	txn    *badger.Txn
-	report func(Problem)
-	stats  FsckStats
+	s       *Store
+	ctx     context.Context
+	repair  bool
+	partial bool // metadata-only links: content may be elsewhere
+	txn     *badger.Txn
+	report  func(Problem)
+	stats   FsckStats
 
 	heads       map[FileID]*Version
 	buckets     [256]Hash
@@ -130,7 +151,11 @@ func (c *checker) content(id FileID, vh Hash, v *Version) {
 		}
 		return
 	}
-	x, err := FlattenManifest(v.Content, c.node)
+	origin := Origin{File: id, Version: vh}
+	x, err := FlattenManifest(v.Content, func(h Hash) ([]byte, error) { return c.node(h, origin) })
+	if errors.Is(err, ErrRemote) {
+		return
+	}
 	if err != nil {
 		c.problem(id, "version %s: manifest: %v", vh.Short(), err)
 		return
@@ -145,8 +170,23 @@ func (c *checker) content(id FileID, vh Hash, v *Version) {
 	}
 }
 
-func (c *checker) node(h Hash) ([]byte, error) {
+// ErrRemote marks content that is not here by design (metadata-only
+// links): fsck counts it and goes on.
+var ErrRemote = errors.New("not here: fetched when read")
+
+func (c *checker) node(h Hash, origin Origin) ([]byte, error) {
 	b, err := c.s.ReadNode(h)
+	if errors.Is(err, ErrNotFound) && c.partial {
+		c.stats.Remote++
+		return nil, ErrRemote
+	}
+	if err != nil && c.repair {
+		if _, ferr := c.s.fetch(c.ctx, FetchRequest{Kind: FetchNode, Hash: h, Origin: origin}); ferr == nil {
+			c.report(Problem{File: origin.File, Path: c.path(origin.File), Issue: fmt.Sprintf("version %s: manifest node %s: %v", origin.Version.Short(), h.Short(), err), Repaired: true})
+			c.stats.Repaired++
+			b, err = c.s.ReadNode(h)
+		}
+	}
 	if err == nil && !c.seenNode[h] {
 		c.seenNode[h] = true
 		c.stats.Nodes++
@@ -159,9 +199,23 @@ func (c *checker) chunk(id FileID, vh Hash, r Ref) {
 		return
 	}
 	c.seenChunk[r.Hash] = true
+	held := c.s.HasChunk(r.Hash)
 	data, err := c.s.readChunkUncached(r.Hash)
 	if err == nil && uint64(len(data)) != r.Len {
 		err = fmt.Errorf("%w: %d bytes, manifest says %d", ErrCorrupt, len(data), r.Len)
+	}
+	if err != nil && !held && c.partial {
+		c.stats.Remote++ // not here, or a damaged cache copy (dropped): fetched when read
+		return
+	}
+	if err != nil && c.repair {
+		if _, ferr := c.s.fetch(c.ctx, FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: Origin{File: id, Version: vh}}); ferr == nil {
+			c.report(Problem{File: id, Path: c.path(id), Issue: fmt.Sprintf("version %s: %v", vh.Short(), err), Repaired: true})
+			c.stats.Repaired++
+			err = nil
+		} else {
+			err = fmt.Errorf("%w (repair failed: %w)", err, ferr)
+		}
 	}
 	if err != nil {
 		c.problem(id, "version %s: %v", vh.Short(), err)

@@ -126,6 +126,7 @@ type NodeReader func(h Hash) ([]byte, error)
 
 // Extents is a file's content flattened: Refs in order with their offsets.
 type Extents struct {
+	Root Hash // the manifest root (zero when not from a stored manifest)
 	Refs []Ref
 	Offs []uint64 // Offs[i] is where Refs[i] starts
 	Size uint64
@@ -185,4 +186,28 @@ func (x *Extents) Append(r Ref) {
 // off is at or past the end.
 func (x *Extents) Find(off uint64) int {
 	return sort.Search(len(x.Offs), func(i int) bool { return x.Offs[i]+x.Refs[i].Len > off })
+}
+
+// WalkManifest calls fn with the hash of every node of the manifest under
+// root that get can read.
+func WalkManifest(root Hash, get NodeReader, fn func(Hash)) {
+	if root.IsZero() {
+		return
+	}
+	var walk func(h Hash, depth int)
+	walk = func(h Hash, depth int) {
+		fn(h)
+		b, err := get(h)
+		if err != nil || depth > 16 {
+			return
+		}
+		refs, leaf, err := DecodeNode(b)
+		if err != nil || leaf {
+			return
+		}
+		for _, r := range refs {
+			walk(r.Hash, depth+1)
+		}
+	}
+	walk(root, 0)
 }

@@ -64,6 +64,11 @@ type Store struct {
 	prefetchers chan struct{} // bounds read-ahead goroutines
 
 	packs *packs
+	cache *chunkCache // chunks fetched from peers
+	rem   remote
+	pin   pins
+
+	partial atomic.Bool // metadata-only links (SetPartial)
 
 	zenc *zstd.Encoder
 	zdec *zstd.Decoder
@@ -82,8 +87,12 @@ type Store struct {
 	asyncErr atomic.Pointer[error] // the first failure among them
 }
 
-// DBDir is the Badger directory inside a store directory.
-const DBDir = "db"
+// DBDir is the Badger directory inside a store directory, CacheDir the
+// chunk cache's.
+const (
+	DBDir    = "db"
+	CacheDir = "cache"
+)
 
 // Open opens the store in dir, which Init made.
 func Open(dir string, log *slog.Logger) (*Store, error) {
@@ -104,6 +113,12 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	if s.packs, err = openPacks(filepath.Join(dir, PackDir)); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.SetPartial(PartialLinks(cfg.Links))
+	if s.cache, err = openChunkCache(filepath.Join(dir, CacheDir), cfg.CacheSize(), log); err != nil {
+		s.packs.close()
 		db.Close()
 		return nil, err
 	}
@@ -151,6 +166,8 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 		reserve: 128 << 20,
 	}
 	s.bflight.calls = map[blockKey]*flightCall{}
+	s.rem.flights = map[Hash]*fetchCall{}
+	s.rem.origins = newLRU[Hash, Origin](4096)
 	s.prefetchers = make(chan struct{}, 2)
 	if err := s.load(); err != nil {
 		return nil, err
@@ -194,10 +211,14 @@ func (s *Store) load() error {
 
 // Close flushes and closes the database.
 func (s *Store) Close() error {
+	s.stopRepinner()
 	s.async.Wait()
 	s.zenc.Close()
 	s.zdec.Close()
 	perr := errors.Join(s.packs.sync(), s.takeAsyncErr())
+	if s.cache != nil {
+		perr = errors.Join(perr, s.cache.close())
+	}
 	if err := errors.Join(perr, s.packs.close(), s.db.Close()); err != nil {
 		return fmt.Errorf("close store: %w", err)
 	}

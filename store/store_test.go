@@ -291,10 +291,10 @@ func TestChunkDedupAndCorruption(t *testing.T) {
 	}
 	// Blocks before the damage still read, and their bytes are right.
 	p := make([]byte, 5000)
-	if err := s.readRange(h, p, 20_000); err != nil || !bytes.Equal(p, data[20_000:25_000]) {
+	if err := s.readLocal(h, p, 20_000); err != nil || !bytes.Equal(p, data[20_000:25_000]) {
 		t.Fatalf("undamaged block: %v", err)
 	}
-	if err := s.readRange(h, p, len(data)-5000); !errors.Is(err, ErrCorrupt) {
+	if err := s.readLocal(h, p, len(data)-5000); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("damaged block: err = %v, want ErrCorrupt", err)
 	}
 }
@@ -315,7 +315,7 @@ func TestBlocksCompressPerBlock(t *testing.T) {
 	}
 	s.bcache = newBlockCache(1 << 20)
 	p := make([]byte, 40_000)
-	if err := s.readRange(refs[0].Hash, p, 123_457); err != nil || !bytes.Equal(p, text[123_457:163_457]) {
+	if err := s.readLocal(refs[0].Hash, p, 123_457); err != nil || !bytes.Equal(p, text[123_457:163_457]) {
 		t.Fatalf("readRange: %v", err)
 	}
 }

@@ -31,9 +31,10 @@ type Tx struct {
 	changes []Change   // heads Apply moved, for the mount
 	depth   int        // of settle calls (apply.go)
 
-	superseded map[Hash]bool // records of the batch a later one descends from (apply.go)
-	wrote      bool
-	seq0       uint64 // seq when the transaction began
+	superseded  map[Hash]bool // records of the batch a later one descends from (apply.go)
+	lazyContent bool          // manifests may be missing (ApplyWithoutContent)
+	wrote       bool
+	seq0        uint64 // seq when the transaction began
 }
 
 // Update runs fn in a transaction recorded in the txlog as op. Updates are

@@ -1,6 +1,7 @@
 package sync
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	gosync "sync"
 	"time"
 
+	"github.com/geofs/geofs/fetch"
 	"github.com/geofs/geofs/store"
 )
 
@@ -164,6 +166,11 @@ func (l *Links) watch(ctx context.Context) {
 			}
 			l.Log.Info("config.yaml changed: applying link changes")
 			l.apply(ctx, cfg.Links)
+			l.Store.SetPartial(store.PartialLinks(cfg.Links))
+			if n := cfg.CacheSize(); n != l.Store.CacheStats().Limit {
+				l.Log.Info("cache size changed", "limit", n)
+				l.Store.SetCacheLimit(n)
+			}
 		}
 	}
 }
@@ -182,9 +189,6 @@ func (l *Links) apply(ctx context.Context, cfgs []store.PeerLink) {
 	for _, c := range cfgs {
 		if _, ok := l.links[c.Name]; ok {
 			continue
-		}
-		if c.MetadataOnly != "" && c.MetadataOnly != store.MetadataOnlyNone {
-			l.Log.Warn("metadata-only links are not built yet: this link receives file data too", "link", c.Name, "metadata_only", c.MetadataOnly)
 		}
 		kctx, cancel := context.WithCancel(ctx)
 		k := &link{cfg: c, stats: &Stats{}, ctx: kctx, cancel: cancel, ended: make(chan struct{}, 1)}
@@ -315,8 +319,22 @@ func (l *Links) serve(ctx context.Context, k *link, c *Conn, log *slog.Logger) {
 		}
 		wg.Go(func() {
 			defer st.Close()
+			br, bw := bufio.NewReader(st), bufio.NewWriter(st)
+			h, err := readHello(br)
+			if err != nil {
+				fail(err)
+				return
+			}
+			if h.Kind == streamFetch {
+				// A failed fetch stream ends that request, not the link.
+				fsrv := &FetchServer{Store: l.Store, Peer: c.Peer, Link: k.cfg, Stats: k.stats, Log: log}
+				if err := fsrv.serve(cctx, br, bw, h); err != nil && cctx.Err() == nil {
+					log.Debug("fetch stream failed", "err", err)
+				}
+				return
+			}
 			rcv := &Receiver{Store: l.Store, Peer: c.Peer, Link: k.cfg, Stats: k.stats, Log: log, OnChange: l.OnChange}
-			fail(rcv.Run(cctx, st))
+			fail(rcv.run(cctx, br, bw, h))
 		})
 	}
 	cancel()
@@ -357,7 +375,19 @@ type LinkStatus struct {
 	ChunksDeduped  int64   `json:"chunks_deduped"`
 	RecordsSent    int64   `json:"records_sent"`
 	RecordsApplied int64   `json:"records_applied"`
-	LastError      string  `json:"last_error,omitempty"`
+	// MetadataOnly is this site's setting for what it receives; PeerMetadataOnly
+	// is the peer's, as it said when the link connected ("" for full data).
+	MetadataOnly     string `json:"metadata_only"`
+	PeerMetadataOnly string `json:"peer_metadata_only"`
+	// Fetches this site made on the link, and those it answered.
+	ChunksFetched    int64  `json:"chunks_fetched"`
+	BytesFetched     int64  `json:"bytes_fetched"`
+	FetchBadAnswers  int64  `json:"fetch_bad_answers"`
+	FetchFailures    int64  `json:"fetch_failures"`
+	FetchesServed    int64  `json:"fetches_served"`
+	FetchesRefused   int64  `json:"fetches_refused"`
+	FetchesForwarded int64  `json:"fetches_forwarded"`
+	LastError        string `json:"last_error,omitempty"`
 }
 
 // pendingScan bounds the entries Status reads to size the backlog.
@@ -383,7 +413,12 @@ func (l *Links) Status() []LinkStatus {
 			BytesSent: k.stats.BytesSent.Load(), BytesReceived: k.stats.BytesReceived.Load(),
 			ChunksSent: k.stats.ChunksSent.Load(), ChunksReceived: k.stats.ChunksReceived.Load(),
 			ChunksDeduped: k.stats.ChunksDeduped.Load(), RecordsSent: k.stats.RecordsSent.Load(),
-			RecordsApplied: k.stats.RecordsApplied.Load()}
+			RecordsApplied: k.stats.RecordsApplied.Load(),
+			MetadataOnly:   k.cfg.MetadataOnly, PeerMetadataOnly: modeName(uint8(k.stats.peerMode.Load())),
+			ChunksFetched: k.stats.Fetched.Load(), BytesFetched: k.stats.BytesFetched.Load(),
+			FetchBadAnswers: k.stats.FetchBadAnswers.Load(), FetchFailures: k.stats.FetchFailures.Load(),
+			FetchesServed: k.stats.FetchesServed.Load(), FetchesRefused: k.stats.FetchesRefused.Load(),
+			FetchesForwarded: k.stats.FetchesForwarded.Load()}
 		recvSeq, recvEnd, recvAt := k.stats.received()
 		var behind time.Duration
 		if k.cfg.Sends() {
@@ -420,4 +455,45 @@ func (l *Links) pending(from uint64) (int64, time.Time) {
 		return seen < pendingScan, nil
 	})
 	return n, first
+}
+
+// FetchPeers lists the connected links that can serve req: those that
+// receive at this site (the peer sends), for the paths req's file is in.
+// It is the fetch.Source of the site's fetcher.
+func (l *Links) FetchPeers(req store.FetchRequest) []fetch.Peer {
+	l.mu.Lock()
+	ks := make([]*link, 0, len(l.links))
+	for _, k := range l.links {
+		ks = append(ks, k)
+	}
+	l.mu.Unlock()
+	var v *store.Version
+	if rec, err := l.Store.VersionRecord(req.Origin.Version); err == nil {
+		v, _ = store.DecodeVersion(rec)
+	}
+	var out []fetch.Peer
+	for _, k := range ks {
+		c := k.current()
+		if c == nil || !k.cfg.Receives() {
+			continue
+		}
+		if sc := newScope(k.cfg.Paths, l.Store); !sc.allSent() && (v == nil || !sc.accepts(v)) {
+			continue
+		}
+		out = append(out, fetch.Peer{Name: k.cfg.Name, Site: c.Peer, Fetch: func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID) ([]byte, error) {
+			b, err := fetchFrom(ctx, c, req, hops, visited)
+			switch {
+			case err == nil:
+				k.stats.add(&k.stats.Fetched, 1)
+				k.stats.add(&k.stats.BytesFetched, int64(len(b)))
+				k.stats.add(&k.stats.BytesReceived, int64(len(b)))
+			case errors.Is(err, fetch.ErrBadAnswer):
+				k.stats.add(&k.stats.FetchBadAnswers, 1)
+			case !errors.Is(err, context.Canceled):
+				k.stats.add(&k.stats.FetchFailures, 1)
+			}
+			return b, err
+		}})
+	}
+	return out
 }

@@ -21,6 +21,13 @@ import (
 //	      ◀───────────────────────────── ack N
 //	batch ... | heartbeat ─────────────▶
 //
+// A fetch stream (fetchserve.go) carries one request for one item that a
+// site lacks, and its answer:
+//
+//	requester                            server
+//	hello (fetch), fetch ──────────────▶
+//	      ◀───────────────────────────── data | refuse (why)
+//
 // Every message is one frame (frame.go); the type byte names the message.
 // Decoders check every field and reject trailing bytes (fuzzed).
 
@@ -35,11 +42,12 @@ const (
 	msgWant   = 'W'
 	msgData   = 'D'
 	msgAck    = 'A'
+	msgFetch  = 'F'
 )
 
 // protoVersion is the version of this protocol; a hello with another is
 // refused.
-const protoVersion = 1
+const protoVersion = 2
 
 // Limits a decoder enforces (a frame is at most MaxFrame bytes anyway).
 const (
@@ -48,16 +56,26 @@ const (
 	maxReason       = 1024
 )
 
-// hello opens a push stream.
+// Stream kinds, named by the hello that opens a stream.
+const (
+	streamPush  = 1
+	streamFetch = 2
+)
+
+// hello opens a stream.
 type hello struct {
 	Version uint8
+	Kind    uint8
 }
 
-func (m *hello) encode() []byte { return []byte{m.Version} }
+func (m *hello) encode() []byte { return []byte{m.Version, m.Kind} }
 
 func decodeHello(b []byte) (*hello, error) {
 	d := codec.Decoder{B: b}
-	m := &hello{Version: d.Byte()}
+	m := &hello{Version: d.Byte(), Kind: d.Byte()}
+	if d.Err == nil && m.Version == protoVersion && m.Kind != streamPush && m.Kind != streamFetch {
+		d.Err = fmt.Errorf("%w: stream kind %d", codec.ErrMalformed, m.Kind)
+	}
 	return m, finish(&d, "hello")
 }
 
@@ -71,16 +89,49 @@ func decodeHello(b []byte) (*hello, error) {
 // buckets: the sender skips, in the part of its log written before the
 // push began, the files of every bucket equal on both sides (they hold the
 // same versions there), so a catch-up sends only what differs.
+//
+// Mode is the receiver's metadata-only setting for the link: the sender
+// shows it, and does not count the receiver's acknowledgements as copies
+// of the data.
 type start struct {
 	From    uint64
 	Prev    store.Hash
 	Until   uint64
 	End     uint64       // the receiver's own last txlog entry
 	Buckets []store.Hash // the receiver's namespace buckets (256, or none)
+	Mode    uint8        // modeFull, modeMetaAll or modeMetaVersions
+}
+
+// Metadata-only modes on the wire.
+const (
+	modeFull         = 0
+	modeMetaAll      = 1
+	modeMetaVersions = 2
+)
+
+func modeOf(metadataOnly string) uint8 {
+	switch metadataOnly {
+	case store.MetadataOnlyAll:
+		return modeMetaAll
+	case store.MetadataOnlyVersions:
+		return modeMetaVersions
+	}
+	return modeFull
+}
+
+func modeName(m uint8) string {
+	switch m {
+	case modeMetaAll:
+		return store.MetadataOnlyAll
+	case modeMetaVersions:
+		return store.MetadataOnlyVersions
+	}
+	return ""
 }
 
 func (m *start) encode() []byte {
 	e := codec.Encoder{}
+	e.Byte(m.Mode)
 	e.Uvarint(m.From)
 	e.Fixed(m.Prev[:])
 	e.Uvarint(m.Until)
@@ -94,7 +145,11 @@ func (m *start) encode() []byte {
 
 func decodeStart(b []byte) (*start, error) {
 	d := codec.Decoder{B: b}
-	m := &start{From: d.Uvarint()}
+	m := &start{Mode: d.Byte()}
+	if m.Mode > modeMetaVersions {
+		d.Err = fmt.Errorf("%w: metadata-only mode %d", codec.ErrMalformed, m.Mode)
+	}
+	m.From = d.Uvarint()
 	d.Fixed(m.Prev[:])
 	m.Until = d.Uvarint()
 	m.End = d.Uvarint()
@@ -252,6 +307,57 @@ func decodeData(b []byte) (*data, error) {
 		return nil, fmt.Errorf("%w: data codec %d", ErrProtocol, m.Codec)
 	}
 	return m, nil
+}
+
+// fetch asks for one item a site lacks: a chunk or a manifest node of the
+// content of file version Version of file File (the server checks that
+// against the paths its link serves). Hops counts the sites the request
+// went through; Visited are those sites (a site forwards a request it
+// cannot serve only to peers not in it, and only while Hops < maxHops).
+type fetchReq struct {
+	Kind    uint8
+	Hash    store.Hash
+	File    store.FileID
+	Version store.Hash
+	Hops    uint8
+	Visited []store.SiteID
+}
+
+// maxHops is how far a fetch travels: the site asked, and one more.
+const maxHops = 1
+
+func (m *fetchReq) encode() []byte {
+	e := codec.Encoder{}
+	e.Byte(m.Kind)
+	e.Fixed(m.Hash[:])
+	e.Fixed(m.File[:])
+	e.Fixed(m.Version[:])
+	e.Byte(m.Hops)
+	e.Uvarint(uint64(len(m.Visited)))
+	for _, s := range m.Visited {
+		e.Fixed(s[:])
+	}
+	return e.B
+}
+
+func decodeFetch(b []byte) (*fetchReq, error) {
+	d := codec.Decoder{B: b}
+	m := &fetchReq{Kind: d.Byte()}
+	if m.Kind != store.FetchChunk && m.Kind != store.FetchNode {
+		d.Err = fmt.Errorf("%w: fetch kind %d", codec.ErrMalformed, m.Kind)
+	}
+	d.Fixed(m.Hash[:])
+	d.Fixed(m.File[:])
+	d.Fixed(m.Version[:])
+	m.Hops = d.Byte()
+	if d.Err == nil && m.Hops > maxHops {
+		d.Err = fmt.Errorf("%w: fetch after %d hops", codec.ErrMalformed, m.Hops)
+	}
+	m.Visited = make([]store.SiteID, d.Count(maxHops+1, len(store.SiteID{})))
+	for i := range m.Visited {
+		d.Fixed(m.Visited[i][:])
+	}
+	return m, finish(&d, "fetch")
 }
 
 // ack says the receiver applied everything up to Seq.

@@ -59,7 +59,7 @@ func (s *Sender) skipEqualBuckets(st *start) {
 // Run pushes until ctx ends or the stream fails.
 func (s *Sender) Run(ctx context.Context, rw io.ReadWriter) error {
 	br, bw := bufio.NewReader(rw), bufio.NewWriter(rw)
-	if err := send(bw, msgHello, (&hello{Version: protoVersion}).encode()); err != nil {
+	if err := send(bw, msgHello, (&hello{Version: protoVersion, Kind: streamPush}).encode()); err != nil {
 		return err
 	}
 	typ, b, err := ReadFrame(br, MaxFrame)
@@ -78,6 +78,9 @@ func (s *Sender) Run(ctx context.Context, rw io.ReadWriter) error {
 		return fmt.Errorf("%w: message %q before start", ErrProtocol, typ)
 	}
 	st, err := decodeStart(b)
+	if err == nil && s.Stats != nil {
+		s.Stats.peerMode.Store(uint32(st.Mode))
+	}
 	if err != nil {
 		return err
 	}

@@ -270,7 +270,7 @@ func TestMalformedBatchAppliesNothing(t *testing.T) {
 	rcv.Link.Normalize()
 	go func() { done <- rcv.Run(context.Background(), c2) }()
 	bw := bufioWriter(c1)
-	send(bw, msgHello, (&hello{Version: protoVersion}).encode())
+	send(bw, msgHello, (&hello{Version: protoVersion, Kind: streamPush}).encode())
 	go io.Copy(io.Discard, c1)
 	send(bw, msgBatch, []byte{1, 2, 3})
 	if err := <-done; !errors.Is(err, ErrProtocol) {
@@ -289,7 +289,9 @@ func FuzzDecodeMessages(f *testing.F) {
 	f.Add(byte(msgData), (&data{Hash: store.Hash{2}, Bytes: []byte("abc")}).encode())
 	f.Add(byte(msgAck), (&ack{Seq: 9}).encode())
 	f.Add(byte(msgRefuse), (&refuse{Reason: "no"}).encode())
-	f.Add(byte(msgHello), (&hello{Version: 1}).encode())
+	f.Add(byte(msgFetch), (&fetchReq{Kind: store.FetchChunk, Hash: store.Hash{3}, Hops: 1, Visited: []store.SiteID{{4}}}).encode())
+	f.Add(byte(msgStart), (&start{From: 5, Mode: modeMetaAll}).encode())
+	f.Add(byte(msgHello), (&hello{Version: protoVersion, Kind: streamFetch}).encode())
 	big := &batch{Seq: 1}
 	for range 64 {
 		big.Records = append(big.Records, store.Incoming{Op: store.OpCreate, Rec: bytes.Repeat([]byte("name"), 20)})
@@ -326,6 +328,10 @@ func FuzzDecodeMessages(f *testing.F) {
 			}
 		case msgHello:
 			if m, err := decodeHello(b); err == nil {
+				enc = m.encode()
+			}
+		case msgFetch:
+			if m, err := decodeFetch(b); err == nil {
 				enc = m.encode()
 			}
 		case msgBatchZ:

@@ -27,24 +27,34 @@ type Receiver struct {
 // Run receives until ctx ends or the stream fails.
 func (r *Receiver) Run(ctx context.Context, rw io.ReadWriter) error {
 	br, bw := bufio.NewReader(rw), bufio.NewWriter(rw)
-	typ, p, err := ReadFrame(br, MaxFrame)
-	if err != nil {
-		return fmt.Errorf("waiting for hello: %w", err)
-	}
-	if typ != msgHello {
-		return fmt.Errorf("%w: stream starts with %q", ErrProtocol, typ)
-	}
-	h, err := decodeHello(p)
+	h, err := readHello(br)
 	if err != nil {
 		return err
 	}
+	return r.run(ctx, br, bw, h)
+}
+
+// readHello reads the message that opens a stream.
+func readHello(br *bufio.Reader) (*hello, error) {
+	typ, p, err := ReadFrame(br, MaxFrame)
+	if err != nil {
+		return nil, fmt.Errorf("waiting for hello: %w", err)
+	}
+	if typ != msgHello {
+		return nil, fmt.Errorf("%w: stream starts with %q", ErrProtocol, typ)
+	}
+	return decodeHello(p)
+}
+
+// run receives on a stream whose hello was h.
+func (r *Receiver) run(ctx context.Context, br *bufio.Reader, bw *bufio.Writer, h *hello) error {
 	if reason := r.refusal(h); reason != "" {
 		send(bw, msgRefuse, (&refuse{Reason: reason}).encode())
 		return fmt.Errorf("refused the peer's push: %s", reason)
 	}
 	cur := r.Store.Cursor(r.Peer)
 	buckets, end := r.Store.Summary()
-	st := &start{From: cur.Seq + 1, Prev: cur.Version, End: end, Buckets: buckets[:]}
+	st := &start{From: cur.Seq + 1, Prev: cur.Version, End: end, Buckets: buckets[:], Mode: modeOf(r.Link.MetadataOnly)}
 	if cur.Seq == 0 && !r.Link.Initial() {
 		st.From = 0 // continuous only: what changes from now on
 	}
@@ -91,6 +101,8 @@ func (r *Receiver) refusal(h *hello) string {
 	switch {
 	case h.Version != protoVersion:
 		return fmt.Sprintf("protocol version %d, this site speaks %d", h.Version, protoVersion)
+	case h.Kind != streamPush:
+		return fmt.Sprintf("stream kind %d is not a push", h.Kind)
 	case !r.Link.Receives():
 		return fmt.Sprintf("link %q is send-only at this site", r.Link.Name)
 	case !r.Link.Continuous() && len(r.Store.Meta(initialDoneKey(r.Peer))) > 0:
@@ -98,6 +110,9 @@ func (r *Receiver) refusal(h *hello) string {
 	}
 	return ""
 }
+
+// mode is the link's metadata-only setting here.
+func (r *Receiver) mode() uint8 { return modeOf(r.Link.MetadataOnly) }
 
 func initialDoneKey(peer store.SiteID) string { return "initial-done/" + peer.String() }
 
@@ -130,7 +145,11 @@ func (r *Receiver) receive(br *bufio.Reader, bw *bufio.Writer, b *batch, cur sto
 		return nil // a heartbeat
 	}
 	start := time.Now()
-	res, err := r.Store.Apply(r.Peer, store.PeerCursor{Seq: b.Seq, Version: b.Last}, recs)
+	apply := r.Store.Apply
+	if r.mode() == modeMetaVersions {
+		apply = r.Store.ApplyWithoutContent
+	}
+	res, err := apply(r.Peer, store.PeerCursor{Seq: b.Seq, Version: b.Last}, recs)
 	if err != nil {
 		return fmt.Errorf("apply batch up to %d: %w", b.Seq, err)
 	}
@@ -180,6 +199,9 @@ func (f *fetcher) add(in store.Incoming, v *store.Version) {
 				f.vers = append(f.vers, p)
 			}
 		}
+	}
+	if f.r.mode() == modeMetaVersions {
+		return // manifests are fetched when a reader needs them
 	}
 	if v.Kind == store.KindFile && !v.Content.IsZero() && !f.seen[v.Content] && !f.r.Store.HasNode(v.Content) {
 		f.seen[v.Content] = true
@@ -276,6 +298,8 @@ func (f *fetcher) run() error {
 					if !f.r.Store.HasNode(ref.Hash) {
 						next = append(next, ref.Hash)
 					}
+				case f.r.mode() != modeFull:
+					// Metadata only: readers fetch chunks when they need them.
 				case !f.r.Store.HasChunk(ref.Hash):
 					f.chunks = append(f.chunks, ref.Hash)
 				default:
@@ -305,6 +329,9 @@ func (f *fetcher) run() error {
 // it is stored (a wrong one lands under its own id, referenced by nothing);
 // one that does not match is asked for again once.
 func (f *fetcher) fetchChunks() error {
+	if len(f.chunks) == 0 {
+		return nil
+	}
 	bad, err := f.fetchAndStore(f.chunks, f.bases())
 	if err != nil || len(bad) == 0 {
 		return err

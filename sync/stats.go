@@ -16,6 +16,14 @@ type Stats struct {
 	RecordsSkippedEqual         atomic.Int64 // log entries not sent: the peer's namespace bucket was equal
 	RecordsOutOfScope           atomic.Int64
 
+	// Fetches (fetchserve.go): asked of this site by the peer, and asked
+	// of the peer by this site.
+	FetchesServed, FetchesRefused, FetchesForwarded atomic.Int64
+	Fetched, FetchBadAnswers, FetchFailures         atomic.Int64
+	BytesFetched, BytesServed                       atomic.Int64
+
+	peerMode atomic.Uint32 // the peer's metadata-only mode, from its start
+
 	mu      gosync.Mutex
 	recvSeq uint64    // the peer's last entry applied here
 	recvEnd uint64    // the peer's last entry when it sent that batch

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/geofs/geofs/internal/admin"
+	"github.com/geofs/geofs/internal/bytesize"
 )
 
 // siteCall is a located site and a path in its tree.
@@ -57,26 +61,45 @@ func fsckCommand() *cli.Command {
 		Name:      "fsck",
 		Usage:     "check every record and chunk of a store against its hash",
 		ArgsUsage: "STORE|MOUNTPOINT",
-		Description: "Names the paths affected by any damage. Exit status: 0 clean, 3 damage found, 1 could not check.\n" +
-			"Works on a mounted store too (through the running process).\n\n" +
-			"Example:\n   geofs fsck /var/lib/geofs/site",
-		Flags:        []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON report"}},
+		Description: "Names the paths affected by any damage. Exit status: 0 clean (or every problem repaired),\n" +
+			"3 damage found, 1 could not check. Works on a mounted store too (through the running process).\n" +
+			"With --repair, each damaged or lost chunk or manifest node is replaced with a copy fetched from\n" +
+			"the site's peers (a site that is not running connects its links for the time of the check).\n" +
+			"On a site with metadata-only links, content that is fetched on read is counted, not reported.\n\n" +
+			"Examples:\n   geofs fsck /var/lib/geofs/site\n   geofs fsck --repair /mnt/geofs",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON report"},
+			&cli.BoolFlag{Name: "repair", Usage: "fetch good copies of damaged or lost content from peers"},
+		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {
-			return withStore(c, func(site admin.Site) error {
-				rep, err := site.Fsck(c.Context)
+			use := withStore
+			if c.Bool("repair") {
+				use = withOnlineStore
+			}
+			return use(c, func(site admin.Site) error {
+				rep, err := site.Fsck(c.Context, c.Bool("repair"))
 				if err != nil {
 					return err
 				}
 				if c.Bool("json") {
 					json.NewEncoder(os.Stdout).Encode(rep)
 				} else {
+					for _, p := range rep.Repaired {
+						fmt.Println(p)
+					}
 					for _, p := range rep.Problems {
 						fmt.Println(p)
 					}
 					st := rep.Stats
 					fmt.Printf("checked %d files, %d versions, %d manifest nodes, %d chunks (%d bytes), %d directory entries\n",
 						st.Files, st.Versions, st.Nodes, st.Chunks, st.ChunkBytes, st.Entries)
+					if st.Remote > 0 {
+						fmt.Printf("%d chunks or manifest nodes are held by peers (metadata-only links): fetched when read\n", st.Remote)
+					}
+					if st.Repaired > 0 {
+						fmt.Printf("repaired %d from peers\n", st.Repaired)
+					}
 				}
 				if len(rep.Problems) > 0 {
 					return exitError{exitDamage, fmt.Sprintf("%d problem(s) found", len(rep.Problems))}
@@ -120,10 +143,23 @@ func statusCommand() *cli.Command {
 					}
 					fmt.Printf("link %s: peer %s, %s, %s, lag %.3fs, pending %d entries (%d bytes), sent %d bytes / %d chunks, received %d bytes / %d chunks, %d chunks deduped",
 						l.Name, l.Peer, l.Direction, state, l.LagSeconds, l.PendingEntries, l.PendingBytes, l.BytesSent, l.ChunksSent, l.BytesReceived, l.ChunksReceived, l.ChunksDeduped)
+					if l.MetadataOnly != "" {
+						fmt.Printf(", metadata only (%s)", l.MetadataOnly)
+					}
+					if l.ChunksFetched+l.FetchesServed > 0 {
+						fmt.Printf(", fetched %d chunks (%d bytes), served %d fetches", l.ChunksFetched, l.BytesFetched, l.FetchesServed)
+					}
 					if l.LastError != "" {
 						fmt.Printf(", last error: %s", l.LastError)
 					}
 					fmt.Println()
+				}
+				c := st.Cache
+				fmt.Printf("cache:          %s of %s in %d chunks (%s pinned), hit ratio %.2f (%d hits, %d misses), %d evictions\n",
+					bytesize.Format(c.Size), bytesize.Format(c.Limit), c.Chunks, bytesize.Format(c.PinnedBytes), c.HitRatio, c.Hits, c.Misses, c.Evictions)
+				if c.Fetches+c.Failures > 0 {
+					fmt.Printf("fetches:        %d (%s), %d failed, %d repaired, latency p50 %.1f ms, p99 %.1f ms\n",
+						c.Fetches, bytesize.Format(int64(c.Bytes)), c.Failures, c.Repaired, c.FetchLatencyP50Ms, c.FetchLatencyP99Ms)
 				}
 				return nil
 			})
@@ -142,6 +178,40 @@ func withStore(c *cli.Context, fn func(admin.Site) error) error {
 		return err
 	}
 	return useSite(storeDir, fn)
+}
+
+// withOnlineStore is withStore for commands that fetch from peers: a site
+// that is not running gets its links connected for the command's time.
+func withOnlineStore(c *cli.Context, fn func(admin.Site) error) error {
+	a, err := args(c, "STORE|MOUNTPOINT")
+	if err != nil {
+		return err
+	}
+	storeDir, err := siteFor(a[0])
+	if err != nil {
+		return err
+	}
+	return useOnlineSite(c.Context, storeDir, fn)
+}
+
+// useOnlineSite opens the site in storeDir for fn, with its links running.
+func useOnlineSite(ctx context.Context, storeDir string, fn func(admin.Site) error) error {
+	return useSite(storeDir, func(site admin.Site) error {
+		local, ok := site.(*admin.Local)
+		if !ok {
+			return fn(site) // the running site has its links
+		}
+		absStore, err := filepath.Abs(storeDir)
+		if err != nil {
+			return err
+		}
+		_, stop, err := startLinks(ctx, absStore, local.S, slog.Default(), nil)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		return fn(site)
+	})
 }
 
 // useSite opens the site in storeDir for fn.

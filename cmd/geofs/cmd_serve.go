@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/geofs/geofs/fetch"
 	"github.com/geofs/geofs/internal/admin"
 	"github.com/geofs/geofs/store"
 	gsync "github.com/geofs/geofs/sync"
@@ -98,6 +99,9 @@ func startLinks(ctx context.Context, absStore string, s *store.Store, log *slog.
 		return nil, nil, err
 	}
 	links := &gsync.Links{Store: s, Dir: absStore, Identity: id, Log: log, OnChange: onChange}
+	// What this site lacks (a fog node's data, a damaged chunk) is fetched
+	// from the peers these links reach.
+	s.SetRemote(&fetch.Fetcher{Peers: links.FetchPeers, Log: log}, 0)
 	ctx, cancel := context.WithCancel(ctx)
 	ready := make(chan error, 1)
 	done := make(chan error, 1)

@@ -91,6 +91,7 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			initCommand(), idCommand(), mountCommand(), versionsCommand(), catCommand(),
 			restoreCommand(), logCommand(), fsckCommand(), statusCommand(), serveCommand(), linkCommand(), configCommand(),
+			pinCommand(), unpinCommand(),
 		},
 		Action:          helperMount,
 		OnUsageError:    onUsageError,

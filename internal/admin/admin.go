@@ -26,7 +26,9 @@ type Site interface {
 	Cat(ctx context.Context, path, version string, w io.Writer) error
 	Restore(ctx context.Context, path, version string) (VersionInfo, error)
 	Log(ctx context.Context, from uint64, fn func(LogEntry) error) error
-	Fsck(ctx context.Context) (FsckReport, error)
+	Fsck(ctx context.Context, repair bool) (FsckReport, error)
+	Pin(ctx context.Context, path string) (store.PinResult, error)
+	Unpin(ctx context.Context, path string) error
 	Status(ctx context.Context) (Status, error)
 }
 
@@ -60,7 +62,8 @@ type LogEntry struct {
 // FsckReport is the result of checking a store.
 type FsckReport struct {
 	Stats    store.FsckStats `json:"stats"`
-	Problems []string        `json:"problems"`
+	Problems []string        `json:"problems"` // damage left
+	Repaired []string        `json:"repaired"` // damage fixed from peers (fsck --repair)
 }
 
 // Status describes a running or stored site.
@@ -75,6 +78,32 @@ type Status struct {
 	VlogBytes     int64  `json:"vlog_bytes"`
 	// Links are the site's links (see sync.LinkStatus).
 	Links []gsync.LinkStatus `json:"links"`
+	// Cache is the chunk cache and the fetches that fill it.
+	Cache CacheStatus `json:"cache"`
+}
+
+// CacheStatus describes the chunk cache (chunks fetched from peers) and
+// fetching. Hits and misses count reads of chunks that are not in a pack:
+// a hit found the chunk in the cache, a miss had to fetch it.
+type CacheStatus struct {
+	store.CacheStats
+	store.FetchStats
+	Misses            uint64  `json:"misses"`
+	HitRatio          float64 `json:"hit_ratio"`
+	FetchLatencyP50Ms float64 `json:"fetch_latency_p50_ms"`
+	FetchLatencyP99Ms float64 `json:"fetch_latency_p99_ms"`
+}
+
+// cacheStatus gathers s's cache and fetch counters.
+func cacheStatus(s *store.Store) CacheStatus {
+	c := CacheStatus{CacheStats: s.CacheStats(), FetchStats: s.FetchStats()}
+	c.Misses = c.FetchStats.Misses
+	if n := c.Hits + c.Misses; n > 0 {
+		c.HitRatio = float64(c.Hits) / float64(n)
+	}
+	c.FetchLatencyP50Ms = float64(c.LatencyP50.Microseconds()) / 1000
+	c.FetchLatencyP99Ms = float64(c.LatencyP99.Microseconds()) / 1000
+	return c
 }
 
 func versionInfo(v *store.Version, h store.Hash) VersionInfo {

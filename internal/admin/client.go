@@ -120,10 +120,23 @@ func (c *Client) Log(ctx context.Context, from uint64, fn func(LogEntry) error) 
 }
 
 // Fsck checks the store of the running site.
-func (c *Client) Fsck(ctx context.Context) (FsckReport, error) {
+func (c *Client) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
 	var out FsckReport
-	err := c.getJSON(ctx, "GET", "fsck", nil, &out)
+	err := c.getJSON(ctx, "GET", "fsck", url.Values{"repair": {strconv.FormatBool(repair)}}, &out)
 	return out, err
+}
+
+// Pin pins a subtree at the running site.
+func (c *Client) Pin(ctx context.Context, path string) (store.PinResult, error) {
+	var out store.PinResult
+	err := c.getJSON(ctx, "POST", "pin", url.Values{"path": {path}}, &out)
+	return out, err
+}
+
+// Unpin releases a pin at the running site.
+func (c *Client) Unpin(ctx context.Context, path string) error {
+	var out struct{}
+	return c.getJSON(ctx, "POST", "unpin", url.Values{"path": {path}}, &out)
 }
 
 // Status reports the running site's status.

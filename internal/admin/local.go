@@ -63,7 +63,7 @@ func (l *Local) Cat(ctx context.Context, path, version string, w io.Writer) erro
 	case store.KindDir:
 		return fmt.Errorf("%s is a directory", path)
 	}
-	x, err := l.S.Extents(v.Content)
+	x, err := l.S.ContentOf(v)
 	if err != nil {
 		return err
 	}
@@ -120,11 +120,27 @@ func (l *Local) Log(ctx context.Context, from uint64, fn func(LogEntry) error) e
 }
 
 // Fsck checks the store.
-func (l *Local) Fsck(ctx context.Context) (FsckReport, error) {
-	rep := FsckReport{Problems: []string{}}
-	stats, err := l.S.Fsck(func(p store.Problem) { rep.Problems = append(rep.Problems, p.String()) })
+func (l *Local) Fsck(ctx context.Context, repair bool) (FsckReport, error) {
+	rep := FsckReport{Problems: []string{}, Repaired: []string{}}
+	stats, err := l.S.FsckRepair(ctx, repair, func(p store.Problem) {
+		if p.Repaired {
+			rep.Repaired = append(rep.Repaired, p.String())
+		} else {
+			rep.Problems = append(rep.Problems, p.String())
+		}
+	})
 	rep.Stats = stats
 	return rep, err
+}
+
+// Pin fetches the subtree at path and keeps it out of cache eviction.
+func (l *Local) Pin(ctx context.Context, path string) (store.PinResult, error) {
+	return l.S.Pin(ctx, path)
+}
+
+// Unpin releases a pin.
+func (l *Local) Unpin(ctx context.Context, path string) error {
+	return l.S.Unpin(ctx, path)
 }
 
 // Status reports the site's identity and position.
@@ -146,5 +162,6 @@ func (l *Local) Status(ctx context.Context) (Status, error) {
 	if st.Links == nil {
 		st.Links = []gsync.LinkStatus{}
 	}
+	st.Cache = cacheStatus(l.S)
 	return st, nil
 }

@@ -47,6 +47,8 @@ func Listen(path string, site Site, log *slog.Logger) (*Server, error) {
 	mux.HandleFunc("GET /log", s.logEntries)
 	mux.HandleFunc("GET /fsck", s.fsck)
 	mux.HandleFunc("GET /status", s.status)
+	mux.HandleFunc("POST /pin", s.pin)
+	mux.HandleFunc("POST /unpin", s.unpin)
 	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(ln)
 	return s, nil
@@ -130,8 +132,19 @@ func (s *Server) logEntries(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) fsck(w http.ResponseWriter, r *http.Request) {
-	rep, err := s.site.Fsck(r.Context())
+	repair, _ := strconv.ParseBool(r.URL.Query().Get("repair"))
+	rep, err := s.site.Fsck(r.Context(), repair)
 	s.writeJSON(w, rep, err)
+}
+
+func (s *Server) pin(w http.ResponseWriter, r *http.Request) {
+	res, err := s.site.Pin(r.Context(), r.URL.Query().Get("path"))
+	s.writeJSON(w, res, err)
+}
+
+func (s *Server) unpin(w http.ResponseWriter, r *http.Request) {
+	err := s.site.Unpin(r.Context(), r.URL.Query().Get("path"))
+	s.writeJSON(w, struct{}{}, err)
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

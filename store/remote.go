@@ -1,0 +1,317 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Content this site lacks is fetched from peers: on a fog node (whose links
+// are metadata-only) every chunk it has not read before, and manifest
+// nodes too with "versions" links; on any site, a chunk it held that is
+// now missing or damaged. The store asks its Remote (fetch.Fetcher, which
+// asks the links) and keeps the answer:
+//
+//   - a chunk this site held (its location is in Badger) is repaired in
+//     place: a new copy appended to a pack, the location moved to it;
+//   - a chunk it never held goes to the cache (cache.go), within cache.size;
+//   - a manifest node is kept for good (metadata, like version records).
+//
+// Readers of one item share one fetch. A fetch that no peer answers fails
+// after the fetch timeout with ErrUnavailable; zeros are never returned.
+
+// What a fetch asks for.
+const (
+	FetchChunk = 1
+	FetchNode  = 2
+)
+
+// Origin names the file version whose content needs an item. A peer checks
+// it against the paths its link serves; logs name the file with it.
+type Origin struct {
+	File    FileID
+	Version Hash
+}
+
+// FetchRequest asks peers for one item.
+type FetchRequest struct {
+	Kind   uint8
+	Hash   Hash
+	Origin Origin
+}
+
+func (r FetchRequest) String() string {
+	if r.Kind == FetchNode {
+		return "manifest node " + r.Hash.Short()
+	}
+	return "chunk " + r.Hash.Short()
+}
+
+// Remote fetches items from peers. The bytes it returns must already be
+// checked against the hash asked for.
+type Remote interface {
+	Fetch(ctx context.Context, req FetchRequest) ([]byte, error)
+}
+
+// ErrUnavailable means content is not here and no peer served it in time.
+var ErrUnavailable = errors.New("not here, and no peer could serve it")
+
+// DefaultFetchTimeout bounds a fetch that no peer answers.
+const DefaultFetchTimeout = 5 * time.Second
+
+// remote is the store's fetch state.
+type remote struct {
+	mu      sync.Mutex
+	r       Remote
+	timeout time.Duration
+	flights map[Hash]*fetchCall
+	origins *lru[Hash, Origin] // content root -> a file version that has it
+	stats   FetchStats
+	lat     []time.Duration // the latest fetch latencies, a ring
+	latN    int
+}
+
+type fetchCall struct {
+	done chan struct{}
+	data []byte
+	err  error
+}
+
+// FetchStats counts fetches from peers (see docs/CLI.md, status "cache").
+type FetchStats struct {
+	Fetches    uint64        `json:"fetches"`       // items fetched from peers
+	Bytes      uint64        `json:"fetched_bytes"` // their plain bytes
+	Failures   uint64        `json:"fetch_failures"`
+	Repaired   uint64        `json:"repaired"` // local chunks replaced by a peer's copy
+	Misses     uint64        `json:"-"`        // reads that had to fetch a chunk
+	LatencyP50 time.Duration `json:"-"`
+	LatencyP99 time.Duration `json:"-"`
+}
+
+const latencyRing = 1024
+
+// SetRemote makes the store fetch what it lacks through r, giving up after
+// timeout (0: DefaultFetchTimeout).
+func (s *Store) SetRemote(r Remote, timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = DefaultFetchTimeout
+	}
+	s.rem.mu.Lock()
+	s.rem.r, s.rem.timeout = r, timeout
+	s.rem.mu.Unlock()
+	s.startRepinner()
+}
+
+func (s *Store) remoteSet() bool {
+	s.rem.mu.Lock()
+	defer s.rem.mu.Unlock()
+	return s.rem.r != nil
+}
+
+// FetchStats returns the fetch counters and recent latency percentiles.
+func (s *Store) FetchStats() FetchStats {
+	s.rem.mu.Lock()
+	defer s.rem.mu.Unlock()
+	st := s.rem.stats
+	lat := slices.Clone(s.rem.lat)
+	slices.Sort(lat)
+	if n := len(lat); n > 0 {
+		st.LatencyP50, st.LatencyP99 = lat[n/2], lat[min(n-1, n*99/100)]
+	}
+	return st
+}
+
+// ContentOf returns the extents of file version v's content, fetching
+// missing manifest nodes from peers.
+func (s *Store) ContentOf(v *Version) (*Extents, error) {
+	if v.Kind == KindFile && !v.Content.IsZero() {
+		if _, ok := s.rem.origins.Get(v.Content); !ok {
+			s.rem.origins.Put(v.Content, Origin{File: v.ID, Version: v.Hash()})
+		}
+	}
+	return s.Extents(v.Content)
+}
+
+// originOf returns the file version known to have content root (zero when
+// none is known: peers serving only part of the tree will refuse).
+func (s *Store) originOf(root Hash) Origin {
+	o, _ := s.rem.origins.Get(root)
+	return o
+}
+
+// fetchable reports whether a failed local read of an item may be answered
+// by fetching it.
+func (s *Store) fetchable(err error) bool {
+	return s.remoteSet() && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound))
+}
+
+// Obtain returns an item's bytes: read here, or fetched from peers (and
+// kept) when it is missing or damaged here. ctx may carry the fetch
+// package's forwarding state.
+func (s *Store) Obtain(ctx context.Context, req FetchRequest) ([]byte, error) {
+	var b []byte
+	var err error
+	if req.Kind == FetchNode {
+		b, err = s.ReadNode(req.Hash)
+	} else {
+		b, err = s.ReadChunk(req.Hash)
+	}
+	if err == nil || !s.fetchable(err) {
+		return b, err
+	}
+	if errors.Is(err, ErrCorrupt) {
+		s.log.Warn("damaged here: fetching a copy from peers", "item", req.String(), "err", err)
+	}
+	return s.fetch(ctx, req)
+}
+
+// fetch gets req's item from peers, once however many readers ask, keeps
+// it and returns its bytes.
+func (s *Store) fetch(ctx context.Context, req FetchRequest) ([]byte, error) {
+	s.rem.mu.Lock()
+	if c, ok := s.rem.flights[req.Hash]; ok {
+		s.rem.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.data, c.err
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%s: %w", req, ctx.Err())
+		}
+	}
+	c := &fetchCall{done: make(chan struct{})}
+	s.rem.flights[req.Hash] = c
+	r, timeout := s.rem.r, s.rem.timeout
+	s.rem.mu.Unlock()
+
+	start := time.Now()
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	c.data, c.err = r.Fetch(fctx, req)
+	cancel()
+	if c.err == nil {
+		c.err = s.keep(req, c.data)
+	}
+	if c.err != nil {
+		c.data = nil
+		if !errors.Is(c.err, ErrUnavailable) {
+			c.err = fmt.Errorf("%w: %w", ErrUnavailable, c.err)
+		}
+	}
+	s.rem.mu.Lock()
+	delete(s.rem.flights, req.Hash)
+	if c.err != nil {
+		s.rem.stats.Failures++
+	} else {
+		s.rem.stats.Fetches++
+		s.rem.stats.Bytes += uint64(len(c.data))
+		if len(s.rem.lat) < latencyRing {
+			s.rem.lat = append(s.rem.lat, time.Since(start))
+		} else {
+			s.rem.lat[s.rem.latN%latencyRing] = time.Since(start)
+		}
+		s.rem.latN++
+	}
+	s.rem.mu.Unlock()
+	close(c.done)
+	return c.data, c.err
+}
+
+// keep stores a fetched item (checked against its hash by the Remote; it
+// is checked again here, since what is kept must be right).
+func (s *Store) keep(req FetchRequest, b []byte) error {
+	if req.Kind == FetchNode {
+		if Sum(b) != req.Hash {
+			return fmt.Errorf("%s: %w: fetched bytes do not match", req, ErrCorrupt)
+		}
+		return s.PutNodes([][]byte{b})
+	}
+	leaves := blockHashes(b)
+	id := rootHash(len(b), leaves)
+	if id != req.Hash {
+		return fmt.Errorf("%s: %w: fetched bytes do not match", req, ErrCorrupt)
+	}
+	e := encodedChunk{hdr: &chunkHeader{id: id, size: len(b)}, fresh: true}
+	s.encodeBlocks(&e, b, leaves)
+	s.warmBlocks(e.hdr, b)
+	if s.hasKey(hashKey(pChunk, id)) || !s.Partial() {
+		// Held here but damaged or lost: repair in place. (A site without
+		// metadata-only links holds every chunk for good.)
+		s.headers.Delete(id)
+		if err := s.writeChunks([]encodedChunk{e}); err != nil {
+			return fmt.Errorf("repair %s: %w", req, err)
+		}
+		if err := s.packs.sync(); err != nil {
+			return fmt.Errorf("repair %s: %w", req, err)
+		}
+		s.rem.mu.Lock()
+		s.rem.stats.Repaired++
+		s.rem.mu.Unlock()
+		s.log.Info("repaired a damaged chunk with a peer's copy", "chunk", id.Short())
+		return nil
+	}
+	if s.cache == nil {
+		return nil
+	}
+	record := append([][]byte{e.hdr.encode()}, e.data...)
+	if _, err := s.cache.put(id, record); err != nil {
+		// The reader still gets the bytes; only keeping them failed.
+		s.log.Warn("could not keep a fetched chunk in the cache", "chunk", id.Short(), "err", err)
+	}
+	return nil
+}
+
+// warmBlocks puts a fetched chunk's blocks in the block cache, so readers
+// get them at once even if the disk cache could not keep the chunk.
+func (s *Store) warmBlocks(hd *chunkHeader, b []byte) {
+	for i := range hd.blocks {
+		s.bcache.put(blockKey{hd.id, i}, b[i*BlockSize:min((i+1)*BlockSize, len(b))])
+	}
+}
+
+// chunkFor reads whole chunk h of content x, fetching it if need be.
+func (s *Store) chunkFor(x *Extents, h Hash) ([]byte, error) {
+	b, err := s.ReadChunk(h)
+	if err == nil || !s.fetchable(err) {
+		return b, err
+	}
+	return s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: h, Origin: s.originOf(x.Root)})
+}
+
+// nodeReader reads the manifest nodes under root, fetching missing ones.
+func (s *Store) nodeReader(root Hash) NodeReader {
+	return func(h Hash) ([]byte, error) {
+		b, err := s.ReadNode(h)
+		if err == nil || !s.fetchable(err) {
+			return b, err
+		}
+		return s.fetch(context.Background(), FetchRequest{Kind: FetchNode, Hash: h, Origin: s.originOf(root)})
+	}
+}
+
+// SetPartial says whether the site has metadata-only links, so content
+// may be missing here by design (fsck counts it rather than report it, and
+// fetched chunks go to the cache rather than packs). Open sets it from
+// config.yaml; the links manager updates it when links change.
+func (s *Store) SetPartial(p bool) { s.partial.Store(p) }
+
+// Partial reports what SetPartial set.
+func (s *Store) Partial() bool { return s.partial.Load() }
+
+// PartialLinks reports whether any of links is metadata-only.
+func PartialLinks(links []PeerLink) bool {
+	for _, l := range links {
+		if l.MetadataOnly != MetadataOnlyNone && l.Receives() {
+			return true
+		}
+	}
+	return false
+}
+
+// SetCacheLimit changes the cache's size bound (config.yaml cache.size),
+// evicting at once down to it.
+func (s *Store) SetCacheLimit(n int64) { s.cache.setLimit(n) }
+
+// CacheStats describes the chunk cache.
+func (s *Store) CacheStats() CacheStats { return s.cache.stats() }
