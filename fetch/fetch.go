@@ -75,9 +75,9 @@ func Forwarded(ctx context.Context, hops uint8, visited []store.SiteID) context.
 }
 
 type result struct {
-	peer Peer
-	b    []byte
-	err  error
+	i   int // which peer
+	b   []byte
+	err error
 }
 
 // Fetch asks the peers that serve req's file and returns the first answer
@@ -92,18 +92,27 @@ func (f *Fetcher) Fetch(ctx context.Context, req store.FetchRequest) ([]byte, er
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make(chan result, len(peers))
+	started := make([]time.Time, len(peers))
+	answered := make([]bool, len(peers))
 	next, inflight := 0, 0
 	launch := func() {
-		p := peers[next]
+		i := next
 		next++
 		inflight++
+		started[i] = time.Now()
 		go func() {
-			start := time.Now()
-			b, err := p.Fetch(ctx, req, fw.hops, fw.visited)
-			f.observe(p.Site, time.Since(start), err)
-			results <- result{p, b, err}
+			b, err := peers[i].Fetch(ctx, req, fw.hops, fw.visited)
+			results <- result{i, b, err}
 		}()
 	}
+	// Peers still working when the fetch ends count as at least that slow.
+	defer func() {
+		for i := range next {
+			if !answered[i] {
+				f.observe(peers[i].Site, time.Since(started[i]), context.Canceled)
+			}
+		}
+	}()
 	launch()
 	timer := time.NewTimer(f.hedge(peers[0].Site))
 	defer timer.Stop()
@@ -112,13 +121,16 @@ func (f *Fetcher) Fetch(ctx context.Context, req store.FetchRequest) ([]byte, er
 		select {
 		case r := <-results:
 			inflight--
+			answered[r.i] = true
+			p := peers[r.i]
+			f.observe(p.Site, time.Since(started[r.i]), r.err)
 			if r.err == nil {
 				return r.b, nil
 			}
 			if errors.Is(r.err, ErrBadAnswer) {
-				f.Log.Warn("a peer answered with bytes that do not match: asking another", "peer", r.peer.Name, "item", req.String())
+				f.Log.Warn("a peer answered with bytes that do not match: asking another", "peer", p.Name, "item", req.String())
 			}
-			errs = append(errs, fmt.Errorf("%s: %w", r.peer.Name, r.err))
+			errs = append(errs, fmt.Errorf("%s: %w", p.Name, r.err))
 			if next < len(peers) {
 				launch()
 				timer.Reset(f.hedge(peers[next-1].Site))

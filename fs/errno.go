@@ -20,6 +20,9 @@ func (f *FS) toErrno(ctx context.Context, err error, op string, id store.FileID)
 	switch {
 	case errors.As(err, &errno):
 		return errno
+	case errors.Is(err, store.ErrUnavailable): // before ErrNotFound: a missing chunk is not a missing file
+		f.log.ErrorContext(ctx, "file data is not here and no peer served it: "+op+" failed", "path", f.s.PathOf(id), "file", id.String(), "err", err)
+		return syscall.EIO
 	case errors.Is(err, store.ErrNotFound):
 		return syscall.ENOENT
 	case errors.Is(err, store.ErrExists):

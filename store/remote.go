@@ -283,6 +283,11 @@ func (s *Store) chunkFor(x *Extents, h Hash) ([]byte, error) {
 func (s *Store) nodeReader(root Hash) NodeReader {
 	return func(h Hash) ([]byte, error) {
 		b, err := s.ReadNode(h)
+		if errors.Is(err, ErrNotFound) {
+			// A manifest a version references but this site lacks: the
+			// content is unavailable here, the file is not missing.
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
 		if err == nil || !s.fetchable(err) {
 			return b, err
 		}
