@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 	"strconv"
 	"strings"
 
@@ -36,6 +37,8 @@ type Config struct {
 	Site   string `yaml:"site"`
 	// Cache holds the settings of the site's cache (see CacheSize).
 	Cache CacheConfig `yaml:"cache,omitempty"`
+	// Fetch holds the settings of fetching content from peers.
+	Fetch FetchConfig `yaml:"fetch,omitempty"`
 	// Links are the site's links to peer sites (see links.go); LoadConfig
 	// normalizes them and refuses a config with a bad one.
 	Links []PeerLink `yaml:"links,omitempty"`
@@ -47,6 +50,33 @@ type CacheConfig struct {
 	// Size bounds the cache, in bytes; written like "32MiB". 0 (or no
 	// cache section at all) means DefaultCacheSize.
 	Size bytesize.Size `yaml:"size,omitempty"`
+}
+
+// FetchConfig is config.yaml's "fetch" section. A running site rereads it.
+type FetchConfig struct {
+	// Timeout bounds a read's wait for content no peer serves (a Go
+	// duration, e.g. "5s"); empty means DefaultFetchTimeout.
+	Timeout string `yaml:"timeout,omitempty"`
+}
+
+// FetchTimeout is the configured fetch timeout, or DefaultFetchTimeout.
+func (c *Config) FetchTimeout() time.Duration {
+	if d, err := ParseFetchTimeout(c.Fetch.Timeout); err == nil && d > 0 {
+		return d
+	}
+	return DefaultFetchTimeout
+}
+
+// ParseFetchTimeout checks a fetch timeout: a Go duration from 100ms to 10m.
+func ParseFetchTimeout(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
+		return 0, fmt.Errorf("%q is not a fetch timeout: want a duration from 100ms to 10m, like 5s", v)
+	}
+	return d, nil
 }
 
 // DefaultCacheSize is the cache size of a site whose config sets none.
@@ -183,6 +213,9 @@ func LoadConfig(dir string) (*Config, error) {
 	cfg.SiteID = SiteIDOf(priv.Public().(ed25519.PublicKey))
 	if cfg.Site != cfg.SiteID.String() {
 		return nil, fmt.Errorf("%s says site %s but %s belongs to site %s", ConfigFile, cfg.Site, KeyFile, cfg.SiteID)
+	}
+	if _, err := ParseFetchTimeout(cfg.Fetch.Timeout); err != nil {
+		return nil, fmt.Errorf("%s: fetch.timeout: %w", filepath.Join(dir, ConfigFile), err)
 	}
 	if err := cfg.checkLinks(); err != nil {
 		return nil, fmt.Errorf("%s: %w (fix or remove the link in the file)", filepath.Join(dir, ConfigFile), err)

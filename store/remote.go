@@ -105,6 +105,16 @@ func (s *Store) SetRemote(r Remote, timeout time.Duration) {
 	s.startRepinner()
 }
 
+// SetFetchTimeout changes how long a fetch may wait for peers.
+func (s *Store) SetFetchTimeout(d time.Duration) {
+	if d <= 0 {
+		d = DefaultFetchTimeout
+	}
+	s.rem.mu.Lock()
+	defer s.rem.mu.Unlock()
+	s.rem.timeout = d
+}
+
 func (s *Store) remoteSet() bool {
 	s.rem.mu.Lock()
 	defer s.rem.mu.Unlock()

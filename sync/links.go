@@ -167,6 +167,7 @@ func (l *Links) watch(ctx context.Context) {
 			l.Log.Info("config.yaml changed: applying link changes")
 			l.apply(ctx, cfg.Links)
 			l.Store.SetPartial(store.PartialLinks(cfg.Links))
+			l.Store.SetFetchTimeout(cfg.FetchTimeout())
 			if n := cfg.CacheSize(); n != l.Store.CacheStats().Limit {
 				l.Log.Info("cache size changed", "limit", n)
 				l.Store.SetCacheLimit(n)

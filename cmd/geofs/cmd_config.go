@@ -40,6 +40,19 @@ var settings = []setting{
 		live: true,
 	},
 	{
+		key:  "fetch.timeout",
+		get:  func(c *store.Config) string { return c.FetchTimeout().String() },
+		json: func(c *store.Config) any { return c.FetchTimeout().String() },
+		set: func(c *store.Config, v string) error {
+			if _, err := store.ParseFetchTimeout(v); err != nil || v == "" {
+				return fmt.Errorf("fetch.timeout: %q: want a duration from 100ms to 10m, like 5s", v)
+			}
+			c.Fetch.Timeout = v
+			return nil
+		},
+		live: true,
+	},
+	{
 		key:  "listen",
 		get:  func(c *store.Config) string { return c.Listen },
 		json: func(c *store.Config) any { return c.Listen },
@@ -90,7 +103,7 @@ func findSetting(key string) (*setting, error) {
 func configCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "config",
-		Usage:     "print or change a site's settings (cache.size, listen, name)",
+		Usage:     "print or change a site's settings (cache.size, fetch.timeout, listen, name)",
 		ArgsUsage: "STORE|MOUNTPOINT [KEY [VALUE]]",
 		Description: "Without KEY, prints every setting and its value; with KEY, prints that value; with KEY VALUE,\n" +
 			"sets it in the store's config.yaml, mounted or not (under the same lock as 'geofs link').\n\n" +
@@ -98,6 +111,8 @@ func configCommand() *cli.Command {
 			"   cache.size  the site's cache size: bytes, or a size like 32MiB, 1GiB, 1.5G (K, M, G, T alone\n" +
 			"               are powers of 1024, like KiB...TiB; KB, MB, GB, TB are powers of 1000). Default 1GiB.\n" +
 			"               A running site picks up a new size within a second.\n" +
+			"   fetch.timeout  how long a read waits for content no peer serves before it fails with EIO\n" +
+			"               (a duration from 100ms to 10m, like 5s). Default 5s. Picked up within a second.\n" +
 			"   listen      HOST:PORT where links from other sites arrive (\"\" for none). Used from the next start.\n" +
 			"   name        a name for people. Used from the next start.\n\n" +
 			"Examples:\n" +
@@ -156,7 +171,7 @@ func configAction(c *cli.Context) error {
 	for _, s := range settings {
 		v := s.get(cfg)
 		switch {
-		case s.key == "cache.size" && cfg.Cache.Size == 0:
+		case s.key == "cache.size" && cfg.Cache.Size == 0, s.key == "fetch.timeout" && cfg.Fetch.Timeout == "":
 			v += " (default)"
 		case v == "":
 			v = "(none)"

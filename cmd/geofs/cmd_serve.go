@@ -101,7 +101,11 @@ func startLinks(ctx context.Context, absStore string, s *store.Store, log *slog.
 	links := &gsync.Links{Store: s, Dir: absStore, Identity: id, Log: log, OnChange: onChange}
 	// What this site lacks (a fog node's data, a damaged chunk) is fetched
 	// from the peers these links reach.
-	s.SetRemote(&fetch.Fetcher{Peers: links.FetchPeers, Log: log}, 0)
+	cfg, err := store.LoadConfig(absStore)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.SetRemote(&fetch.Fetcher{Peers: links.FetchPeers, Log: log}, cfg.FetchTimeout())
 	ctx, cancel := context.WithCancel(ctx)
 	ready := make(chan error, 1)
 	done := make(chan error, 1)
