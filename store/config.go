@@ -11,9 +11,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"time"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"gopkg.in/yaml.v3"
