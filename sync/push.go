@@ -292,9 +292,11 @@ func (s *Sender) prepare(w *want, i int, h store.Hash) *data {
 	case wantVersion:
 		m.Bytes, err = s.Store.VersionRecord(h)
 	case wantNode:
-		m.Bytes, err = s.Store.ReadNode(h)
+		// Obtain reads the item here or, on a site that does not hold it (a
+		// fog node relaying to a full site), fetches it from its peers.
+		m.Bytes, err = s.Store.Obtain(context.Background(), store.FetchRequest{Kind: store.FetchNode, Hash: h})
 	case wantChunk:
-		m.Bytes, err = s.Store.ReadChunk(h)
+		m.Bytes, err = s.Store.Obtain(context.Background(), store.FetchRequest{Kind: store.FetchChunk, Hash: h})
 	}
 	if err != nil {
 		s.Log.Warn("peer wants what this site cannot read", "peer", s.Peer, "hash", h.Short(), "err", err)

@@ -1,0 +1,91 @@
+package integration
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A fog node in the middle of a chain: A (full) → F (metadata only) → C
+// (full). C wants the chunks of what F forwards; F does not hold them, so
+// it fetches them from A to serve C, and C ends up with every byte.
+func TestFogNodeRelaysDataToAFullSite(t *testing.T) {
+	a, f, c := newLinkedSite(t, "a"), newLinkedSite(t, "f"), newLinkedSite(t, "c")
+	f.geofs("config", f.store, "cache.size", "16MiB")
+	a.link(f, "")
+	f.link(a, a.addr, "--direction", "receive", "--metadata-only", "all")
+	f.link(c, "", "--direction", "send")
+	c.link(f, f.addr, "--direction", "receive")
+	a.mount()
+	f.mount()
+	c.mount()
+	data := randomBytes(t, 6<<20)
+	if err := os.WriteFile(a.path("relayed"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the file at c", hasContent(c.path("relayed"), data))
+	if st := f.cacheStatus(); st.Cache.Fetches == 0 {
+		t.Fatalf("f served c without fetching from a: %+v", st.Cache)
+	}
+	// c holds the data itself: with a and f gone, it still reads.
+	a.unmount()
+	f.unmount()
+	c.unmount()
+	c.mount()
+	if got, err := os.ReadFile(c.path("relayed")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("c without its peers: %v", err)
+	}
+}
+
+// fsck --repair on a site that is not running connects its links, fetches
+// a good copy of a damaged chunk from a peer, and leaves the store clean.
+func TestFsckRepairsFromAPeer(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	a.link(b, b.addr)
+	b.link(a, a.addr)
+	a.mount()
+	b.mount()
+	data := randomBytes(t, 3<<20)
+	if err := os.WriteFile(a.path("f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the file at b", hasContent(b.path("f"), data))
+	a.unmount()
+	flipPackMiddles(t, a.store)
+	out, err := runGeofs("fsck", a.store)
+	if err == nil || !strings.Contains(out, "/f") {
+		t.Fatalf("fsck of the damaged store passed or did not name the file: %v\n%s", err, out)
+	}
+	out, err = runGeofs("fsck", "--repair", a.store)
+	if err != nil || !strings.Contains(out, "repaired") {
+		t.Fatalf("fsck --repair: %v\n%s", err, out)
+	}
+	a.fsck()
+	a.mount()
+	if got, err := os.ReadFile(a.path("f")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after repair: %v", err)
+	}
+}
+
+// flipPackMiddles flips bytes in the middle of every pack file of a store.
+func flipPackMiddles(t *testing.T, store string) {
+	t.Helper()
+	packs, _ := filepath.Glob(filepath.Join(store, "packs", "*.pack"))
+	if len(packs) == 0 {
+		t.Fatal("no packs")
+	}
+	for _, p := range packs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := len(b) / 2; i < len(b)/2+64 && i < len(b); i++ {
+			b[i] ^= 0xff
+		}
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
