@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"testing"
+	"time"
 
 	"github.com/geofs/geofs/fetch"
 	"github.com/geofs/geofs/store"
@@ -138,5 +139,55 @@ func TestMetadataOnlyLinksThenReadsFetch(t *testing.T) {
 				t.Fatalf("cache stats %+v", cs)
 			}
 		})
+	}
+}
+
+// TestManyFetchesOnOneConnection runs more fetches over one real QUIC
+// connection than quic-go's limit of open streams (100): each fetch's
+// stream must be closed in both directions at both ends, or the 101st
+// waits forever.
+func TestManyFetchesOnOneConnection(t *testing.T) {
+	a := newSite(t)
+	data := randomData(5, 4<<10)
+	put(t, a, store.RootID, "f", data)
+	hash, origin := chunkOf(t, a, "/f")
+	ida, idf := newIdentity(t), newIdentity(t)
+	l := listen(t, ida, idf.Site)
+	cctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	go func() {
+		c, err := l.Accept(cctx)
+		if err != nil {
+			return
+		}
+		link := store.PeerLink{Name: "test"}
+		link.Normalize()
+		srv := &FetchServer{Store: a, Peer: c.Peer, Link: link, Stats: &Stats{}, Log: slog.New(slog.DiscardHandler)}
+		for {
+			st, err := c.AcceptStream(cctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				defer st.Close()
+				br, bw := bufio.NewReader(st), bufio.NewWriter(st)
+				if h, err := readHello(br); err == nil {
+					srv.serve(cctx, br, bw, h)
+				}
+			}()
+		}
+	}()
+	c, err := Dial(cctx, l.Addr().String(), idf, ida.Site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close("done")
+	for i := range 250 {
+		fctx, fcancel := context.WithTimeout(cctx, 5*time.Second)
+		got, err := fetchFrom(fctx, c, store.FetchRequest{Kind: store.FetchChunk, Hash: hash, Origin: origin}, 0, nil)
+		fcancel()
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("fetch %d: %v", i, err)
+		}
 	}
 }

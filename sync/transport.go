@@ -44,7 +44,7 @@ func (c *Conn) OpenStream(ctx context.Context) (io.ReadWriteCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open stream to %s: %w", c.Peer, err)
 	}
-	return s, nil
+	return stream{s}, nil
 }
 
 // AcceptStream waits for the peer to open a stream.
@@ -53,7 +53,19 @@ func (c *Conn) AcceptStream(ctx context.Context) (io.ReadWriteCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accept stream from %s: %w", c.Peer, err)
 	}
-	return s, nil
+	return stream{s}, nil
+}
+
+// stream is a QUIC stream whose Close ends both directions. quic-go's
+// Close ends only the sending half, and a stream counts against the peer's
+// limit of open streams (100) until its receiving half is read to the end
+// or cancelled too: without this, a link could carry 100 fetches and then
+// no more.
+type stream struct{ *quic.Stream }
+
+func (s stream) Close() error {
+	s.CancelRead(0)
+	return s.Stream.Close()
 }
 
 // Close ends the connection, telling the peer why.
