@@ -315,6 +315,9 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 // the background (read-ahead for sequential readers).
 // The range is loaded in pieces of prefetchPiece bytes, two at a time.
 func (s *Store) Prefetch(x *Extents, off, n uint64) {
+	if s.remoteSet() {
+		s.prefetchRemote(x, off)
+	}
 	for p := off; p < off+n && p < x.Size; p += prefetchPiece {
 		piece := min(prefetchPiece, off+n-p)
 		select {
@@ -330,6 +333,35 @@ func (s *Store) Prefetch(x *Extents, off, n uint64) {
 }
 
 const prefetchPiece = 1 << 20
+
+// Read-ahead of content that is not here: the chunks of the next
+// remoteAhead bytes are fetched, up to remoteFetchers at a time. A link's
+// round trip and its congestion window are only kept busy with several
+// fetches in flight; two (the local read-ahead) leave it idle half the time.
+const (
+	remoteAhead    = 16 << 20
+	remoteFetchers = 8
+)
+
+// prefetchRemote starts fetches of the chunks of x from off on that are
+// neither here nor being fetched.
+func (s *Store) prefetchRemote(x *Extents, off uint64) {
+	for k := x.Find(off); k < len(x.Refs) && x.Offs[k] < off+remoteAhead; k++ {
+		r := x.Refs[k]
+		if r.IsHole() || s.HasChunk(r.Hash) || s.cache.has(r.Hash) || s.fetching(r.Hash) {
+			continue
+		}
+		select {
+		case s.rem.ahead <- struct{}{}:
+		default:
+			return // enough in flight
+		}
+		go func() {
+			defer func() { <-s.rem.ahead }()
+			s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: s.originOf(x.Root)})
+		}()
+	}
+}
 
 // loadRange brings content bytes [off, off+n) of x into the block cache.
 func (s *Store) loadRange(x *Extents, off, n uint64) {

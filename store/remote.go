@@ -68,6 +68,7 @@ type remote struct {
 	r       Remote
 	timeout time.Duration
 	flights map[Hash]*fetchCall
+	ahead   chan struct{}      // bounds read-ahead fetches (prefetchRemote)
 	origins *lru[Hash, Origin] // content root -> a file version that has it
 	stats   FetchStats
 	lat     []time.Duration // the latest fetch latencies, a ring
@@ -156,6 +157,14 @@ func (s *Store) originOf(root Hash) Origin {
 // by fetching it.
 func (s *Store) fetchable(err error) bool {
 	return s.remoteSet() && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound))
+}
+
+// fetching reports whether h is being fetched.
+func (s *Store) fetching(h Hash) bool {
+	s.rem.mu.Lock()
+	defer s.rem.mu.Unlock()
+	_, ok := s.rem.flights[h]
+	return ok
 }
 
 // Obtain returns an item's bytes: read here, or fetched from peers (and
