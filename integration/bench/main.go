@@ -10,6 +10,10 @@
 // sites over QUIC on loopback and compare with raw quic-go (./quicref) and
 // rsync, measured in the same run (replication.go).
 //
+// The fog workload (-only fog) reads from a metadata-only fog site over an
+// emulated WAN (the relay, -fog-rate and -fog-rtt) and compares with a raw
+// quic-go stream through the same relay and with the full site (fog.go).
+//
 // It must run as root (mounting with /dev/fuse, dropping the page cache).
 // Everything it mounts is unmounted on exit, including on error and SIGINT.
 package main
@@ -51,6 +55,8 @@ type config struct {
 	replFiles     int
 	replDeltaSize int64
 	replBigSize   int64
+
+	fog fogConfig // the fog workload (fog.go)
 }
 
 // bench holds the state of one benchmark run.
@@ -88,6 +94,7 @@ func (b *bench) notef(format string, args ...any) {
 func main() {
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("bench: ")
+	workloads = append(workloads, fogWorkloads...) // fog.go
 	os.Exit(run())
 }
 
@@ -112,6 +119,7 @@ func parseFlags() (config, error) {
 	flag.Var(&replDeltaSize, "repl-delta-size", "repl-delta: size of the file in which one byte changes")
 	flag.Var(&replBigSize, "repl-big-size", "repl-big-file: size of the file synced to a new site")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (stores, logs) after the run")
+	cfg.fog.addFlags()
 	flag.BoolVar(&cfg.refPerm, "ref-perm", false, "mount the reference with default_permissions, as geofs is (the kernel then checks permissions for both)")
 	flag.Parse()
 	cfg.size, cfg.dedupSize = int64(size), int64(dedupSize)
@@ -128,6 +136,9 @@ func parseFlags() (config, error) {
 	}
 	if cfg.replCommits < 1 || cfg.replFiles < 1 || cfg.replDeltaSize < 2 || cfg.replBigSize < 1 {
 		return cfg, errors.New("-repl-commits, -repl-files, -repl-delta-size (>= 2) and -repl-big-size must be positive")
+	}
+	if err := cfg.fog.check(); err != nil {
+		return cfg, err
 	}
 	if only != "" {
 		for _, name := range strings.Split(only, ",") {
