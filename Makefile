@@ -61,6 +61,8 @@ fuzz:
 	$(GO) test -run x -fuzz FuzzCut -fuzztime $(FUZZTIME) ./store/cdc/
 	$(GO) test -run x -fuzz FuzzReadFrame -fuzztime $(FUZZTIME) ./sync/
 	$(GO) test -run x -fuzz FuzzDecodeMessages -fuzztime $(FUZZTIME) ./sync/
+	$(GO) test -run x -fuzz FuzzReceiveChunk -fuzztime $(FUZZTIME) ./sync/
+	$(GO) test -run x -fuzz FuzzParse -fuzztime $(FUZZTIME) ./internal/bytesize/
 
 # The long randomized convergence test (300 seeds x 500 operations at 3-6
 # simulated sites); make test runs a short one.

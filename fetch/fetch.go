@@ -36,8 +36,9 @@ func Verify(req store.FetchRequest, b []byte) bool {
 type Peer struct {
 	Name string
 	Site store.SiteID
-	// Fetch asks the peer; the bytes it returns match the hash.
-	Fetch func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID) ([]byte, error)
+	// Fetch asks the peer; the bytes it returns match the hash. It passes
+	// part a chunk's blocks as they arrive, each checked.
+	Fetch func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID, part store.Partial) ([]byte, error)
 }
 
 // Source lists the connected peers whose links serve req's file.
@@ -83,7 +84,7 @@ type result struct {
 // Fetch asks the peers that serve req's file and returns the first answer
 // that matches its hash. It fails with store.ErrUnavailable when every
 // peer failed, or none answered before ctx ended.
-func (f *Fetcher) Fetch(ctx context.Context, req store.FetchRequest) ([]byte, error) {
+func (f *Fetcher) Fetch(ctx context.Context, req store.FetchRequest, part store.Partial) ([]byte, error) {
 	fw, _ := ctx.Value(fwdKey{}).(forwarding)
 	peers, err := f.candidates(ctx, req, fw.visited)
 	if err != nil {
@@ -101,7 +102,7 @@ func (f *Fetcher) Fetch(ctx context.Context, req store.FetchRequest) ([]byte, er
 		inflight++
 		started[i] = time.Now()
 		go func() {
-			b, err := peers[i].Fetch(ctx, req, fw.hops, fw.visited)
+			b, err := peers[i].Fetch(ctx, req, fw.hops, fw.visited, part)
 			results <- result{i, b, err}
 		}()
 	}

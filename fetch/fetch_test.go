@@ -22,7 +22,7 @@ func request() store.FetchRequest {
 }
 
 func peer(name string, site byte, fn func(ctx context.Context) ([]byte, error)) Peer {
-	return Peer{Name: name, Site: store.SiteID{site}, Fetch: func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID) ([]byte, error) {
+	return Peer{Name: name, Site: store.SiteID{site}, Fetch: func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID, part store.Partial) ([]byte, error) {
 		return fn(ctx)
 	}}
 }
@@ -46,7 +46,7 @@ func fetcher(peers ...Peer) *Fetcher {
 func TestFirstPeerAnswers(t *testing.T) {
 	var a, b atomic.Int32
 	f := fetcher(peer("a", 1, answer(chunk, 0, &a)), peer("b", 2, answer(chunk, 0, &b)))
-	got, err := f.Fetch(context.Background(), request())
+	got, err := f.Fetch(context.Background(), request(), nil)
 	if err != nil || string(got) != string(chunk) {
 		t.Fatalf("fetch: %q %v", got, err)
 	}
@@ -59,7 +59,7 @@ func TestSlowPeerIsHedged(t *testing.T) {
 	var slow, fast atomic.Int32
 	f := fetcher(peer("slow", 1, answer(chunk, time.Hour, &slow)), peer("fast", 2, answer(chunk, 0, &fast)))
 	start := time.Now()
-	got, err := f.Fetch(context.Background(), request())
+	got, err := f.Fetch(context.Background(), request(), nil)
 	if err != nil || string(got) != string(chunk) {
 		t.Fatalf("fetch: %v", err)
 	}
@@ -72,7 +72,7 @@ func TestSlowPeerIsHedged(t *testing.T) {
 	// The slow peer now ranks behind the fast one.
 	slow.Store(0)
 	fast.Store(0)
-	if _, err := f.Fetch(context.Background(), request()); err != nil {
+	if _, err := f.Fetch(context.Background(), request(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if slow.Load() != 0 {
@@ -93,7 +93,7 @@ func TestBadAnswerIsIgnored(t *testing.T) {
 			return wrong, nil
 		}),
 		peer("good", 2, answer(chunk, 20*time.Millisecond, &good)))
-	got, err := f.Fetch(context.Background(), request())
+	got, err := f.Fetch(context.Background(), request(), nil)
 	if err != nil || string(got) != string(chunk) {
 		t.Fatalf("fetch: %q %v", got, err)
 	}
@@ -105,7 +105,7 @@ func TestBadAnswerIsIgnored(t *testing.T) {
 func TestEveryPeerFailing(t *testing.T) {
 	fail := func(ctx context.Context) ([]byte, error) { return nil, errors.New("the peer does not have it") }
 	f := fetcher(peer("a", 1, fail), peer("b", 2, fail))
-	_, err := f.Fetch(context.Background(), request())
+	_, err := f.Fetch(context.Background(), request(), nil)
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("err %v, want ErrUnavailable", err)
 	}
@@ -116,7 +116,7 @@ func TestNoPeerFailsAtTheDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := f.Fetch(ctx, request())
+	_, err := f.Fetch(ctx, request(), nil)
 	if !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("err %v, want ErrUnavailable", err)
 	}
@@ -138,7 +138,7 @@ func TestAPeerThatConnectsLateIsUsed(t *testing.T) {
 	time.AfterFunc(150*time.Millisecond, func() { connected.Store(true) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := f.Fetch(ctx, request()); err != nil {
+	if _, err := f.Fetch(ctx, request(), nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -147,7 +147,7 @@ func TestForwardingSkipsVisitedSites(t *testing.T) {
 	var a, b atomic.Int32
 	f := fetcher(peer("a", 1, answer(chunk, 0, &a)), peer("b", 2, answer(chunk, 0, &b)))
 	ctx := Forwarded(context.Background(), 1, []store.SiteID{{1}})
-	if _, err := f.Fetch(ctx, request()); err != nil {
+	if _, err := f.Fetch(ctx, request(), nil); err != nil {
 		t.Fatal(err)
 	}
 	if a.Load() != 0 || b.Load() != 1 {
@@ -156,7 +156,7 @@ func TestForwardingSkipsVisitedSites(t *testing.T) {
 	ctx = Forwarded(context.Background(), 1, []store.SiteID{{1}, {2}})
 	ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	if _, err := f.Fetch(ctx, request()); !errors.Is(err, store.ErrUnavailable) {
+	if _, err := f.Fetch(ctx, request(), nil); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("with every peer visited: %v", err)
 	}
 }

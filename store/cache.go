@@ -123,7 +123,7 @@ func openChunkCache(dir string, limit int64, log *slog.Logger) (*chunkCache, err
 	victims, closing := c.evictLocked(c.limit)
 	c.mu.Unlock()
 	c.finish(victims, closing)
-	c.log.Info("chunk cache opened", "dir", dir, "chunks", len(c.entries), "bytes", c.size, "limit", limit)
+	c.log.Info("chunk cache opened", "dir", dir, "chunks", len(c.entries), "bytes", c.size)
 	return c, nil
 }
 

@@ -104,14 +104,28 @@ func (s *Store) readRange(x *Extents, h Hash, p []byte, off int) error {
 	s.rem.mu.Lock()
 	s.rem.stats.Misses++
 	s.rem.mu.Unlock()
-	b, err := s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: h, Origin: s.originOf(x.Root)})
-	if err != nil {
-		return err
+	// Wait for the blocks the read needs, not for the whole chunk.
+	c := s.flight(context.Background(), FetchRequest{Kind: FetchChunk, Hash: h, Origin: s.originOf(x.Root)})
+	first, end := off/BlockSize, (off+len(p)+BlockSize-1)/BlockSize
+	if bl := c.waitBlocks(first, end); bl != nil {
+		n := 0
+		for i, b := range bl {
+			start := 0
+			if i == 0 {
+				start = off - first*BlockSize
+			}
+			n += copy(p[n:], b[start:])
+		}
+		return nil
 	}
-	if off+len(p) > len(b) {
+	<-c.done
+	if c.err != nil {
+		return c.err
+	}
+	if off+len(p) > len(c.data) {
 		return fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
 	}
-	copy(p, b[off:])
+	copy(p, c.data[off:])
 	return nil
 }
 

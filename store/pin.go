@@ -224,6 +224,56 @@ func (s *Store) pinWalk(ctx context.Context, id FileID, fn func(h Hash, cached b
 	return res, err
 }
 
+// pinHeld pins the cached chunks of the pinned trees, as far as they are
+// here (Open, before the cache enforces its bound; the re-pinner fetches
+// the rest once the site has peers).
+func (s *Store) pinHeld() {
+	s.pin.mu.Lock()
+	defer s.pin.mu.Unlock()
+	next := map[Hash]bool{}
+	var bytes int64
+	for _, id := range s.pinRoots() {
+		s.pinWalkLocal(id, func(h Hash) {
+			if !next[h] && s.cache.pin(h) {
+				next[h] = true
+				if n, ok := s.cache.fileSize(h); ok {
+					bytes += n
+				}
+			}
+		})
+	}
+	s.pin.chunks, s.pin.bytes = next, bytes
+}
+
+// pinWalkLocal calls fn with every cached chunk of the current content of
+// the files under id, reading only what is here.
+func (s *Store) pinWalkLocal(id FileID, fn func(Hash)) {
+	v, err := s.Head(id)
+	if err != nil {
+		return
+	}
+	switch v.Kind {
+	case KindDir:
+		ents, err := s.ReadDir(id)
+		if err != nil {
+			return
+		}
+		for _, e := range ents {
+			s.pinWalkLocal(e.ID, fn)
+		}
+	case KindFile:
+		x, err := FlattenManifest(v.Content, s.ReadNode)
+		if err != nil {
+			return
+		}
+		for _, r := range x.Refs {
+			if !r.IsHole() && s.cache.has(r.Hash) {
+				fn(r.Hash)
+			}
+		}
+	}
+}
+
 // startRepinner re-pins in the background after peers change files, so a
 // pinned subtree stays whole. It runs while the store has a Remote.
 func (s *Store) startRepinner() {

@@ -51,9 +51,10 @@ func (r FetchRequest) String() string {
 }
 
 // Remote fetches items from peers. The bytes it returns must already be
-// checked against the hash asked for.
+// checked against the hash asked for. For a chunk, it passes p the blocks
+// as they arrive, each checked.
 type Remote interface {
-	Fetch(ctx context.Context, req FetchRequest) ([]byte, error)
+	Fetch(ctx context.Context, req FetchRequest, p Partial) ([]byte, error)
 }
 
 // ErrUnavailable means content is not here and no peer served it in time.
@@ -73,12 +74,6 @@ type remote struct {
 	stats   FetchStats
 	lat     []time.Duration // the latest fetch latencies, a ring
 	latN    int
-}
-
-type fetchCall struct {
-	done chan struct{}
-	data []byte
-	err  error
 }
 
 // FetchStats counts fetches from peers (see docs/CLI.md, status "cache").
@@ -167,6 +162,15 @@ func (s *Store) fetching(h Hash) bool {
 	return ok
 }
 
+// Holds reports whether the item req asks for is here (in a pack or the
+// cache), without reading it.
+func (s *Store) Holds(req FetchRequest) bool {
+	if req.Kind == FetchNode {
+		return s.HasNode(req.Hash)
+	}
+	return s.HasChunk(req.Hash) || s.cache.has(req.Hash)
+}
+
 // Obtain returns an item's bytes: read here, or fetched from peers (and
 // kept) when it is missing or damaged here. ctx may carry the fetch
 // package's forwarding state.
@@ -190,41 +194,53 @@ func (s *Store) Obtain(ctx context.Context, req FetchRequest) ([]byte, error) {
 // fetch gets req's item from peers, once however many readers ask, keeps
 // it and returns its bytes.
 func (s *Store) fetch(ctx context.Context, req FetchRequest) ([]byte, error) {
-	s.rem.mu.Lock()
-	if c, ok := s.rem.flights[req.Hash]; ok {
-		s.rem.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.data, c.err
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%s: %w", req, ctx.Err())
-		}
+	c := s.flight(ctx, req)
+	select {
+	case <-c.done:
+		return c.data, c.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: %w", req, ctx.Err())
 	}
-	c := &fetchCall{done: make(chan struct{})}
+}
+
+// flight returns the fetch of req's item in flight, starting it if none
+// is. The fetch runs on its own, bounded by the fetch timeout, whoever
+// stops waiting for it.
+func (s *Store) flight(ctx context.Context, req FetchRequest) *fetchCall {
+	s.rem.mu.Lock()
+	defer s.rem.mu.Unlock()
+	if c, ok := s.rem.flights[req.Hash]; ok {
+		return c
+	}
+	c := newFetchCall()
 	s.rem.flights[req.Hash] = c
 	r, timeout := s.rem.r, s.rem.timeout
-	s.rem.mu.Unlock()
+	go s.run(context.WithoutCancel(ctx), req, c, r, timeout)
+	return c
+}
 
+// run fetches req's item for c and keeps it.
+func (s *Store) run(ctx context.Context, req FetchRequest, c *fetchCall, r Remote, timeout time.Duration) {
 	start := time.Now()
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	c.data, c.err = r.Fetch(fctx, req)
+	fctx, cancel := context.WithTimeout(ctx, timeout)
+	data, err := r.Fetch(fctx, req, c)
 	cancel()
-	if c.err == nil {
-		c.err = s.keep(req, c.data)
+	if err == nil {
+		err = s.keep(req, data)
 	}
-	if c.err != nil {
-		c.data = nil
-		if !errors.Is(c.err, ErrUnavailable) {
-			c.err = fmt.Errorf("%w: %w", ErrUnavailable, c.err)
+	if err != nil {
+		data = nil
+		if !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 	}
 	s.rem.mu.Lock()
 	delete(s.rem.flights, req.Hash)
-	if c.err != nil {
+	if err != nil {
 		s.rem.stats.Failures++
 	} else {
 		s.rem.stats.Fetches++
-		s.rem.stats.Bytes += uint64(len(c.data))
+		s.rem.stats.Bytes += uint64(len(data))
 		if len(s.rem.lat) < latencyRing {
 			s.rem.lat = append(s.rem.lat, time.Since(start))
 		} else {
@@ -233,8 +249,7 @@ func (s *Store) fetch(ctx context.Context, req FetchRequest) ([]byte, error) {
 		s.rem.latN++
 	}
 	s.rem.mu.Unlock()
-	close(c.done)
-	return c.data, c.err
+	c.finish(data, err)
 }
 
 // keep stores a fetched item (checked against its hash by the Remote; it

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -117,11 +118,15 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	s.SetPartial(PartialLinks(cfg.Links))
-	if s.cache, err = openChunkCache(filepath.Join(dir, CacheDir), cfg.CacheSize(), log); err != nil {
+	// The cache opens unbounded until the pinned chunks are known, so that
+	// enforcing the bound cannot evict them.
+	if s.cache, err = openChunkCache(filepath.Join(dir, CacheDir), math.MaxInt64, log); err != nil {
 		s.packs.close()
 		db.Close()
 		return nil, err
 	}
+	s.pinHeld()
+	s.cache.setLimit(cfg.CacheSize())
 	return s, nil
 }
 

@@ -34,7 +34,7 @@ func ask(t *testing.T, server *store.Store, link store.PeerLink, req store.Fetch
 		}
 		done <- err
 	}()
-	got, err := exchangeFetch(a, req, hops, visited)
+	got, err := exchangeFetch(a, req, hops, visited, nil)
 	if serr := <-done; serr != nil {
 		t.Fatalf("server: %v", serr)
 	}
@@ -101,7 +101,7 @@ func TestFetchServerChecksPathsAndDirection(t *testing.T) {
 
 // pipePeer is a fetch.Peer that asks server over a pipe, as a link would.
 func pipePeer(t *testing.T, server *store.Store) fetch.Peer {
-	return fetch.Peer{Name: "pipe", Site: server.Site(), Fetch: func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID) ([]byte, error) {
+	return fetch.Peer{Name: "pipe", Site: server.Site(), Fetch: func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID, part store.Partial) ([]byte, error) {
 		b, _, err := ask(t, server, store.PeerLink{}, req, hops, visited)
 		return b, err
 	}}
@@ -184,10 +184,47 @@ func TestManyFetchesOnOneConnection(t *testing.T) {
 	defer c.Close("done")
 	for i := range 250 {
 		fctx, fcancel := context.WithTimeout(cctx, 5*time.Second)
-		got, err := fetchFrom(fctx, c, store.FetchRequest{Kind: store.FetchChunk, Hash: hash, Origin: origin}, 0, nil)
+		got, err := fetchFrom(fctx, c, store.FetchRequest{Kind: store.FetchChunk, Hash: hash, Origin: origin}, 0, nil, nil)
 		fcancel()
 		if err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("fetch %d: %v", i, err)
 		}
 	}
+}
+
+// FuzzReceiveChunk feeds arbitrary answers to a chunk fetch: the reader
+// must fail cleanly, and whatever it accepts must be the chunk asked for.
+func FuzzReceiveChunk(f *testing.F) {
+	data := randomData(7, 40_000)
+	want := store.ChunkID(data)
+	var good bytes.Buffer
+	bw := bufio.NewWriter(&good)
+	s := newSite(f)
+	refs, err := s.PutChunks([][]byte{data})
+	if err != nil {
+		f.Fatal(err)
+	}
+	err = s.SendChunk(context.Background(), refs[0].Hash, func(hdr []byte) error {
+		return WriteFrame(bw, msgChunkH, hdr)
+	}, func(i int, b []byte) error {
+		c, out := compress(b)
+		return writeFrameParts(bw, msgBlock, []byte{c}, out)
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	bw.Flush()
+	f.Add(good.Bytes())
+	f.Add(good.Bytes()[:good.Len()/2])
+	f.Fuzz(func(t *testing.T, b []byte) {
+		br := bufio.NewReader(bytes.NewReader(b))
+		typ, p, err := ReadFrame(br, MaxFrame)
+		if err != nil || typ != msgChunkH {
+			return
+		}
+		got, err := receiveChunk(br, store.FetchRequest{Kind: store.FetchChunk, Hash: want}, p, nil)
+		if err == nil && store.ChunkID(got) != want {
+			t.Fatal("accepted a chunk that is not the one asked for")
+		}
+	})
 }

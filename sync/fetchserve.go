@@ -46,39 +46,72 @@ func (fs *FetchServer) serve(ctx context.Context, br *bufio.Reader, bw *bufio.Wr
 		return send(bw, msgRefuse, (&refuse{Reason: reason}).encode())
 	}
 	sreq := store.FetchRequest{Kind: req.Kind, Hash: req.Hash, Origin: store.Origin{File: req.File, Version: req.Version}}
-	m := &data{Hash: req.Hash, Codec: codecMissing}
-	b, err := fs.local(sreq)
-	if err != nil && req.Hops < maxHops {
+	fctx := ctx
+	if !fs.Store.Holds(sreq) {
+		if req.Hops >= maxHops {
+			return fs.answerMissing(bw, sreq, errors.New("not here, and the request went as far as it may"))
+		}
 		// Not here (a fog node): ask this site's other peers, one hop.
 		visited := append(slices.Clone(req.Visited), fs.Peer, fs.Store.Site())
-		b, err = fs.Store.Obtain(fetch.Forwarded(ctx, req.Hops+1, visited), sreq)
-		if err == nil {
-			fs.Stats.add(&fs.Stats.FetchesForwarded, 1)
-		}
+		fctx = fetch.Forwarded(ctx, req.Hops+1, visited)
+		fs.Stats.add(&fs.Stats.FetchesForwarded, 1)
 	}
-	if err == nil {
-		m.Codec, m.Bytes = codecRaw, b
-		if req.Kind == store.FetchChunk {
-			m.Codec, m.Bytes = compress(b)
+	if req.Kind == store.FetchChunk {
+		return fs.sendChunk(fctx, bw, sreq)
+	}
+	b, err := fs.Store.Obtain(fctx, sreq)
+	if err != nil {
+		return fs.answerMissing(bw, sreq, err)
+	}
+	fs.Stats.add(&fs.Stats.FetchesServed, 1)
+	return fs.answer(bw, &data{Hash: req.Hash, Codec: codecRaw, Bytes: b})
+}
+
+// sendChunk answers with the chunk's record header, then its blocks, each
+// compressed when that pays (judged on the first block).
+func (fs *FetchServer) sendChunk(ctx context.Context, bw *bufio.Writer, req store.FetchRequest) error {
+	started, try := false, true
+	err := fs.Store.SendChunk(ctx, req.Hash, func(hdr []byte) error {
+		started = true
+		fs.Stats.add(&fs.Stats.BytesServed, int64(len(hdr)))
+		return WriteFrame(bw, msgChunkH, hdr)
+	}, func(i int, b []byte) error {
+		codec, out := uint8(codecRaw), b
+		if try {
+			if codec, out = compress(b); codec == codecRaw && i == 0 {
+				try = false
+			}
 		}
+		fs.Stats.add(&fs.Stats.BytesServed, int64(len(out)))
+		fs.Stats.add(&fs.Stats.BytesSent, int64(len(out)))
+		return writeFrameParts(bw, msgBlock, []byte{codec}, out)
+	})
+	switch {
+	case err == nil:
 		fs.Stats.add(&fs.Stats.FetchesServed, 1)
-		fs.Stats.add(&fs.Stats.BytesServed, int64(len(m.Bytes)))
-	} else {
-		fs.Log.Debug("cannot serve a fetch request", "peer", fs.Peer, "item", sreq.String(), "err", err)
+		return bw.Flush()
+	case !started:
+		return fs.answerMissing(bw, req, err)
 	}
+	// Damage found mid-chunk: end the answer; the requester asks another
+	// peer, and this site's own readers will repair the chunk.
+	fs.Log.Warn("a chunk being served turned out damaged", "peer", fs.Peer, "item", req.String(), "err", err)
+	return send(bw, msgRefuse, (&refuse{Reason: "the chunk is damaged at this site"}).encode())
+}
+
+// answerMissing says this site cannot serve req.
+func (fs *FetchServer) answerMissing(bw *bufio.Writer, req store.FetchRequest, why error) error {
+	fs.Log.Debug("cannot serve a fetch request", "peer", fs.Peer, "item", req.String(), "err", why)
+	return fs.answer(bw, &data{Hash: req.Hash, Codec: codecMissing})
+}
+
+func (fs *FetchServer) answer(bw *bufio.Writer, m *data) error {
+	fs.Stats.add(&fs.Stats.BytesServed, int64(len(m.Bytes)))
 	fs.Stats.add(&fs.Stats.BytesSent, int64(len(m.Bytes)))
 	if err := writeFrameParts(bw, msgData, m.head(), m.Bytes); err != nil {
 		return err
 	}
 	return bw.Flush()
-}
-
-// local reads the item here, without fetching it.
-func (fs *FetchServer) local(req store.FetchRequest) ([]byte, error) {
-	if req.Kind == store.FetchNode {
-		return fs.Store.ReadNode(req.Hash)
-	}
-	return fs.Store.ReadChunk(req.Hash)
 }
 
 // refusal says why this site does not answer req, or "". A link serves
@@ -131,7 +164,7 @@ func contains(s *store.Store, x *store.Extents, req *fetchReq) bool {
 
 // fetchFrom asks the peer on c for one item and returns its bytes, checked
 // against the hash.
-func fetchFrom(ctx context.Context, c *Conn, req store.FetchRequest, hops uint8, visited []store.SiteID) ([]byte, error) {
+func fetchFrom(ctx context.Context, c *Conn, req store.FetchRequest, hops uint8, visited []store.SiteID, part store.Partial) ([]byte, error) {
 	st, err := c.OpenStream(ctx)
 	if err != nil {
 		return nil, err
@@ -139,7 +172,7 @@ func fetchFrom(ctx context.Context, c *Conn, req store.FetchRequest, hops uint8,
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { st.Close() })
 	defer stop()
-	b, err := exchangeFetch(st, req, hops, visited)
+	b, err := exchangeFetch(st, req, hops, visited, part)
 	if err != nil && ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -148,7 +181,7 @@ func fetchFrom(ctx context.Context, c *Conn, req store.FetchRequest, hops uint8,
 
 // exchangeFetch sends the request for req on a fresh stream and reads the
 // answer (separate from fetchFrom so tests can run it over pipes).
-func exchangeFetch(rw io.ReadWriter, req store.FetchRequest, hops uint8, visited []store.SiteID) ([]byte, error) {
+func exchangeFetch(rw io.ReadWriter, req store.FetchRequest, hops uint8, visited []store.SiteID, part store.Partial) ([]byte, error) {
 	br, bw := bufio.NewReader(rw), bufio.NewWriter(rw)
 	m := &fetchReq{Kind: req.Kind, Hash: req.Hash, File: req.Origin.File, Version: req.Origin.Version, Hops: hops, Visited: visited}
 	if err := WriteFrame(bw, msgHello, (&hello{Version: protoVersion, Kind: streamFetch}).encode()); err != nil {
@@ -168,6 +201,11 @@ func exchangeFetch(rw io.ReadWriter, req store.FetchRequest, hops uint8, visited
 			return nil, err
 		}
 		return nil, fmt.Errorf("%w: %s", ErrRefused, r.Reason)
+	case msgChunkH:
+		if req.Kind != store.FetchChunk {
+			return nil, fmt.Errorf("%w: a chunk answering a request for a %s", ErrProtocol, req)
+		}
+		return receiveChunk(br, req, p, part)
 	case msgData:
 	default:
 		return nil, fmt.Errorf("%w: message %q instead of data", ErrProtocol, typ)
@@ -193,6 +231,45 @@ func exchangeFetch(rw io.ReadWriter, req store.FetchRequest, hops uint8, visited
 		return nil, fmt.Errorf("%s: %w", req, fetch.ErrBadAnswer)
 	}
 	return b, nil
+}
+
+// receiveChunk reads the blocks of the chunk whose record header is hdr,
+// checking each and passing it to part as it arrives.
+func receiveChunk(br *bufio.Reader, req store.FetchRequest, hdr []byte, part store.Partial) ([]byte, error) {
+	asm, err := store.NewChunkAssembler(hdr, req.Hash)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", req, fetch.ErrBadAnswer, err)
+	}
+	if part != nil {
+		part.Blocks(asm.Blocks())
+	}
+	for i := range asm.Blocks() {
+		typ, p, err := ReadFrame(br, MaxFrame)
+		if err != nil {
+			return nil, fmt.Errorf("%s: waiting for block %d: %w", req, i, err)
+		}
+		switch {
+		case typ == msgRefuse:
+			r, err := decodeRefuse(p)
+			if err != nil {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%s: %w: %s", req, ErrRefused, r.Reason)
+		case typ != msgBlock || len(p) < 1 || p[0] > codecZstd:
+			return nil, fmt.Errorf("%w: %s: message %q instead of block %d", ErrProtocol, req, typ, i)
+		}
+		b, err := decompress(p[0], p[1:])
+		if err != nil {
+			return nil, err
+		}
+		if err := asm.Add(i, b); err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", req, fetch.ErrBadAnswer, err)
+		}
+		if part != nil {
+			part.Block(i, b)
+		}
+	}
+	return asm.Bytes()
 }
 
 // errPeerLacks means the peer has not got the item either.

@@ -481,8 +481,8 @@ func (l *Links) FetchPeers(req store.FetchRequest) []fetch.Peer {
 		if sc := newScope(k.cfg.Paths, l.Store); !sc.allSent() && (v == nil || !sc.accepts(v)) {
 			continue
 		}
-		out = append(out, fetch.Peer{Name: k.cfg.Name, Site: c.Peer, Fetch: func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID) ([]byte, error) {
-			b, err := fetchFrom(ctx, c, req, hops, visited)
+		out = append(out, fetch.Peer{Name: k.cfg.Name, Site: c.Peer, Fetch: func(ctx context.Context, req store.FetchRequest, hops uint8, visited []store.SiteID, part store.Partial) ([]byte, error) {
+			b, err := fetchFrom(ctx, c, req, hops, visited, part)
 			switch {
 			case err == nil:
 				k.stats.add(&k.stats.Fetched, 1)

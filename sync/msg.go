@@ -26,7 +26,12 @@ import (
 //
 //	requester                            server
 //	hello (fetch), fetch ──────────────▶
-//	      ◀───────────────────────────── data | refuse (why)
+//	      ◀───────────────────────────── data | refuse (why)      (a manifest node)
+//	      ◀───────────────────────────── chunk header, block, block, ... | data (missing) | refuse
+//
+// A chunk comes block by block after its record header, whose block hashes
+// hash to the chunk id: the requester checks each block as it arrives and
+// hands it to waiting readers at once.
 //
 // Every message is one frame (frame.go); the type byte names the message.
 // Decoders check every field and reject trailing bytes (fuzzed).
@@ -43,6 +48,8 @@ const (
 	msgData   = 'D'
 	msgAck    = 'A'
 	msgFetch  = 'F'
+	msgChunkH = 'C' // a fetched chunk's record header (block hashes)
+	msgBlock  = 'K' // one block of a fetched chunk: codec byte, then its bytes
 )
 
 // protoVersion is the version of this protocol; a hello with another is
