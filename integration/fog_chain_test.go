@@ -89,3 +89,35 @@ func flipPackMiddles(t *testing.T, store string) {
 		}
 	}
 }
+
+// Two fog nodes in a row, A → F1 → F2, both metadata only: F2's read asks
+// F1, which lacks the chunk too and forwards the request one hop, to A.
+func TestFogForwardsAFetchOneHop(t *testing.T) {
+	a, f1, f2 := newLinkedSite(t, "a"), newLinkedSite(t, "f1"), newLinkedSite(t, "f2")
+	a.link(f1, "")
+	f1.link(a, a.addr, "--direction", "receive", "--metadata-only", "all")
+	f1.link(f2, "", "--direction", "send")
+	f2.link(f1, f1.addr, "--direction", "receive", "--metadata-only", "all")
+	a.mount()
+	f1.mount()
+	f2.mount()
+	data := randomBytes(t, 3<<20)
+	if err := os.WriteFile(a.path("far"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the file's metadata at f2", func() bool {
+		st, err := os.Stat(f2.path("far"))
+		return err == nil && st.Size() == int64(len(data))
+	})
+	if got, err := os.ReadFile(f2.path("far")); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read at f2: %v", err)
+	}
+	st := f1.cacheStatus()
+	forwarded := int64(0)
+	for _, l := range st.Links {
+		forwarded += l.FetchesForwarded
+	}
+	if forwarded == 0 || st.Cache.Fetches == 0 {
+		t.Fatalf("f1 did not forward: %+v", st)
+	}
+}
