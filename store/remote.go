@@ -70,6 +70,7 @@ type remote struct {
 	timeout time.Duration
 	flights map[Hash]*fetchCall
 	ahead   chan struct{}      // bounds read-ahead fetches (prefetchRemote)
+	failed  map[Hash]failure   // fetches that failed just now
 	origins *lru[Hash, Origin] // content root -> a file version that has it
 	stats   FetchStats
 	lat     []time.Duration // the latest fetch latencies, a ring
@@ -203,6 +204,16 @@ func (s *Store) fetch(ctx context.Context, req FetchRequest) ([]byte, error) {
 	}
 }
 
+// failure is a fetch that failed, remembered for failMemory: the kernel
+// retries a failed read-ahead read at once, and without this the reader
+// would wait out the fetch timeout twice.
+type failure struct {
+	at  time.Time
+	err error
+}
+
+const failMemory = time.Second
+
 // flight returns the fetch of req's item in flight, starting it if none
 // is. The fetch runs on its own, bounded by the fetch timeout, whoever
 // stops waiting for it.
@@ -210,6 +221,11 @@ func (s *Store) flight(ctx context.Context, req FetchRequest) *fetchCall {
 	s.rem.mu.Lock()
 	defer s.rem.mu.Unlock()
 	if c, ok := s.rem.flights[req.Hash]; ok {
+		return c
+	}
+	if f, ok := s.rem.failed[req.Hash]; ok && time.Since(f.at) < failMemory {
+		c := newFetchCall()
+		c.finish(nil, f.err)
 		return c
 	}
 	c := newFetchCall()
@@ -238,7 +254,14 @@ func (s *Store) run(ctx context.Context, req FetchRequest, c *fetchCall, r Remot
 	delete(s.rem.flights, req.Hash)
 	if err != nil {
 		s.rem.stats.Failures++
+		for h, f := range s.rem.failed {
+			if time.Since(f.at) >= failMemory {
+				delete(s.rem.failed, h)
+			}
+		}
+		s.rem.failed[req.Hash] = failure{time.Now(), err}
 	} else {
+		delete(s.rem.failed, req.Hash)
 		s.rem.stats.Fetches++
 		s.rem.stats.Bytes += uint64(len(data))
 		if len(s.rem.lat) < latencyRing {

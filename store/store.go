@@ -173,6 +173,7 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 	s.bflight.calls = map[blockKey]*flightCall{}
 	s.rem.flights = map[Hash]*fetchCall{}
 	s.rem.ahead = make(chan struct{}, remoteFetchers)
+	s.rem.failed = map[Hash]failure{}
 	s.rem.origins = newLRU[Hash, Origin](4096)
 	s.prefetchers = make(chan struct{}, 2)
 	if err := s.load(); err != nil {

@@ -209,9 +209,23 @@ func (k *link) stop() {
 
 // run keeps the link connected until ctx ends: it dials the remote (if
 // the link has one) whenever the link has no connection.
+//
+// A connection that ends within redial of being made (a peer that accepts
+// the handshake and then refuses the link, because it has no link naming
+// this site yet) is redialed only after redial: the ending must not become
+// a loop of hundreds of connections a second.
 func (l *Links) run(ctx context.Context, k *link) {
+	var dialed time.Time
 	for ctx.Err() == nil {
 		if k.cfg.Remote != "" && k.current() == nil {
+			if wait := redial - time.Since(dialed); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			dialed = time.Now()
 			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			c, err := Dial(dctx, k.cfg.Remote, l.Identity, k.cfg.PeerID())
 			cancel()
