@@ -13,8 +13,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // The chunk cache holds chunks a fog node fetched from peers, one file per
@@ -337,13 +335,6 @@ func (c *chunkCache) readAt(h Hash, off int64, n int) ([]byte, error) {
 // unless another readAt got there first or e left the cache meanwhile.
 func (c *chunkCache) openFile(e *cacheEntry) (*cacheFile, error) {
 	f, err := os.Open(c.path(e.h))
-	if err == nil {
-		// A chunk is read whole, block run after block run: ask the kernel
-		// for all of it now. A pack is one big file, where the kernel's own
-		// read-ahead grows with a sequential reader; a cache file is read
-		// too briefly for that (a cold re-read ran 10-15% slower).
-		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_WILLNEED)
-	}
 	c.mu.Lock()
 	current := c.entries[e.h] == e && !c.closed
 	if err != nil {
