@@ -68,6 +68,33 @@ func modeKind(mode uint32) (store.Kind, bool) {
 // fillAttr sets out from v, the local directory state and any uncommitted
 // writes of an open file.
 func (f *FS) fillAttr(v *store.Version, out *fuse.Attr) error {
+	var o attrOverlay
+	if of := f.lookupOpen(v.ID); of != nil {
+		o = of.changes()
+	}
+	return f.fillAttrWith(v, o, out)
+}
+
+// currentAttr sets out to file id's attributes now. The open file's
+// changes are taken before the head is read: a commit that lands in
+// between then shows in the head, whereas the other order could pair the
+// head from before a commit with an open file clean after it (a size
+// change made at close, committed at release, read as the old size).
+func (f *FS) currentAttr(id store.FileID, out *fuse.Attr) error {
+	var o attrOverlay
+	if of := f.lookupOpen(id); of != nil {
+		o = of.changes()
+	}
+	v, err := f.s.Head(id)
+	if err != nil {
+		return err
+	}
+	return f.fillAttrWith(v, o, out)
+}
+
+// fillAttrWith sets out from v, the local directory state and o, the
+// uncommitted changes of v's file if it is open.
+func (f *FS) fillAttrWith(v *store.Version, o attrOverlay, out *fuse.Attr) error {
 	out.Ino = v.ID.Ino()
 	out.Mode = kindMode(v.Kind) | v.Mode
 	out.Uid, out.Gid = v.UID, v.GID
@@ -91,9 +118,9 @@ func (f *FS) fillAttr(v *store.Version, out *fuse.Attr) error {
 	}
 	atime := v.Atime
 	if v.Kind == store.KindFile {
-		if of := f.lookupOpen(v.ID); of != nil {
+		if o.dirty {
 			a := fileAttrs{size: out.Size, mode: v.Mode, uid: v.UID, gid: v.GID, atime: atime, mtime: mtime, ctime: ctime}
-			of.overlay(&a)
+			o.apply(&a)
 			out.Size, out.Uid, out.Gid = a.size, a.uid, a.gid
 			out.Mode = kindMode(v.Kind) | a.mode
 			atime, mtime, ctime = a.atime, a.mtime, a.ctime
@@ -120,11 +147,7 @@ func (n *Node) head(ctx context.Context) (*store.Version, syscall.Errno) {
 
 // Getattr reports the current version's attributes.
 func (n *Node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	v, errno := n.head(ctx)
-	if errno != 0 {
-		return errno
-	}
-	return n.errno(ctx, n.fsys.fillAttr(v, &out.Attr), "getattr")
+	return n.errno(ctx, n.fsys.currentAttr(n.id, &out.Attr), "getattr")
 }
 
 // newChild returns the inode for v, filling out.

@@ -198,17 +198,39 @@ func (of *openFile) isDirty() bool {
 func (of *openFile) dirtyLocked() bool { return of.cur.changed || of.pending != nil || of.busy }
 
 // overlay applies the uncommitted changes to a's committed attributes.
-func (of *openFile) overlay(a *fileAttrs) {
+func (of *openFile) overlay(a *fileAttrs) { of.changes().apply(a) }
+
+// attrOverlay is what an open file's uncommitted changes do to its
+// attributes, taken at one moment (see FS.fillAttr for why).
+type attrOverlay struct {
+	dirty  bool
+	size   uint64
+	layers []layer // attribute fields only
+}
+
+// changes takes the open file's uncommitted attribute changes.
+func (of *openFile) changes() attrOverlay {
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	if !of.dirtyLocked() {
-		return
+		return attrOverlay{}
 	}
-	a.size = of.cur.size
+	o := attrOverlay{dirty: true, size: of.cur.size}
 	for _, l := range []*layer{of.pending, of.cur} {
 		if l != nil && l.changed {
-			l.apply(a)
+			o.layers = append(o.layers, layer{attrs: l.attrs, mtime: l.mtime, ctime: l.ctime})
 		}
+	}
+	return o
+}
+
+func (o attrOverlay) apply(a *fileAttrs) {
+	if !o.dirty {
+		return
+	}
+	a.size = o.size
+	for i := range o.layers {
+		o.layers[i].apply(a)
 	}
 }
 
@@ -494,13 +516,15 @@ func (l *layer) overlay(p []byte, off uint64) {
 }
 
 // commit makes every buffered change a version before it returns.
-// onlyTruncated reports whether the only buffered change is a new size,
-// with no data written and no attribute changed.
+// onlyTruncated reports whether the only buffered change is a truncation
+// to empty (O_TRUNC), with no data written and no attribute changed. A
+// file made longer (ftruncate, fallocate) commits at close like any
+// change: a program that opens it next must see the new size.
 func (of *openFile) onlyTruncated() bool {
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	l := of.cur
-	return of.pending == nil && !of.busy && l.changed && len(l.patches) == 0 && !l.attrs.any()
+	return of.pending == nil && !of.busy && l.changed && l.size == 0 && len(l.patches) == 0 && !l.attrs.any()
 }
 
 func (of *openFile) commit() error {
