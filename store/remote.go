@@ -71,6 +71,7 @@ type remote struct {
 	flights map[Hash]*fetchCall
 	ahead   chan struct{}      // bounds read-ahead fetches (prefetchRemote)
 	failed  map[Hash]failure   // fetches that failed just now
+	gen     uint64             // counts links connecting (PeersChanged)
 	origins *lru[Hash, Origin] // content root -> a file version that has it
 	stats   FetchStats
 	lat     []time.Duration // the latest fetch latencies, a ring
@@ -209,7 +210,16 @@ func (s *Store) fetch(ctx context.Context, req FetchRequest) ([]byte, error) {
 // would wait out the fetch timeout twice.
 type failure struct {
 	at  time.Time
+	gen uint64 // remote.gen then: a link connected since makes it stale
 	err error
+}
+
+// PeersChanged tells the store a link connected: fetches that failed
+// before may succeed now.
+func (s *Store) PeersChanged() {
+	s.rem.mu.Lock()
+	defer s.rem.mu.Unlock()
+	s.rem.gen++
 }
 
 const failMemory = time.Second
@@ -223,7 +233,7 @@ func (s *Store) flight(ctx context.Context, req FetchRequest) *fetchCall {
 	if c, ok := s.rem.flights[req.Hash]; ok {
 		return c
 	}
-	if f, ok := s.rem.failed[req.Hash]; ok && time.Since(f.at) < failMemory {
+	if f, ok := s.rem.failed[req.Hash]; ok && time.Since(f.at) < failMemory && f.gen == s.rem.gen {
 		c := newFetchCall()
 		c.finish(nil, f.err)
 		return c
@@ -259,7 +269,7 @@ func (s *Store) run(ctx context.Context, req FetchRequest, c *fetchCall, r Remot
 				delete(s.rem.failed, h)
 			}
 		}
-		s.rem.failed[req.Hash] = failure{time.Now(), err}
+		s.rem.failed[req.Hash] = failure{time.Now(), s.rem.gen, err}
 	} else {
 		delete(s.rem.failed, req.Hash)
 		s.rem.stats.Fetches++

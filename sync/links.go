@@ -269,6 +269,7 @@ func (l *Links) attach(ctx context.Context, k *link, c *Conn, byMe bool) {
 	k.mu.Unlock()
 	log := l.Log.With("link", k.cfg.Name, "peer", peer)
 	log.Info("link connected", "dialed_by_me", byMe)
+	l.Store.PeersChanged()
 	l.wg.Go(func() {
 		l.serve(ctx, k, c, log)
 		k.mu.Lock()
