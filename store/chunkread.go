@@ -108,14 +108,7 @@ func (s *Store) readRange(x *Extents, h Hash, p []byte, off int) error {
 	c := s.flight(context.Background(), FetchRequest{Kind: FetchChunk, Hash: h, Origin: s.originOf(x.Root)})
 	first, end := off/BlockSize, (off+len(p)+BlockSize-1)/BlockSize
 	if bl := c.waitBlocks(first, end); bl != nil {
-		n := 0
-		for i, b := range bl {
-			start := 0
-			if i == 0 {
-				start = off - first*BlockSize
-			}
-			n += copy(p[n:], b[start:])
-		}
+		copyBlocks(p, bl, off-first*BlockSize)
 		return nil
 	}
 	<-c.done
@@ -146,15 +139,20 @@ func (s *Store) readLocal(h Hash, p []byte, off int) error {
 	if err != nil {
 		return err
 	}
+	copyBlocks(p, blocks, off-first*BlockSize)
+	return nil
+}
+
+// copyBlocks fills p from consecutive blocks, starting skip bytes into
+// the first.
+func copyBlocks(p []byte, blocks [][]byte, skip int) {
 	n := 0
 	for i, b := range blocks {
-		start := 0
 		if i == 0 {
-			start = off - first*BlockSize
+			b = b[skip:]
 		}
-		n += copy(p[n:], b[start:])
+		n += copy(p[n:], b)
 	}
-	return nil
 }
 
 // cachePack is the pack number of a location in the chunk cache: the

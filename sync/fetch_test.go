@@ -44,19 +44,12 @@ func ask(t *testing.T, server *store.Store, link store.PeerLink, req store.Fetch
 // chunkOf returns the first chunk of path at s, and its version's origin.
 func chunkOf(t *testing.T, s *store.Store, path string) (store.Hash, store.Origin) {
 	t.Helper()
-	id, err := s.Resolve(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := s.Head(id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := headOf(t, s, path)
 	x, err := s.ContentOf(v)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return x.Refs[0].Hash, store.Origin{File: id, Version: v.Hash()}
+	return x.Refs[0].Hash, store.Origin{File: v.ID, Version: v.Hash()}
 }
 
 func TestFetchServerChecksPathsAndDirection(t *testing.T) {

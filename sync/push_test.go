@@ -80,7 +80,8 @@ func mkdirIn(t testing.TB, s *store.Store, dir store.FileID, name string) store.
 	return id
 }
 
-func content(t testing.TB, s *store.Store, path string) []byte {
+// headOf returns the current version of path at s.
+func headOf(t testing.TB, s *store.Store, path string) *store.Version {
 	t.Helper()
 	id, err := s.Resolve(path)
 	if err != nil {
@@ -90,7 +91,12 @@ func content(t testing.TB, s *store.Store, path string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := s.ReadAll(v)
+	return v
+}
+
+func content(t testing.TB, s *store.Store, path string) []byte {
+	t.Helper()
+	b, err := s.ReadAll(headOf(t, s, path))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -169,11 +169,7 @@ func statusCommand() *cli.Command {
 
 // withStore opens the site named by a STORE or MOUNTPOINT argument.
 func withStore(c *cli.Context, fn func(admin.Site) error) error {
-	a, err := args(c, "STORE|MOUNTPOINT")
-	if err != nil {
-		return err
-	}
-	storeDir, err := siteFor(a[0])
+	storeDir, err := storeArg(c)
 	if err != nil {
 		return err
 	}
@@ -183,15 +179,20 @@ func withStore(c *cli.Context, fn func(admin.Site) error) error {
 // withOnlineStore is withStore for commands that fetch from peers: a site
 // that is not running gets its links connected for the command's time.
 func withOnlineStore(c *cli.Context, fn func(admin.Site) error) error {
-	a, err := args(c, "STORE|MOUNTPOINT")
-	if err != nil {
-		return err
-	}
-	storeDir, err := siteFor(a[0])
+	storeDir, err := storeArg(c)
 	if err != nil {
 		return err
 	}
 	return useOnlineSite(c.Context, storeDir, fn)
+}
+
+// storeArg resolves the command's STORE or MOUNTPOINT argument.
+func storeArg(c *cli.Context) (string, error) {
+	a, err := args(c, "STORE|MOUNTPOINT")
+	if err != nil {
+		return "", err
+	}
+	return siteFor(a[0])
 }
 
 // useOnlineSite opens the site in storeDir for fn, with its links running.

@@ -14,11 +14,7 @@ import (
 // withOnlineSite is withSite with the site's links running (see
 // useOnlineSite): pinning fetches from peers.
 func withOnlineSite(c *cli.Context, fn func(site siteCall) error) error {
-	a, err := args(c, "PATH")
-	if err != nil {
-		return err
-	}
-	storeDir, inTree, err := locate(a[0], c.String("store"))
+	storeDir, inTree, err := pathArg(c)
 	if err != nil {
 		return err
 	}

@@ -17,17 +17,23 @@ var storeFlag = &cli.StringFlag{Name: "store", Usage: "use this STORE, with PATH
 
 // withSite locates PATH, opens its site and runs fn.
 func withSite(c *cli.Context, fn func(site siteCall) error) error {
-	a, err := args(c, "PATH")
-	if err != nil {
-		return err
-	}
-	storeDir, inTree, err := locate(a[0], c.String("store"))
+	storeDir, inTree, err := pathArg(c)
 	if err != nil {
 		return err
 	}
 	return useSite(storeDir, func(site admin.Site) error {
 		return fn(siteCall{c: c, site: site, path: inTree})
 	})
+}
+
+// pathArg locates the command's PATH argument: its store and its path in
+// the store's tree.
+func pathArg(c *cli.Context) (storeDir, inTree string, err error) {
+	a, err := args(c, "PATH")
+	if err != nil {
+		return "", "", err
+	}
+	return locate(a[0], c.String("store"))
 }
 
 func versionsCommand() *cli.Command {
