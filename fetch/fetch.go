@@ -62,6 +62,9 @@ const (
 	waitForPeers = 100 * time.Millisecond // poll while no link is connected
 )
 
+// MaxHops is how far a fetch travels: the site asked, and one more.
+const MaxHops = 1
+
 type fwdKey struct{}
 
 type forwarding struct {
@@ -86,6 +89,9 @@ type result struct {
 // peer failed, or none answered before ctx ended.
 func (f *Fetcher) Fetch(ctx context.Context, req store.FetchRequest, part store.Partial) ([]byte, error) {
 	fw, _ := ctx.Value(fwdKey{}).(forwarding)
+	if fw.hops > MaxHops {
+		return nil, fmt.Errorf("%s: %w: the request went as far as it may", req, store.ErrUnavailable)
+	}
 	peers, err := f.candidates(ctx, req, fw.visited)
 	if err != nil {
 		return nil, err

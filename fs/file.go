@@ -170,11 +170,7 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		if err := n.fsys.drop(of); err != nil { // commits if no handle is left
 			return n.errno(ctx, err, "setattr")
 		}
-		v, errno := n.head(ctx)
-		if errno != 0 {
-			return errno
-		}
-		return n.errno(ctx, n.fsys.fillAttr(v, &out.Attr), "setattr")
+		return n.errno(ctx, n.fsys.currentAttr(n.id, &out.Attr), "setattr")
 	}
 	var nv *store.Version
 	err := n.fsys.s.Update(store.OpSetattr, func(tx *store.Tx) error {

@@ -152,7 +152,15 @@ func (n *Node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOu
 
 // newChild returns the inode for v, filling out.
 func (n *Node) newChild(ctx context.Context, v *store.Version, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if err := n.fsys.fillAttr(v, &out.Attr); err != nil {
+	var err error
+	if v.Kind == store.KindFile {
+		// A file's attributes are read again after its open state: a
+		// commit at release may have moved it past v (see currentAttr).
+		err = n.fsys.currentAttr(v.ID, &out.Attr)
+	} else {
+		err = n.fsys.fillAttr(v, &out.Attr)
+	}
+	if err != nil {
 		return nil, n.errno(ctx, err, "lookup")
 	}
 	ino := n.NewInode(ctx, &Node{fsys: n.fsys, id: v.ID}, gofs.StableAttr{Mode: kindMode(v.Kind), Ino: v.ID.Ino()})

@@ -27,8 +27,9 @@ type openFile struct {
 	cond    *sync.Cond // signalled when a background commit ends
 	refs    int        // open handles
 	base    *store.Extents
-	root    store.Hash // manifest root of base: commits are made over it
-	pending *layer     // committing in the background, or failed and waiting for a retry
+	root    store.Hash   // manifest root of base: commits are made over it
+	origin  store.Origin // the version base's content is fetched in the name of (store.OriginOf)
+	pending *layer       // committing in the background, or failed and waiting for a retry
 	cur     *layer
 	busy    bool  // a background commit runs
 	err     error // from the last background commit, not yet reported
@@ -99,7 +100,7 @@ func (f *FS) acquire(id store.FileID) (*openFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	of := &openFile{fsys: f, id: id, refs: 1, base: x, root: v.Content, cur: newLayer(v.Size)}
+	of := &openFile{fsys: f, id: id, refs: 1, base: x, root: v.Content, origin: f.s.OriginOf(v), cur: newLayer(v.Size)}
 	of.cond = sync.NewCond(&of.mu)
 	f.open[id] = of
 	return of, nil
@@ -468,11 +469,11 @@ func (of *openFile) read(p []byte, off uint64) (int, error) {
 	seq := off == of.lastEnd
 	of.lastEnd = off + uint64(len(p))
 	if !of.dirtyLocked() {
-		base := of.base
+		base, origin := of.base, of.origin
 		of.mu.Unlock()
-		n, err := of.fsys.s.ReadAt(base, p, off)
+		n, err := of.fsys.s.ReadAtFrom(origin, base, p, off)
 		if end := off + uint64(n); seq && off/readAheadStep != end/readAheadStep {
-			of.fsys.s.Prefetch(base, end+readAheadStep, readAhead-readAheadStep)
+			of.fsys.s.PrefetchFrom(origin, base, end+readAheadStep, readAhead-readAheadStep)
 		}
 		return n, err
 	}
@@ -484,7 +485,7 @@ func (of *openFile) read(p []byte, off uint64) (int, error) {
 	p = p[:n]
 	if off < of.base.Size {
 		m := int(min(uint64(n), of.base.Size-off))
-		if _, err := of.fsys.s.ReadAt(of.base, p[:m], off); err != nil {
+		if _, err := of.fsys.s.ReadAtFrom(of.origin, of.base, p[:m], off); err != nil {
 			return 0, err
 		}
 		clear(p[m:])
@@ -605,7 +606,7 @@ func (of *openFile) rebaseLocked() error {
 			below, newBelow = old, l.size
 		}
 	}
-	of.base, of.root = x, v.Content
+	of.base, of.root, of.origin = x, v.Content, of.fsys.s.OriginOf(v)
 	return nil
 }
 

@@ -65,6 +65,7 @@ type chunkCache struct {
 	files     *list.List    // of *cacheEntry with an open file, MRU at the front
 	maxOpen   int           // bound on files.Len()
 	busy      map[Hash]bool // hashes whose file is being written or unlinked
+	lostPins  map[Hash]int  // pins of pinned chunks removed (damaged), restored when they return
 	hits      uint64
 	evictions uint64
 	evBytes   uint64
@@ -103,7 +104,7 @@ func openChunkCache(dir string, limit int64, log *slog.Logger) (*chunkCache, err
 		dir: dir, log: log, refGap: cacheDefaultGap, now: time.Now,
 		limit: limit, entries: map[Hash]*cacheEntry{},
 		probation: list.New(), protected: list.New(), files: list.New(),
-		maxOpen: cacheMaxOpen, busy: map[Hash]bool{},
+		maxOpen: cacheMaxOpen, busy: map[Hash]bool{}, lostPins: map[Hash]int{},
 	}
 	found, err := c.scan()
 	if err != nil {
@@ -239,6 +240,11 @@ func (c *chunkCache) put(h Hash, record [][]byte) (bool, error) {
 		return false, err
 	}
 	e := &cacheEntry{h: h, size: n, lastRef: c.now()}
+	if p := c.lostPins[h]; p > 0 {
+		e.pins = p
+		c.pinned += n
+		delete(c.lostPins, h)
+	}
 	e.elem = c.probation.PushFront(e)
 	c.entries[h] = e
 	return true, nil
@@ -524,6 +530,10 @@ func (c *chunkCache) remove(h Hash) error {
 		c.mu.Unlock()
 		return nil
 	}
+	if e.pins > 0 {
+		// A pinned chunk stays pinned: its next copy takes the pins back.
+		c.lostPins[h] = e.pins
+	}
 	f := c.deleteLocked(e)
 	c.busy[h] = true
 	c.mu.Unlock()
@@ -562,7 +572,13 @@ func (c *chunkCache) unpin(h Hash) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[h]
-	if e == nil || e.pins == 0 {
+	if e == nil {
+		if c.lostPins[h]--; c.lostPins[h] <= 0 {
+			delete(c.lostPins, h)
+		}
+		return
+	}
+	if e.pins == 0 {
 		return
 	}
 	e.pins--

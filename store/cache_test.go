@@ -744,3 +744,28 @@ func TestCacheConcurrent(t *testing.T) {
 	default:
 	}
 }
+
+// A pinned chunk removed as damaged is still pinned when it comes back.
+func TestCacheRemovedPinnedChunkComesBackPinned(t *testing.T) {
+	c, err := openChunkCache(t.TempDir(), 1<<20, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	h := Hash{1}
+	if ok, err := c.put(h, [][]byte{make([]byte, 1000)}); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	c.pin(h)
+	c.remove(h)
+	if ok, err := c.put(h, [][]byte{make([]byte, 1000)}); !ok || err != nil {
+		t.Fatal(ok, err)
+	}
+	if st := c.stats(); st.PinnedBytes != 1000 {
+		t.Fatalf("after coming back: %+v", st)
+	}
+	c.unpin(h)
+	if st := c.stats(); st.PinnedBytes != 0 {
+		t.Fatalf("after unpin: %+v", st)
+	}
+}

@@ -96,7 +96,7 @@ func (s *Store) readChunkUncached(h Hash) ([]byte, error) {
 
 // readRange copies bytes [off, off+len(p)) of chunk h of content x into
 // p, fetching the chunk from peers if it is missing or damaged here.
-func (s *Store) readRange(x *Extents, h Hash, p []byte, off int) error {
+func (s *Store) readRange(o Origin, h Hash, p []byte, off int) error {
 	err := s.readLocal(h, p, off)
 	if err == nil || !s.fetchable(err) {
 		return err
@@ -105,9 +105,12 @@ func (s *Store) readRange(x *Extents, h Hash, p []byte, off int) error {
 	s.rem.stats.Misses++
 	s.rem.mu.Unlock()
 	// Wait for the blocks the read needs, not for the whole chunk.
-	c := s.flight(context.Background(), FetchRequest{Kind: FetchChunk, Hash: h, Origin: s.originOf(x.Root)})
+	c := s.flight(context.Background(), FetchRequest{Kind: FetchChunk, Hash: h, Origin: o})
 	first, end := off/BlockSize, (off+len(p)+BlockSize-1)/BlockSize
-	if bl := c.waitBlocks(first, end); bl != nil {
+	if bl, size := c.waitBlocks(first, end); bl != nil {
+		if off+len(p) > size {
+			return fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
+		}
 		copyBlocks(p, bl, off-first*BlockSize)
 		return nil
 	}
@@ -326,9 +329,13 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 // Prefetch loads content bytes [off, off+n) of x into the block cache in
 // the background (read-ahead for sequential readers).
 // The range is loaded in pieces of prefetchPiece bytes, two at a time.
-func (s *Store) Prefetch(x *Extents, off, n uint64) {
+func (s *Store) Prefetch(x *Extents, off, n uint64) { s.PrefetchFrom(s.originOf(x.Root), x, off, n) }
+
+// PrefetchFrom is Prefetch for content of the file version o: content this
+// site lacks is fetched from peers in its name.
+func (s *Store) PrefetchFrom(o Origin, x *Extents, off, n uint64) {
 	if s.remoteSet() {
-		s.prefetchRemote(x, off)
+		s.prefetchRemote(o, x, off)
 	}
 	for p := off; p < off+n && p < x.Size; p += prefetchPiece {
 		piece := min(prefetchPiece, off+n-p)
@@ -339,7 +346,7 @@ func (s *Store) Prefetch(x *Extents, off, n uint64) {
 		}
 		go func() {
 			defer func() { <-s.prefetchers }()
-			s.loadRange(x, p, piece)
+			s.loadRange(o, x, p, piece)
 		}()
 	}
 }
@@ -357,7 +364,7 @@ const (
 
 // prefetchRemote starts fetches of the chunks of x from off on that are
 // neither here nor being fetched.
-func (s *Store) prefetchRemote(x *Extents, off uint64) {
+func (s *Store) prefetchRemote(o Origin, x *Extents, off uint64) {
 	for k := x.Find(off); k < len(x.Refs) && x.Offs[k] < off+remoteAhead; k++ {
 		r := x.Refs[k]
 		if r.IsHole() || s.HasChunk(r.Hash) || s.cache.has(r.Hash) || s.fetching(r.Hash) {
@@ -370,13 +377,13 @@ func (s *Store) prefetchRemote(x *Extents, off uint64) {
 		}
 		go func() {
 			defer func() { <-s.rem.ahead }()
-			s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: s.originOf(x.Root)})
+			s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: o})
 		}()
 	}
 }
 
 // loadRange brings content bytes [off, off+n) of x into the block cache.
-func (s *Store) loadRange(x *Extents, off, n uint64) {
+func (s *Store) loadRange(o Origin, x *Extents, off, n uint64) {
 	for off < x.Size && n > 0 {
 		k := x.Find(off)
 		r := x.Refs[k]
@@ -386,7 +393,7 @@ func (s *Store) loadRange(x *Extents, off, n uint64) {
 			if ha, err := s.header(r.Hash); err == nil {
 				s.blocks(ha, int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize))
 			} else if s.fetchable(err) {
-				s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: s.originOf(x.Root)})
+				s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: o})
 			}
 		}
 		off, n = off+m, n-m

@@ -292,7 +292,7 @@ func (s *Store) ReadAll(v *Version) ([]byte, error) {
 		return nil, err
 	}
 	b := make([]byte, x.Size)
-	if _, err := s.ReadAt(x, b, 0); err != nil {
+	if _, err := s.ReadAtFrom(s.OriginOf(v), x, b, 0); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -302,6 +302,13 @@ func (s *Store) ReadAll(v *Version) ([]byte, error) {
 // read (short only at the end of the content). Holes read as zeros; only
 // the blocks the range touches are read, each verified.
 func (s *Store) ReadAt(x *Extents, p []byte, off uint64) (int, error) {
+	return s.ReadAtFrom(s.originOf(x.Root), x, p, off)
+}
+
+// ReadAtFrom is ReadAt for content of the file version o: content this
+// site lacks is fetched from peers in its name (peers serving part of the
+// tree check it).
+func (s *Store) ReadAtFrom(o Origin, x *Extents, p []byte, off uint64) (int, error) {
 	n := 0
 	for n < len(p) && off < x.Size {
 		k := x.Find(off)
@@ -310,7 +317,7 @@ func (s *Store) ReadAt(x *Extents, p []byte, off uint64) (int, error) {
 		m := int(min(uint64(len(p)-n), r.Len-in))
 		if r.IsHole() {
 			clear(p[n : n+m])
-		} else if err := s.readRange(x, r.Hash, p[n:n+m], int(in)); err != nil {
+		} else if err := s.readRange(o, r.Hash, p[n:n+m], int(in)); err != nil {
 			return n, err
 		}
 		n += m

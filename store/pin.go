@@ -20,10 +20,8 @@ const pinsMeta = "pins"
 
 // pins is the pin state.
 type pins struct {
-	mu     sync.Mutex // one pin computation at a time; guards the fields
-	roots  []FileID
+	mu     sync.Mutex    // one pin computation at a time; guards the fields
 	chunks map[Hash]bool // chunks pinned in the cache
-	bytes  int64
 
 	kickMu sync.Mutex
 	kick   chan struct{} // asks the background re-pinner to run
@@ -78,7 +76,11 @@ func (s *Store) Unpin(ctx context.Context, path string) error {
 	if err := s.savePins(roots); err != nil {
 		return err
 	}
-	return s.repinLocked(ctx, roots)
+	if err := s.repinLocked(ctx, roots); err != nil {
+		// The unpin holds; the pins left are retried at the next change.
+		s.log.Warn("unpinned; the remaining pinned files could not all be fetched", "path", path, "err", err)
+	}
+	return nil
 }
 
 // Pins lists the pinned paths.
@@ -123,7 +125,6 @@ func (s *Store) savePins(roots []FileID) error {
 // pinned before and after is never evictable in between.
 func (s *Store) repinLocked(ctx context.Context, roots []FileID) error {
 	next := map[Hash]bool{}
-	var bytes int64
 	release := func(set map[Hash]bool) {
 		for h := range set {
 			s.cache.unpin(h)
@@ -139,9 +140,6 @@ func (s *Store) repinLocked(ctx context.Context, roots []FileID) error {
 				return fmt.Errorf("chunk %s was evicted while pinning: the pinned data does not fit in cache.size %d; raise it with 'geofs config STORE cache.size SIZE'", h.Short(), s.cache.stats().Limit)
 			}
 			next[h] = true
-			if n, ok := s.cache.fileSize(h); ok {
-				bytes += n
-			}
 			return nil
 		})
 		if errors.Is(err, ErrNotFound) {
@@ -153,7 +151,7 @@ func (s *Store) repinLocked(ctx context.Context, roots []FileID) error {
 		}
 	}
 	release(s.pin.chunks)
-	s.pin.chunks, s.pin.bytes, s.pin.roots = next, bytes, roots
+	s.pin.chunks = next
 	return nil
 }
 
@@ -231,18 +229,14 @@ func (s *Store) pinHeld() {
 	s.pin.mu.Lock()
 	defer s.pin.mu.Unlock()
 	next := map[Hash]bool{}
-	var bytes int64
 	for _, id := range s.pinRoots() {
 		s.pinWalkLocal(id, func(h Hash) {
 			if !next[h] && s.cache.pin(h) {
 				next[h] = true
-				if n, ok := s.cache.fileSize(h); ok {
-					bytes += n
-				}
 			}
 		})
 	}
-	s.pin.chunks, s.pin.bytes = next, bytes
+	s.pin.chunks = next
 }
 
 // pinWalkLocal calls fn with every cached chunk of the current content of
@@ -287,13 +281,15 @@ func (s *Store) startRepinner() {
 	s.pin.kickMu.Unlock()
 	// Pins from before a restart hold again.
 	kick <- struct{}{}
+	s.bg.Add(1)
 	go func() {
+		defer s.bg.Done()
 		for range kick {
 			time.Sleep(200 * time.Millisecond) // let a burst of changes land
 			s.pin.mu.Lock()
 			var err error
 			if roots := s.pinRoots(); len(roots) > 0 || len(s.pin.chunks) > 0 {
-				err = s.repinLocked(context.Background(), roots)
+				err = s.repinLocked(s.bgCtx, roots)
 			}
 			s.pin.mu.Unlock()
 			if err != nil {
@@ -324,11 +320,4 @@ func (s *Store) stopRepinner() {
 		close(s.pin.kick)
 		s.pin.kick = nil
 	}
-}
-
-// PinnedBytes is the size of the cached chunks pins hold.
-func (s *Store) PinnedBytes() int64 {
-	s.pin.mu.Lock()
-	defer s.pin.mu.Unlock()
-	return s.pin.bytes
 }

@@ -72,6 +72,7 @@ type remote struct {
 	ahead   chan struct{}      // bounds read-ahead fetches (prefetchRemote)
 	failed  map[Hash]failure   // fetches that failed just now
 	gen     uint64             // counts links connecting (PeersChanged)
+	closing bool               // Close began: no new fetches
 	origins *lru[Hash, Origin] // content root -> a file version that has it
 	stats   FetchStats
 	lat     []time.Duration // the latest fetch latencies, a ring
@@ -136,11 +137,24 @@ func (s *Store) FetchStats() FetchStats {
 // missing manifest nodes from peers.
 func (s *Store) ContentOf(v *Version) (*Extents, error) {
 	if v.Kind == KindFile && !v.Content.IsZero() {
-		if _, ok := s.rem.origins.Get(v.Content); !ok {
-			s.rem.origins.Put(v.Content, Origin{File: v.ID, Version: v.Hash()})
-		}
+		s.rem.origins.Put(v.Content, s.OriginOf(v))
 	}
 	return s.Extents(v.Content)
+}
+
+// OriginOf names, for fetching v's content, the latest version of v's file
+// up to v that a peer made: content unchanged since then is the peer's,
+// and a peer that serves part of the tree checks a request against a
+// version it has (this site's own newer versions may not have reached it).
+func (s *Store) OriginOf(v *Version) Origin {
+	for i := 0; i < 64 && v.Stamp.Site == s.site && !v.Prev.IsZero(); i++ {
+		prev, err := s.Version(v.Prev)
+		if err != nil {
+			break
+		}
+		v = prev
+	}
+	return Origin{File: v.ID, Version: v.Hash()}
 }
 
 // originOf returns the file version known to have content root (zero when
@@ -218,8 +232,9 @@ type failure struct {
 // before may succeed now.
 func (s *Store) PeersChanged() {
 	s.rem.mu.Lock()
-	defer s.rem.mu.Unlock()
 	s.rem.gen++
+	s.rem.mu.Unlock()
+	s.repinSoon() // pins that could not be fetched may be now
 }
 
 const failMemory = time.Second
@@ -238,10 +253,19 @@ func (s *Store) flight(ctx context.Context, req FetchRequest) *fetchCall {
 		c.finish(nil, f.err)
 		return c
 	}
+	if s.rem.closing {
+		c := newFetchCall()
+		c.finish(nil, fmt.Errorf("%s: %w: the store is closing", req, ErrUnavailable))
+		return c
+	}
 	c := newFetchCall()
 	s.rem.flights[req.Hash] = c
 	r, timeout := s.rem.r, s.rem.timeout
-	go s.run(context.WithoutCancel(ctx), req, c, r, timeout)
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.run(context.WithoutCancel(ctx), req, c, r, timeout)
+	}()
 	return c
 }
 
@@ -249,7 +273,9 @@ func (s *Store) flight(ctx context.Context, req FetchRequest) *fetchCall {
 func (s *Store) run(ctx context.Context, req FetchRequest, c *fetchCall, r Remote, timeout time.Duration) {
 	start := time.Now()
 	fctx, cancel := context.WithTimeout(ctx, timeout)
+	stop := context.AfterFunc(s.bgCtx, cancel) // Close ends fetches
 	data, err := r.Fetch(fctx, req, c)
+	stop()
 	cancel()
 	if err == nil {
 		err = s.keep(req, data)
@@ -360,6 +386,17 @@ func (s *Store) nodeReader(root Hash) NodeReader {
 		}
 		return s.fetch(context.Background(), FetchRequest{Kind: FetchNode, Hash: h, Origin: s.originOf(root)})
 	}
+}
+
+// stopFetching ends the fetches in flight and waits for them and the
+// re-pinner (Close).
+func (s *Store) stopFetching() {
+	s.rem.mu.Lock()
+	s.rem.closing = true
+	s.rem.mu.Unlock()
+	s.stopRepinner()
+	s.bgCancel()
+	s.bg.Wait()
 }
 
 // SetPartial says whether the site has metadata-only links, so content

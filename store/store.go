@@ -71,6 +71,12 @@ type Store struct {
 
 	partial atomic.Bool // metadata-only links (SetPartial)
 
+	// Background work (fetches, the re-pinner) runs under bgCtx; Close
+	// cancels it and waits for bg.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+
 	zenc *zstd.Encoder
 	zdec *zstd.Decoder
 
@@ -174,6 +180,7 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 	s.rem.flights = map[Hash]*fetchCall{}
 	s.rem.ahead = make(chan struct{}, remoteFetchers)
 	s.rem.failed = map[Hash]failure{}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.rem.origins = newLRU[Hash, Origin](4096)
 	s.prefetchers = make(chan struct{}, 2)
 	if err := s.load(); err != nil {
@@ -218,7 +225,7 @@ func (s *Store) load() error {
 
 // Close flushes and closes the database.
 func (s *Store) Close() error {
-	s.stopRepinner()
+	s.stopFetching()
 	s.async.Wait()
 	s.zenc.Close()
 	s.zdec.Close()

@@ -13,7 +13,7 @@ import (
 
 // Partial receives a chunk's blocks, verified, as they arrive.
 type Partial interface {
-	Blocks(n int)          // the chunk has n blocks (its header checked out)
+	Blocks(n, size int)    // the chunk has n blocks and size bytes (its header checked out)
 	Block(i int, b []byte) // block i's plain bytes, checked against its hash
 }
 
@@ -36,6 +36,9 @@ func NewChunkAssembler(header []byte, want Hash) (*ChunkAssembler, error) {
 
 // Blocks is the chunk's number of blocks.
 func (a *ChunkAssembler) Blocks() int { return len(a.blocks) }
+
+// Size is the chunk's length.
+func (a *ChunkAssembler) Size() int { return a.hdr.size }
 
 // Add checks block i's plain bytes against its hash and keeps them.
 func (a *ChunkAssembler) Add(i int, b []byte) error {
@@ -67,7 +70,8 @@ func (a *ChunkAssembler) Bytes() ([]byte, error) {
 // SendChunk passes chunk h to head (its record header) and block (each
 // block's plain bytes, verified, in order). A chunk this site lacks or
 // holds damaged is obtained from peers first when the store has a Remote.
-func (s *Store) SendChunk(ctx context.Context, h Hash, head func(hdr []byte) error, block func(i int, b []byte) error) error {
+func (s *Store) SendChunk(ctx context.Context, req FetchRequest, head func(hdr []byte) error, block func(i int, b []byte) error) error {
+	h := req.Hash
 	ha, err := s.header(h)
 	if err == nil {
 		if err = head(ha.hdr.encode()); err != nil {
@@ -90,7 +94,7 @@ func (s *Store) SendChunk(ctx context.Context, h Hash, head func(hdr []byte) err
 	if !s.fetchable(err) {
 		return err
 	}
-	data, err := s.Obtain(ctx, FetchRequest{Kind: FetchChunk, Hash: h})
+	data, err := s.Obtain(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -120,6 +124,7 @@ type fetchCall struct {
 	mu       sync.Mutex
 	cond     *sync.Cond
 	blocks   [][]byte
+	size     int
 	finished bool
 }
 
@@ -129,11 +134,11 @@ func newFetchCall() *fetchCall {
 	return c
 }
 
-func (c *fetchCall) Blocks(n int) {
+func (c *fetchCall) Blocks(n, size int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.blocks == nil {
-		c.blocks = make([][]byte, n)
+		c.blocks, c.size = make([][]byte, n), size
 	}
 }
 
@@ -156,9 +161,10 @@ func (c *fetchCall) finish(data []byte, err error) {
 	close(c.done)
 }
 
-// waitBlocks returns blocks [from, to) as soon as they have all arrived,
-// or nil if the fetch ended first (then data and err tell the outcome).
-func (c *fetchCall) waitBlocks(from, to int) [][]byte {
+// waitBlocks returns blocks [from, to) and the chunk's size as soon as
+// the blocks have all arrived, or nil if the fetch ended first (then data
+// and err tell the outcome).
+func (c *fetchCall) waitBlocks(from, to int) ([][]byte, int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for {
@@ -168,11 +174,11 @@ func (c *fetchCall) waitBlocks(from, to int) [][]byte {
 				all = c.blocks[i] != nil
 			}
 			if all {
-				return c.blocks[from:to]
+				return c.blocks[from:to], c.size
 			}
 		}
 		if c.finished {
-			return nil
+			return nil, 0
 		}
 		c.cond.Wait()
 	}

@@ -197,7 +197,7 @@ func FuzzReceiveChunk(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	err = s.SendChunk(context.Background(), refs[0].Hash, func(hdr []byte) error {
+	err = s.SendChunk(context.Background(), store.FetchRequest{Kind: store.FetchChunk, Hash: refs[0].Hash}, func(hdr []byte) error {
 		return WriteFrame(bw, msgChunkH, hdr)
 	}, func(i int, b []byte) error {
 		c, out := compress(b)

@@ -46,14 +46,14 @@ func (fs *FetchServer) serve(ctx context.Context, br *bufio.Reader, bw *bufio.Wr
 		return send(bw, msgRefuse, (&refuse{Reason: reason}).encode())
 	}
 	sreq := store.FetchRequest{Kind: req.Kind, Hash: req.Hash, Origin: store.Origin{File: req.File, Version: req.Version}}
-	fctx := ctx
+	// What this site lacks (a fog node), or holds damaged, it asks its
+	// other peers for, one hop at most.
+	visited := append(slices.Clone(req.Visited), fs.Peer, fs.Store.Site())
+	fctx := fetch.Forwarded(ctx, req.Hops+1, visited)
 	if !fs.Store.Holds(sreq) {
-		if req.Hops >= maxHops {
+		if req.Hops >= fetch.MaxHops {
 			return fs.answerMissing(bw, sreq, errors.New("not here, and the request went as far as it may"))
 		}
-		// Not here (a fog node): ask this site's other peers, one hop.
-		visited := append(slices.Clone(req.Visited), fs.Peer, fs.Store.Site())
-		fctx = fetch.Forwarded(ctx, req.Hops+1, visited)
 		fs.Stats.add(&fs.Stats.FetchesForwarded, 1)
 	}
 	if req.Kind == store.FetchChunk {
@@ -71,7 +71,7 @@ func (fs *FetchServer) serve(ctx context.Context, br *bufio.Reader, bw *bufio.Wr
 // compressed when that pays (judged on the first block).
 func (fs *FetchServer) sendChunk(ctx context.Context, bw *bufio.Writer, req store.FetchRequest) error {
 	started, try := false, true
-	err := fs.Store.SendChunk(ctx, req.Hash, func(hdr []byte) error {
+	err := fs.Store.SendChunk(ctx, req, func(hdr []byte) error {
 		started = true
 		fs.Stats.add(&fs.Stats.BytesServed, int64(len(hdr)))
 		return WriteFrame(bw, msgChunkH, hdr)
@@ -170,7 +170,11 @@ func fetchFrom(ctx context.Context, c *Conn, req store.FetchRequest, hops uint8,
 		return nil, err
 	}
 	defer st.Close()
-	stop := context.AfterFunc(ctx, func() { st.Close() })
+	stop := context.AfterFunc(ctx, func() {
+		if c, ok := st.(interface{ Cancel() }); ok {
+			c.Cancel()
+		}
+	})
 	defer stop()
 	b, err := exchangeFetch(st, req, hops, visited, part)
 	if err != nil && ctx.Err() != nil {
@@ -241,7 +245,7 @@ func receiveChunk(br *bufio.Reader, req store.FetchRequest, hdr []byte, part sto
 		return nil, fmt.Errorf("%s: %w: %w", req, fetch.ErrBadAnswer, err)
 	}
 	if part != nil {
-		part.Blocks(asm.Blocks())
+		part.Blocks(asm.Blocks(), asm.Size())
 	}
 	for i := range asm.Blocks() {
 		typ, p, err := ReadFrame(br, MaxFrame)

@@ -3,6 +3,7 @@ package sync
 import (
 	"fmt"
 
+	"github.com/geofs/geofs/fetch"
 	"github.com/geofs/geofs/internal/codec"
 	"github.com/geofs/geofs/store"
 )
@@ -331,7 +332,7 @@ type fetchReq struct {
 }
 
 // maxHops is how far a fetch travels: the site asked, and one more.
-const maxHops = 1
+const maxHops = fetch.MaxHops
 
 func (m *fetchReq) encode() []byte {
 	e := codec.Encoder{}

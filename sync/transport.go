@@ -68,6 +68,13 @@ func (s stream) Close() error {
 	return s.Stream.Close()
 }
 
+// Cancel abandons the stream in both directions. Unlike Close, it may be
+// called while another goroutine reads or writes.
+func (s stream) Cancel() {
+	s.CancelRead(0)
+	s.CancelWrite(0)
+}
+
 // Close ends the connection, telling the peer why.
 func (c *Conn) Close(reason string) error {
 	return c.q.CloseWithError(0, reason)
