@@ -68,6 +68,10 @@ func (s stream) Close() error {
 	return s.Stream.Close()
 }
 
+// CloseWrite ends the sending direction only (the peer reads EOF), so an
+// answer can still be read.
+func (s stream) CloseWrite() error { return s.Stream.Close() }
+
 // Cancel abandons the stream in both directions. Unlike Close, it may be
 // called while another goroutine reads or writes.
 func (s stream) Cancel() {

@@ -302,7 +302,8 @@ func bulk(ctx context.Context, conn *gsync.Conn, size int64) (time.Duration, err
 		}
 		sent += n
 	}
-	if err := st.Close(); err != nil { // closes the send direction only
+	// End the send direction only (sync's streams close both on Close).
+	if err := st.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
 		return 0, err
 	}
 	line, err := bufio.NewReader(st).ReadString('\n')
