@@ -54,41 +54,64 @@ func (s *Store) header(h Hash) (headerAt, error) {
 
 // ReadChunk returns a whole chunk's bytes, every block verified. Damage
 // gives an error wrapping ErrCorrupt; corrupt bytes are never returned.
+//
+// A whole chunk is read with one pread and verified on every core, past
+// the block cache: its readers (a push, a rewrite, a delta base) want it
+// once, and caching its blocks would evict what readers of files use.
+// When every block is stored raw (incompressible data, the common case
+// for large files) the record's bytes are the chunk's, and are returned
+// as read, without a copy.
 func (s *Store) ReadChunk(h Hash) ([]byte, error) {
 	ha, err := s.header(h)
 	if err != nil {
 		return nil, err
 	}
-	blocks, err := s.blocks(ha, 0, len(ha.hdr.blocks))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]byte, 0, ha.hdr.size)
-	for _, b := range blocks {
-		out = append(out, b...)
-	}
-	return out, nil
+	return s.readWhole(ha)
 }
 
-// readChunkUncached reads and verifies a whole chunk from its pack,
-// bypassing the caches (for fsck).
+// readChunkUncached reads and verifies a whole chunk from its pack or
+// cache file, bypassing the caches (for fsck).
 func (s *Store) readChunkUncached(h Hash) ([]byte, error) {
 	s.headers.Delete(h)
 	ha, err := s.header(h)
 	if err != nil {
 		return nil, err
 	}
+	return s.readWhole(ha)
+}
+
+// readWhole reads and verifies the whole chunk at ha.
+func (s *Store) readWhole(ha headerAt) ([]byte, error) {
 	hd := ha.hdr
-	raw, err := s.readRecord(h, ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen), hd.dataLen())
+	raw, err := s.readRecord(hd.id, ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen), hd.dataLen())
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
+		return nil, fmt.Errorf("chunk %s: %w", hd.id.Short(), err)
+	}
+	plain := make([][]byte, len(hd.blocks))
+	errs := make([]error, len(hd.blocks))
+	verify := func(i int) {
+		bl := hd.blocks[i]
+		plain[i], errs[i] = s.decodeBlock(hd, i, raw[bl.off:bl.off+bl.stored])
+	}
+	if len(hd.blocks) >= 8 {
+		parallel(len(hd.blocks), verify)
+	} else {
+		for i := range hd.blocks {
+			verify(i)
+		}
+	}
+	allRaw := true
+	for i, e := range errs {
+		if e != nil {
+			return nil, e
+		}
+		allRaw = allRaw && hd.blocks[i].codec == codecRaw
+	}
+	if allRaw {
+		return raw, nil
 	}
 	out := make([]byte, 0, hd.size)
-	for i, bl := range hd.blocks {
-		b, err := s.decodeBlock(hd, i, raw[bl.off:bl.off+bl.stored])
-		if err != nil {
-			return nil, err
-		}
+	for _, b := range plain {
 		out = append(out, b...)
 	}
 	return out, nil
