@@ -188,7 +188,7 @@ func TestManyFetchesOnOneConnection(t *testing.T) {
 // FuzzReceiveChunk feeds arbitrary answers to a chunk fetch: the reader
 // must fail cleanly, and whatever it accepts must be the chunk asked for.
 func FuzzReceiveChunk(f *testing.F) {
-	data := randomData(7, 40_000)
+	data := randomData(7, 1_000)
 	want := store.ChunkID(data)
 	var good bytes.Buffer
 	bw := bufio.NewWriter(&good)
