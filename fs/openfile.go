@@ -477,6 +477,14 @@ func (of *openFile) read(p []byte, off uint64) (int, error) {
 		}
 		return n, err
 	}
+	if base, origin := of.base, of.origin; of.fsys.s.Lacks(base, off, uint64(len(p))) {
+		// Fetch what the base lacks without holding the file: a fetch may
+		// take up to the fetch timeout, and stat or writes of this file
+		// must not wait for it. (The bytes are read again below, locally.)
+		of.mu.Unlock()
+		of.fsys.s.ReadAtFrom(origin, base, p, off)
+		of.mu.Lock()
+	}
 	defer of.mu.Unlock()
 	if off >= of.cur.size {
 		return 0, nil

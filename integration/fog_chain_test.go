@@ -2,10 +2,13 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // A fog node in the middle of a chain: A (full) → F (metadata only) → C
@@ -119,5 +122,47 @@ func TestFogForwardsAFetchOneHop(t *testing.T) {
 	}
 	if forwarded == 0 || st.Cache.Fetches == 0 {
 		t.Fatalf("f1 did not forward: %+v", st)
+	}
+}
+
+// A read of remote content from a file with uncommitted writes waits for
+// its fetch without holding the file: a write to the file (and its
+// getattr) goes on at once while the read waits for a peer that is gone.
+func TestWritesDoNotWaitForADirtyFilesFetch(t *testing.T) {
+	a, f := newFog(t, "all", "64MiB")
+	f.geofs("config", f.store, "fetch.timeout", "4s")
+	a.mount()
+	f.mount()
+	data := randomBytes(t, 4<<20)
+	if err := os.WriteFile(a.path("big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the file's metadata at f", func() bool {
+		st, err := os.Stat(f.path("big"))
+		return err == nil && st.Size() == int64(len(data))
+	})
+	a.unmount()
+	fh, err := os.OpenFile(f.path("big"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.WriteAt([]byte("x"), 0); err != nil { // buffered: the file is dirty
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		_, err := fh.ReadAt(buf, 3<<20) // remote, and no peer
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	_, err = fh.WriteAt([]byte("y"), 10)
+	if took := time.Since(start); err != nil || took > 2*time.Second {
+		t.Fatalf("write during the fetch: %v after %v", err, took)
+	}
+	if err := <-done; !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read with no peer: %v, want EIO", err)
 	}
 }

@@ -187,6 +187,20 @@ func (s *Store) Holds(req FetchRequest) bool {
 	return s.HasChunk(req.Hash) || s.cache.has(req.Hash)
 }
 
+// Lacks reports whether content bytes [off, off+n) of x need a chunk that
+// is neither in a pack nor in the cache (reading them would fetch).
+func (s *Store) Lacks(x *Extents, off, n uint64) bool {
+	if !s.remoteSet() {
+		return false
+	}
+	for k := x.Find(off); k < len(x.Refs) && x.Offs[k] < off+n; k++ {
+		if r := x.Refs[k]; !r.IsHole() && !s.HasChunk(r.Hash) && !s.cache.has(r.Hash) {
+			return true
+		}
+	}
+	return false
+}
+
 // Obtain returns an item's bytes: read here, or fetched from peers (and
 // kept) when it is missing or damaged here. ctx may carry the fetch
 // package's forwarding state.
