@@ -13,8 +13,8 @@ import (
 
 // Partial receives a chunk's blocks, verified, as they arrive.
 type Partial interface {
-	Blocks(n, size int)    // the chunk has n blocks and size bytes (its header checked out)
-	Block(i int, b []byte) // block i's plain bytes, checked against its hash
+	Head(header []byte, blocks, size int) // the chunk's record header (checked against its id), its block count and length
+	Block(i int, b []byte)                // block i's plain bytes, checked against its hash
 }
 
 // ChunkAssembler checks a chunk arriving block by block.
@@ -94,20 +94,26 @@ func (s *Store) SendChunk(ctx context.Context, req FetchRequest, head func(hdr [
 	if !s.fetchable(err) {
 		return err
 	}
-	data, err := s.Obtain(ctx, req)
-	if err != nil {
+	// Not here, or damaged: pass the blocks on as the fetch brings them.
+	c := s.flight(ctx, req)
+	hdr, n := c.waitHead()
+	if hdr == nil {
+		<-c.done
+		return c.err
+	}
+	if err := head(hdr); err != nil {
 		return err
 	}
-	leaves := blockHashes(data)
-	hdr := &chunkHeader{id: h, size: len(data)}
-	for i, l := range leaves {
-		hdr.blocks = append(hdr.blocks, blockInfo{stored: uint32(hdr.blockLen(i)), hash: l})
-	}
-	if err := head(hdr.encode()); err != nil {
-		return err
-	}
-	for i := range leaves {
-		if err := block(i, data[i*BlockSize:min((i+1)*BlockSize, len(data))]); err != nil {
+	for i := range n {
+		bl, _ := c.waitBlocks(i, i+1)
+		if bl == nil {
+			<-c.done
+			if c.err == nil {
+				c.err = fmt.Errorf("chunk %s: %w: block %d missing", h.Short(), ErrCorrupt, i)
+			}
+			return c.err
+		}
+		if err := block(i, bl[0]); err != nil {
 			return err
 		}
 	}
@@ -123,7 +129,8 @@ type fetchCall struct {
 
 	mu       sync.Mutex
 	cond     *sync.Cond
-	blocks   [][]byte
+	header   []byte
+	blocks   [][]byte // len set by Head; fixed after
 	size     int
 	finished bool
 }
@@ -134,12 +141,24 @@ func newFetchCall() *fetchCall {
 	return c
 }
 
-func (c *fetchCall) Blocks(n, size int) {
+func (c *fetchCall) Head(header []byte, blocks, size int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.blocks == nil {
-		c.blocks, c.size = make([][]byte, n), size
+	if c.header == nil {
+		c.header, c.blocks, c.size = header, make([][]byte, blocks), size
+		c.cond.Broadcast()
 	}
+}
+
+// waitHead returns the chunk's record header and block count once they
+// arrived, or nil if the fetch ended first.
+func (c *fetchCall) waitHead() ([]byte, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.header == nil && !c.finished {
+		c.cond.Wait()
+	}
+	return c.header, len(c.blocks)
 }
 
 func (c *fetchCall) Block(i int, b []byte) {

@@ -245,7 +245,7 @@ func receiveChunk(br *bufio.Reader, req store.FetchRequest, hdr []byte, part sto
 		return nil, fmt.Errorf("%s: %w: %w", req, fetch.ErrBadAnswer, err)
 	}
 	if part != nil {
-		part.Blocks(asm.Blocks(), asm.Size())
+		part.Head(hdr, asm.Blocks(), asm.Size())
 	}
 	for i := range asm.Blocks() {
 		typ, p, err := ReadFrame(br, MaxFrame)
