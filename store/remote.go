@@ -68,12 +68,12 @@ type remote struct {
 	mu      sync.Mutex
 	r       Remote
 	timeout time.Duration
-	flights map[Hash]*fetchCall
-	ahead   chan struct{}      // bounds read-ahead fetches (prefetchRemote)
-	failed  map[Hash]failure   // fetches that failed just now
-	gen     uint64             // counts links connecting (PeersChanged)
-	closing bool               // Close began: no new fetches
-	origins *lru[Hash, Origin] // content root -> a file version that has it
+	flights map[flightKey]*fetchCall
+	ahead   chan struct{}         // bounds read-ahead fetches (prefetchRemote)
+	failed  map[flightKey]failure // fetches that failed just now
+	gen     uint64                // counts links connecting (PeersChanged)
+	closing bool                  // Close began: no new fetches
+	origins *lru[Hash, Origin]    // content root -> a file version that has it
 	stats   FetchStats
 	lat     []time.Duration // the latest fetch latencies, a ring
 	latN    int
@@ -170,11 +170,31 @@ func (s *Store) fetchable(err error) bool {
 	return s.remoteSet() && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound))
 }
 
-// fetching reports whether h is being fetched.
+// flightKey names a fetch in flight. A fetch made for a peer (ForPeer)
+// carries the peer's forwarding limits, so this site's own readers do not
+// share it, nor it theirs.
+type flightKey struct {
+	h       Hash
+	forPeer bool
+}
+
+type forPeerKey struct{}
+
+// ForPeer marks ctx as a fetch this site makes to answer a peer.
+func ForPeer(ctx context.Context) context.Context {
+	return context.WithValue(ctx, forPeerKey{}, true)
+}
+
+func keyOf(ctx context.Context, h Hash) flightKey {
+	forPeer, _ := ctx.Value(forPeerKey{}).(bool)
+	return flightKey{h, forPeer}
+}
+
+// fetching reports whether h is being fetched for this site's readers.
 func (s *Store) fetching(h Hash) bool {
 	s.rem.mu.Lock()
 	defer s.rem.mu.Unlock()
-	_, ok := s.rem.flights[h]
+	_, ok := s.rem.flights[flightKey{h: h}]
 	return ok
 }
 
@@ -259,10 +279,11 @@ const failMemory = time.Second
 func (s *Store) flight(ctx context.Context, req FetchRequest) *fetchCall {
 	s.rem.mu.Lock()
 	defer s.rem.mu.Unlock()
-	if c, ok := s.rem.flights[req.Hash]; ok {
+	key := keyOf(ctx, req.Hash)
+	if c, ok := s.rem.flights[key]; ok {
 		return c
 	}
-	if f, ok := s.rem.failed[req.Hash]; ok && time.Since(f.at) < failMemory && f.gen == s.rem.gen {
+	if f, ok := s.rem.failed[key]; ok && time.Since(f.at) < failMemory && f.gen == s.rem.gen {
 		c := newFetchCall()
 		c.finish(nil, f.err)
 		return c
@@ -273,18 +294,18 @@ func (s *Store) flight(ctx context.Context, req FetchRequest) *fetchCall {
 		return c
 	}
 	c := newFetchCall()
-	s.rem.flights[req.Hash] = c
+	s.rem.flights[key] = c
 	r, timeout := s.rem.r, s.rem.timeout
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		s.run(context.WithoutCancel(ctx), req, c, r, timeout)
+		s.run(context.WithoutCancel(ctx), key, req, c, r, timeout)
 	}()
 	return c
 }
 
 // run fetches req's item for c and keeps it.
-func (s *Store) run(ctx context.Context, req FetchRequest, c *fetchCall, r Remote, timeout time.Duration) {
+func (s *Store) run(ctx context.Context, key flightKey, req FetchRequest, c *fetchCall, r Remote, timeout time.Duration) {
 	start := time.Now()
 	fctx, cancel := context.WithTimeout(ctx, timeout)
 	stop := context.AfterFunc(s.bgCtx, cancel) // Close ends fetches
@@ -301,7 +322,7 @@ func (s *Store) run(ctx context.Context, req FetchRequest, c *fetchCall, r Remot
 		}
 	}
 	s.rem.mu.Lock()
-	delete(s.rem.flights, req.Hash)
+	delete(s.rem.flights, key)
 	if err != nil {
 		s.rem.stats.Failures++
 		for h, f := range s.rem.failed {
@@ -309,9 +330,9 @@ func (s *Store) run(ctx context.Context, req FetchRequest, c *fetchCall, r Remot
 				delete(s.rem.failed, h)
 			}
 		}
-		s.rem.failed[req.Hash] = failure{time.Now(), s.rem.gen, err}
+		s.rem.failed[key] = failure{time.Now(), s.rem.gen, err}
 	} else {
-		delete(s.rem.failed, req.Hash)
+		delete(s.rem.failed, key)
 		s.rem.stats.Fetches++
 		s.rem.stats.Bytes += uint64(len(data))
 		if len(s.rem.lat) < latencyRing {

@@ -177,9 +177,9 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 		reserve: 128 << 20,
 	}
 	s.bflight.calls = map[blockKey]*flightCall{}
-	s.rem.flights = map[Hash]*fetchCall{}
+	s.rem.flights = map[flightKey]*fetchCall{}
 	s.rem.ahead = make(chan struct{}, remoteFetchers)
-	s.rem.failed = map[Hash]failure{}
+	s.rem.failed = map[flightKey]failure{}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	s.rem.origins = newLRU[Hash, Origin](4096)
 	s.prefetchers = make(chan struct{}, 2)

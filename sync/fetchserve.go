@@ -49,7 +49,7 @@ func (fs *FetchServer) serve(ctx context.Context, br *bufio.Reader, bw *bufio.Wr
 	// What this site lacks (a fog node), or holds damaged, it asks its
 	// other peers for, one hop at most.
 	visited := append(slices.Clone(req.Visited), fs.Peer, fs.Store.Site())
-	fctx := fetch.Forwarded(ctx, req.Hops+1, visited)
+	fctx := store.ForPeer(fetch.Forwarded(ctx, req.Hops+1, visited))
 	if !fs.Store.Holds(sreq) {
 		if req.Hops >= fetch.MaxHops {
 			return fs.answerMissing(bw, sreq, errors.New("not here, and the request went as far as it may"))
