@@ -138,6 +138,9 @@ func (s *Store) readRange(o Origin, h Hash, p []byte, off int) error {
 		return nil
 	}
 	<-c.done
+	if errors.Is(c.err, errHeldNow) {
+		return s.readLocal(h, p, off)
+	}
 	if c.err != nil {
 		return c.err
 	}

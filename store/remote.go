@@ -170,6 +170,10 @@ func (s *Store) fetchable(err error) bool {
 	return s.remoteSet() && (errors.Is(err, ErrUnavailable) || errors.Is(err, ErrCorrupt) || errors.Is(err, ErrNotFound))
 }
 
+// errHeldNow tells a reader that the chunk it would fetch is in the cache
+// now: read it here.
+var errHeldNow = errors.New("held here now")
+
 // flightKey names a fetch in flight. A fetch made for a peer (ForPeer)
 // carries the peer's forwarding limits, so this site's own readers do not
 // share it, nor it theirs.
@@ -247,6 +251,9 @@ func (s *Store) fetch(ctx context.Context, req FetchRequest) ([]byte, error) {
 	c := s.flight(ctx, req)
 	select {
 	case <-c.done:
+		if errors.Is(c.err, errHeldNow) {
+			return s.ReadChunk(req.Hash)
+		}
 		return c.data, c.err
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%s: %w", req, ctx.Err())
@@ -286,6 +293,12 @@ func (s *Store) flight(ctx context.Context, req FetchRequest) *fetchCall {
 	if f, ok := s.rem.failed[key]; ok && time.Since(f.at) < failMemory && f.gen == s.rem.gen {
 		c := newFetchCall()
 		c.finish(nil, f.err)
+		return c
+	}
+	if req.Kind == FetchChunk && s.cache.has(req.Hash) {
+		// Kept by a fetch that ended after the caller's local read failed.
+		c := newFetchCall()
+		c.finish(nil, errHeldNow)
 		return c
 	}
 	if s.rem.closing {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -99,6 +100,9 @@ func (s *Store) SendChunk(ctx context.Context, req FetchRequest, head func(hdr [
 	hdr, n := c.waitHead()
 	if hdr == nil {
 		<-c.done
+		if errors.Is(c.err, errHeldNow) {
+			return s.SendChunk(ctx, req, head, block) // kept meanwhile: send it from here
+		}
 		return c.err
 	}
 	if err := head(hdr); err != nil {
