@@ -73,7 +73,8 @@ func TestWorkloadSurvivesRemount(t *testing.T) {
 // TestSIGKILLKeepsFsyncedData kills the mount process while writers run.
 // After remounting, fsck is clean, every file whose fsync returned is
 // intact, and every other file shows a whole committed version (empty, as
-// created, or complete): never a partial one.
+// created, complete, or what a writer dirty for 5 s had written when the
+// periodic commit took it): never a torn one.
 func TestSIGKILLKeepsFsyncedData(t *testing.T) {
 	s := newSite(t)
 	s.mount()
@@ -138,7 +139,12 @@ func TestSIGKILLKeepsFsyncedData(t *testing.T) {
 		if _, ok := synced[name]; ok && !whole {
 			t.Fatalf("%s was fsynced but reads %d bytes that differ", name, len(got))
 		}
-		if !whole && len(got) != 0 {
+		// A writer dirty for 5 s is committed as far as it got (docs/
+		// INVARIANTS.md, "What a commit is"): a slow one (under the race
+		// detector) may show such a version, whole FUSE writes (1 MiB)
+		// of its data. Anything else would be a torn version.
+		prefix := len(got)%(1<<20) == 0 && bytes.Equal(got, content(seed, i, size)[:len(got)])
+		if !whole && len(got) != 0 && !prefix {
 			t.Fatalf("%s shows a partial version (%d of %d bytes)", name, len(got), size)
 		}
 	}
