@@ -360,7 +360,9 @@ func (s *Store) Prefetch(x *Extents, off, n uint64) { s.PrefetchFrom(s.originOf(
 // PrefetchFrom is Prefetch for content of the file version o: content this
 // site lacks is fetched from peers in its name.
 func (s *Store) PrefetchFrom(o Origin, x *Extents, off, n uint64) {
-	if s.remoteSet() {
+	if s.remoteSet() && s.Partial() {
+		// Only a site with metadata-only links lacks content by design; a
+		// full site's rare missing chunk is fetched when read.
 		s.prefetchRemote(o, x, off)
 	}
 	for p := off; p < off+n && p < x.Size; p += prefetchPiece {

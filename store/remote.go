@@ -214,7 +214,7 @@ func (s *Store) Holds(req FetchRequest) bool {
 // Lacks reports whether content bytes [off, off+n) of x need a chunk that
 // is neither in a pack nor in the cache (reading them would fetch).
 func (s *Store) Lacks(x *Extents, off, n uint64) bool {
-	if !s.remoteSet() {
+	if !s.remoteSet() || !s.Partial() {
 		return false
 	}
 	for k := x.Find(off); k < len(x.Refs) && x.Offs[k] < off+n; k++ {
@@ -326,7 +326,7 @@ func (s *Store) run(ctx context.Context, key flightKey, req FetchRequest, c *fet
 	stop()
 	cancel()
 	if err == nil {
-		err = s.keep(req, data)
+		err = s.keep(req, data, c.head())
 	}
 	if err != nil {
 		data = nil
@@ -361,14 +361,26 @@ func (s *Store) run(ctx context.Context, key flightKey, req FetchRequest, c *fet
 
 // keep stores a fetched item (checked against its hash by the Remote; it
 // is checked again here, since what is kept must be right).
-func (s *Store) keep(req FetchRequest, b []byte) error {
+//
+// A chunk that came block by block (header set: its record header, which
+// hashes to the chunk id) had each block checked against the header as it
+// arrived, so its block hashes are taken from there rather than computed
+// a second time.
+func (s *Store) keep(req FetchRequest, b []byte, header []byte) error {
 	if req.Kind == FetchNode {
 		if Sum(b) != req.Hash {
 			return fmt.Errorf("%s: %w: fetched bytes do not match", req, ErrCorrupt)
 		}
 		return s.PutNodes([][]byte{b})
 	}
-	leaves := blockHashes(b)
+	var leaves []Hash
+	if hd, err := decodeHeader(header, req.Hash); err == nil && hd.size == len(b) {
+		for _, bl := range hd.blocks {
+			leaves = append(leaves, bl.hash)
+		}
+	} else {
+		leaves = blockHashes(b)
+	}
 	id := rootHash(len(b), leaves)
 	if id != req.Hash {
 		return fmt.Errorf("%s: %w: fetched bytes do not match", req, ErrCorrupt)

@@ -74,20 +74,19 @@ func (a *ChunkAssembler) Bytes() ([]byte, error) {
 func (s *Store) SendChunk(ctx context.Context, req FetchRequest, head func(hdr []byte) error, block func(i int, b []byte) error) error {
 	h := req.Hash
 	ha, err := s.header(h)
+	var data []byte
 	if err == nil {
-		if err = head(ha.hdr.encode()); err != nil {
+		// Verified whole before the header goes out: damage found here
+		// is fetched from peers below, not discovered mid-answer.
+		data, err = s.readWhole(ha)
+	}
+	if err == nil {
+		if err := head(ha.hdr.encode()); err != nil {
 			return err
 		}
-		for from := 0; from < len(ha.hdr.blocks); from += 8 {
-			to := min(from+8, len(ha.hdr.blocks))
-			bl, err := s.blocks(ha, from, to)
-			if err != nil {
-				return err // damage found mid-chunk: the caller ends the answer
-			}
-			for i, b := range bl {
-				if err := block(from+i, b); err != nil {
-					return err
-				}
+		for i := range ha.hdr.blocks {
+			if err := block(i, data[i*BlockSize:min((i+1)*BlockSize, len(data))]); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -152,6 +151,13 @@ func (c *fetchCall) Head(header []byte, blocks, size int) {
 		c.header, c.blocks, c.size = header, make([][]byte, blocks), size
 		c.cond.Broadcast()
 	}
+}
+
+// head returns the chunk's record header, if it came block by block.
+func (c *fetchCall) head() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.header
 }
 
 // waitHead returns the chunk's record header and block count once they
