@@ -395,7 +395,7 @@ const (
 func (s *Store) prefetchRemote(o Origin, x *Extents, off uint64) {
 	for k := x.Find(off); k < len(x.Refs) && x.Offs[k] < off+remoteAhead; k++ {
 		r := x.Refs[k]
-		if r.IsHole() || s.HasChunk(r.Hash) || s.cache.has(r.Hash) || s.fetching(r.Hash) {
+		if r.IsHole() || s.cache.has(r.Hash) || s.HasChunk(r.Hash) || s.fetching(r.Hash) {
 			continue
 		}
 		select {

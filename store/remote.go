@@ -218,7 +218,7 @@ func (s *Store) Lacks(x *Extents, off, n uint64) bool {
 		return false
 	}
 	for k := x.Find(off); k < len(x.Refs) && x.Offs[k] < off+n; k++ {
-		if r := x.Refs[k]; !r.IsHole() && !s.HasChunk(r.Hash) && !s.cache.has(r.Hash) {
+		if r := x.Refs[k]; !r.IsHole() && !s.cache.has(r.Hash) && !s.HasChunk(r.Hash) {
 			return true
 		}
 	}
