@@ -2,21 +2,29 @@ package store
 
 import (
 	"container/list"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// The chunk cache holds chunks a fog node fetched from peers, one file per
-// chunk (dir/ab/abcd…, named by the chunk's hash), bounded by total size.
+// The chunk cache holds chunks a fog node fetched from peers, bounded by
+// total size. Chunks are appended to segment files (dir/00000001.seg, …)
+// in the order they arrive, each record in a frame that starts on a 4 KiB
+// boundary; an evicted chunk's frame is freed by punching a hole over it,
+// and a segment whose chunks are all gone is deleted. Chunks fetched
+// together lie together, so a re-read is one sequential read of a file the
+// kernel reads ahead, not an open and a cold inode per chunk.
 //
 // Eviction is a segmented LRU, so that one pass over much data (a backup,
 // a find | xargs cat) does not flush the chunks in steady use. A new chunk
@@ -27,17 +35,33 @@ import (
 // each other count as one reference: a sequential read touches a chunk
 // once per small piece, and that must not look like reuse.
 //
-// Files are not fsynced: the caller verifies chunk bytes on every read and
-// refetches a damaged or torn one.
+// The index is in memory and rebuilt on open by reading the frames, oldest
+// segment first. Segments are not fsynced: the caller verifies chunk bytes
+// on every read and refetches a damaged or torn one, and a frame that does
+// not check out ends its segment (what follows it is dropped).
 const (
-	cacheTmpPrefix  = "tmp-"
-	cacheMaxOpen    = 128 // open files kept for reads
+	cacheSegSuffix  = ".seg"
+	cacheSegMax     = 256 << 20 // start a new segment past this size
+	cacheAlign      = 4096      // frames start on file-system block boundaries
 	cacheDefaultGap = time.Second
+
+	// A frame: magic "GCF1", chunk id (32), record length (u32 LE), CRC-32C
+	// of the preceding 40 bytes (u32 LE); then the record.
+	cacheFrameLen = 44
+	cacheMagic    = "GCF1"
 )
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// cacheCost is the disk space a record of n bytes takes in the cache, and
+// what it counts against the limit.
+func cacheCost(n int64) int64 {
+	return (cacheFrameLen + n + cacheAlign - 1) / cacheAlign * cacheAlign
+}
 
 // CacheStats is what status shows about the cache.
 type CacheStats struct {
-	Size         int64  `json:"size"` // bytes held (sum of file sizes)
+	Size         int64  `json:"size"` // disk space held by cached chunks
 	Limit        int64  `json:"limit"`
 	Chunks       int    `json:"chunks"`
 	PinnedBytes  int64  `json:"pinned_bytes"`
@@ -52,19 +76,23 @@ type chunkCache struct {
 	log    *slog.Logger
 	refGap time.Duration    // touches closer than this are one reference
 	now    func() time.Time // the clock (tests replace it)
+	segMax int64            // start a new segment past this size
+
+	wmu sync.Mutex // orders appends; taken before mu, never under it
 
 	mu        sync.Mutex // guards everything below; no file I/O under it
 	closed    bool
 	limit     int64
-	size      int64 // sum of file sizes, and of puts being written
-	protSize  int64 // bytes in the protected segment
-	pinned    int64 // bytes of entries with pins
+	size      int64 // cost of the entries, and of puts being written
+	protSize  int64 // cost of the protected segment's entries
+	pinned    int64 // cost of entries with pins
 	entries   map[Hash]*cacheEntry
-	probation *list.List    // of *cacheEntry, MRU at the front
-	protected *list.List    // of *cacheEntry, MRU at the front
-	files     *list.List    // of *cacheEntry with an open file, MRU at the front
-	maxOpen   int           // bound on files.Len()
-	busy      map[Hash]bool // hashes whose file is being written or unlinked
+	probation *list.List // of *cacheEntry, MRU at the front
+	protected *list.List // of *cacheEntry, MRU at the front
+	segs      map[uint32]*cacheSeg
+	cur       *cacheSeg     // the segment appended to (nil until the first put)
+	nextSeg   uint32        // id of the next segment to create
+	busy      map[Hash]bool // hashes being written
 	lostPins  map[Hash]int  // pins of pinned chunks removed (damaged), restored when they return
 	hits      uint64
 	evictions uint64
@@ -73,26 +101,39 @@ type chunkCache struct {
 
 type cacheEntry struct {
 	h       Hash
-	size    int64
+	seg     *cacheSeg
+	off     int64         // of the frame in seg
+	n       int64         // record length
+	size    int64         // cacheCost(n)
 	elem    *list.Element // in probation or protected
 	prot    bool          // elem is in protected
 	lastRef time.Time     // admission or last counted reference
 	pins    int
-	inUse   int // readAts in progress
-	file    *cacheFile
-	fileEl  *list.Element // in files, when file != nil
+	inUse   int  // readAts in progress
+	doomed  bool // out of the index while in use: the last readAt punches it out
 }
 
-// cacheFile is an open chunk file, closed when its last holder lets go:
-// the cache's open-file LRU holds one reference, each readAt in flight
-// another.
-type cacheFile struct {
-	f    *os.File
-	refs int
+// cacheSeg is a segment file. Its file stays open while it has entries or
+// users; it is deleted once it has neither and is not being appended to.
+type cacheSeg struct {
+	id    uint32
+	f     *os.File
+	end   int64 // where the next frame goes (guarded by wmu)
+	live  int   // entries in the index
+	users int   // readAts and hole punches in progress
+	gone  bool  // out of the index, to be closed
+	empty bool  // gone with no entries: delete the file too
+}
+
+// hole is an evicted entry's frame, to punch out once the lock is
+// released; it holds a user of its segment until then.
+type hole struct {
+	seg       *cacheSeg
+	off, size int64
 }
 
 // openChunkCache opens (creating if need be) the cache in dir, indexes the
-// chunk files already there, oldest first, and evicts down to limit.
+// chunks in its segments, oldest first, and evicts down to limit.
 func openChunkCache(dir string, limit int64, log *slog.Logger) (*chunkCache, error) {
 	if log == nil {
 		log = discardLogger()
@@ -101,92 +142,138 @@ func openChunkCache(dir string, limit int64, log *slog.Logger) (*chunkCache, err
 		return nil, fmt.Errorf("chunk cache directory: %w", err)
 	}
 	c := &chunkCache{
-		dir: dir, log: log, refGap: cacheDefaultGap, now: time.Now,
+		dir: dir, log: log, refGap: cacheDefaultGap, now: time.Now, segMax: cacheSegMax,
 		limit: limit, entries: map[Hash]*cacheEntry{},
-		probation: list.New(), protected: list.New(), files: list.New(),
-		maxOpen: cacheMaxOpen, busy: map[Hash]bool{}, lostPins: map[Hash]int{},
+		probation: list.New(), protected: list.New(), segs: map[uint32]*cacheSeg{},
+		nextSeg: 1, busy: map[Hash]bool{}, lostPins: map[Hash]int{},
 	}
-	found, err := c.scan()
+	ids, err := c.segmentIDs()
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(found, func(i, j int) bool { return found[i].mtime.Before(found[j].mtime) })
-	now := c.now()
-	for _, f := range found {
-		e := &cacheEntry{h: f.h, size: f.size, lastRef: now}
-		e.elem = c.probation.PushFront(e)
-		c.entries[f.h] = e
-		c.size += f.size
+	var holes []hole
+	for _, id := range ids {
+		dup, err := c.scanSegment(id)
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		holes = append(holes, dup...)
+		c.nextSeg = id + 1
+	}
+	if len(ids) > 0 { // go on appending to the newest segment
+		c.cur = c.segs[ids[len(ids)-1]]
 	}
 	c.mu.Lock()
-	victims, closing := c.evictLocked(c.limit)
+	holes = append(holes, c.evictLocked(c.limit)...)
 	c.mu.Unlock()
-	c.finish(victims, closing)
-	c.log.Info("chunk cache opened", "dir", dir, "chunks", len(c.entries), "bytes", c.size)
+	c.finish(holes)
+	c.log.Info("chunk cache opened", "dir", dir, "chunks", len(c.entries), "bytes", c.size, "segments", len(ids))
 	return c, nil
 }
 
-type foundChunk struct {
-	h     Hash
-	size  int64
-	mtime time.Time
+func (c *chunkCache) segPath(id uint32) string {
+	return filepath.Join(c.dir, fmt.Sprintf("%08d%s", id, cacheSegSuffix))
 }
 
-// scan deletes leftover temp files and lists the chunk files in c.dir.
-func (c *chunkCache) scan() ([]foundChunk, error) {
-	top, err := os.ReadDir(c.dir)
+// segmentIDs lists the segment files in c.dir, oldest first.
+func (c *chunkCache) segmentIDs() ([]uint32, error) {
+	des, err := os.ReadDir(c.dir)
 	if err != nil {
 		return nil, fmt.Errorf("chunk cache: %w", err)
 	}
-	var found []foundChunk
-	for _, d := range top {
+	var ids []uint32
+	for _, d := range des {
+		var id uint32
 		name := d.Name()
-		switch {
-		case strings.HasPrefix(name, cacheTmpPrefix):
-			if err := os.Remove(filepath.Join(c.dir, name)); err != nil {
-				c.log.Warn("chunk cache: cannot remove temp file", "file", name, "err", err)
-			}
-			continue
-		case !d.IsDir() || len(name) != 2 || !isLowerHex(name):
+		if _, err := fmt.Sscanf(name, "%08d"+cacheSegSuffix, &id); err != nil || c.segPath(id) != filepath.Join(c.dir, name) || !d.Type().IsRegular() || id == 0 {
 			c.log.Warn("chunk cache: ignoring unexpected file", "file", name)
 			continue
 		}
-		sub, err := os.ReadDir(filepath.Join(c.dir, name))
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+// scanSegment indexes the frames of segment id. The first frame that does
+// not check out (a torn append) ends the segment: the file is cut there.
+// A chunk already indexed from an older frame moves to this one; the
+// older frames are returned to punch out.
+func (c *chunkCache) scanSegment(id uint32) ([]hole, error) {
+	f, err := os.OpenFile(c.segPath(id), os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("chunk cache: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("chunk cache: %w", err)
+	}
+	seg := &cacheSeg{id: id, f: f}
+	c.segs[id] = seg
+	var holes []hole
+	off, size := int64(0), st.Size()
+	var frame [cacheFrameLen]byte
+	for off < size {
+		data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			off = size // holes to the end
+			break
+		}
 		if err != nil {
-			return nil, fmt.Errorf("chunk cache: %w", err)
+			return nil, fmt.Errorf("chunk cache: segment %d: %w", id, err)
 		}
-		for _, s := range sub {
-			rel := filepath.Join(name, s.Name())
-			h, err := ParseHash(s.Name())
-			if err != nil || h.String() != s.Name() || !strings.HasPrefix(s.Name(), name) || !s.Type().IsRegular() {
-				c.log.Warn("chunk cache: ignoring unexpected file", "file", rel)
-				continue
-			}
-			info, err := s.Info()
-			if errors.Is(err, os.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return nil, fmt.Errorf("chunk cache: %w", err)
-			}
-			found = append(found, foundChunk{h, info.Size(), info.ModTime()})
+		off = data
+		if off%cacheAlign != 0 { // data that is not a frame
+			break
 		}
+		if _, err := f.ReadAt(frame[:], off); err != nil {
+			break
+		}
+		h, n, ok := decodeFrame(frame[:])
+		if !ok || off+cacheFrameLen+n > size {
+			break
+		}
+		if old := c.entries[h]; old != nil {
+			c.mu.Lock()
+			holes = append(holes, c.deleteLocked(old))
+			c.mu.Unlock()
+		}
+		e := &cacheEntry{h: h, seg: seg, off: off, n: n, size: cacheCost(n), lastRef: c.now()}
+		e.elem = c.probation.PushFront(e)
+		c.entries[h] = e
+		c.size += e.size
+		seg.live++
+		off += e.size
 	}
-	return found, nil
+	if off < size {
+		c.log.Warn("chunk cache: dropping a damaged segment tail", "segment", filepath.Base(c.segPath(id)), "offset", off, "bytes", size-off)
+		if err := f.Truncate(off); err != nil {
+			return nil, fmt.Errorf("chunk cache: segment %d: %w", id, err)
+		}
+		size = off
+	}
+	seg.end = size
+	return holes, nil
 }
 
-func isLowerHex(s string) bool {
-	for _, r := range s {
-		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
-			return false
-		}
-	}
-	return true
+func encodeFrame(h Hash, n int64) []byte {
+	b := make([]byte, cacheFrameLen)
+	copy(b, cacheMagic)
+	copy(b[4:], h[:])
+	binary.LittleEndian.PutUint32(b[36:], uint32(n))
+	binary.LittleEndian.PutUint32(b[40:], crc32.Checksum(b[:40], crcTable))
+	return b
 }
 
-func (c *chunkCache) path(h Hash) string {
-	s := h.String()
-	return filepath.Join(c.dir, s[:2], s)
+func decodeFrame(b []byte) (h Hash, n int64, ok bool) {
+	if len(b) < cacheFrameLen || string(b[:4]) != cacheMagic ||
+		crc32.Checksum(b[:40], crcTable) != binary.LittleEndian.Uint32(b[40:]) {
+		return Hash{}, 0, false
+	}
+	copy(h[:], b[4:36])
+	return h, int64(binary.LittleEndian.Uint32(b[36:])), true
 }
 
 // setLimit changes the limit and evicts down to it at once.
@@ -194,91 +281,161 @@ func (c *chunkCache) setLimit(limit int64) {
 	c.mu.Lock()
 	c.limit = limit
 	c.balanceLocked()
-	victims, closing := c.evictLocked(limit)
+	holes := c.evictLocked(limit)
 	c.mu.Unlock()
-	c.finish(victims, closing)
+	c.finish(holes)
 }
 
 // put stores a chunk whose bytes are the concatenation of record. It
 // reports whether the chunk is now cached: false, with no error, when the
 // cache is off or full of entries that cannot be evicted, or when the same
-// chunk is being written or removed concurrently.
+// chunk is being written concurrently.
 func (c *chunkCache) put(h Hash, record [][]byte) (bool, error) {
 	var n int64
 	for _, b := range record {
 		n += int64(len(b))
 	}
+	cost := cacheCost(n)
 	c.mu.Lock()
 	if c.entries[h] != nil {
 		c.mu.Unlock()
 		return true, nil
 	}
-	if c.closed || c.limit <= 0 || c.busy[h] {
+	if c.closed || c.limit <= 0 || c.busy[h] || n > maxFramed {
 		c.mu.Unlock()
 		return false, nil
 	}
-	victims, closing := c.evictLocked(c.limit - n)
+	holes := c.evictLocked(c.limit - cost)
 	// Admit only while within the limit, so that the cache never exceeds
 	// it by more than one chunk.
 	admit := c.size <= c.limit
 	if admit {
-		c.size += n // reserved while the file is written
+		c.size += cost // reserved while the frame is written
 		c.busy[h] = true
 	}
 	c.mu.Unlock()
-	c.finish(victims, closing)
+	c.finish(holes)
 	if !admit {
 		return false, nil
 	}
 
-	err := c.write(h, record)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	seg, off, err := c.append(h, n, record)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.busy, h)
 	if err != nil {
-		c.size -= n
+		c.size -= cost
 		return false, err
 	}
-	e := &cacheEntry{h: h, size: n, lastRef: c.now()}
+	e := &cacheEntry{h: h, seg: seg, off: off, n: n, size: cost, lastRef: c.now()}
 	if p := c.lostPins[h]; p > 0 {
 		e.pins = p
-		c.pinned += n
+		c.pinned += cost
 		delete(c.lostPins, h)
 	}
 	e.elem = c.probation.PushFront(e)
 	c.entries[h] = e
+	seg.live++
 	return true, nil
 }
 
-// write writes the chunk to a temp file and renames it into place.
-func (c *chunkCache) write(h Hash, record [][]byte) error {
-	f, err := os.CreateTemp(c.dir, cacheTmpPrefix+"*")
-	if err != nil {
-		return cacheWriteErr(h, err)
+const maxFramed = 1<<32 - 1 // a frame's record length is a u32
+
+// append writes h's frame at the end of the current segment, starting a
+// new one when it is full, and returns where. The caller holds wmu. A
+// failed write is cut off and ends the segment, so a torn frame is never
+// followed by good ones.
+func (c *chunkCache) append(h Hash, n int64, record [][]byte) (*cacheSeg, int64, error) {
+	c.mu.Lock()
+	seg, closed := c.cur, c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, 0, fmt.Errorf("cache chunk %s: %w", h.Short(), os.ErrClosed)
 	}
-	tmp := f.Name()
-	iov := make([][]byte, 0, len(record))
+	if seg == nil || seg.end >= c.segMax {
+		var err error
+		if seg, err = c.newSegment(); err != nil {
+			return nil, 0, cacheWriteErr(h, err)
+		}
+	}
+	off := seg.end
+	iov := [][]byte{encodeFrame(h, n)}
 	for _, b := range record {
 		if len(b) > 0 {
 			iov = append(iov, b)
 		}
 	}
-	_, err = writev(f, iov)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if pad := cacheCost(n) - cacheFrameLen - n; pad > 0 {
+		iov = append(iov, make([]byte, pad))
 	}
-	if err == nil {
-		err = os.Mkdir(filepath.Dir(c.path(h)), 0o700)
-		if errors.Is(err, os.ErrExist) {
-			err = nil
-		}
+	if err := pwritev(seg.f, iov, off); err != nil {
+		seg.f.Truncate(off)
+		seg.end = c.segMax // the next put starts a new segment
+		return nil, 0, cacheWriteErr(h, err)
 	}
-	if err == nil {
-		err = os.Rename(tmp, c.path(h))
-	}
+	seg.end = off + cacheCost(n)
+	return seg, off, nil
+}
+
+// newSegment creates the next segment and makes it current. The caller
+// holds wmu.
+func (c *chunkCache) newSegment() (*cacheSeg, error) {
+	c.mu.Lock()
+	id := c.nextSeg
+	c.nextSeg++
+	c.mu.Unlock()
+	f, err := os.OpenFile(c.segPath(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		os.Remove(tmp)
-		return cacheWriteErr(h, err)
+		return nil, err
+	}
+	seg := &cacheSeg{id: id, f: f}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		f.Close()
+		os.Remove(f.Name())
+		return nil, os.ErrClosed
+	}
+	old := c.cur
+	c.segs[id], c.cur = seg, seg
+	var done []*cacheSeg
+	if old != nil && c.retireLocked(old) {
+		done = append(done, old)
+	}
+	c.mu.Unlock()
+	c.dispose(done)
+	return seg, nil
+}
+
+// pwritev writes all of iov to f at off, retrying short writes.
+func pwritev(f *os.File, iov [][]byte, off int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for len(iov) > 0 {
+		var n int
+		var werr error
+		batch := iov[:min(len(iov), 1024)] // IOV_MAX
+		if err := rc.Write(func(fd uintptr) bool {
+			n, werr = unix.Pwritev(int(fd), batch, off)
+			return true
+		}); err != nil {
+			return err
+		}
+		if werr == unix.EINTR {
+			continue
+		}
+		if werr != nil {
+			return werr
+		}
+		if n == 0 {
+			return io.ErrShortWrite
+		}
+		off += int64(n)
+		iov = advance(iov, n)
 	}
 	return nil
 }
@@ -290,9 +447,10 @@ func cacheWriteErr(h Hash, err error) error {
 	return fmt.Errorf("cache chunk %s: %w", h.Short(), err)
 }
 
-// readAt reads n bytes at off of cached chunk h. It gives an error
-// wrapping ErrNotFound if h is not cached, and one wrapping ErrCorrupt if
-// the file is too short (the caller then refetches the chunk).
+// readAt reads n bytes at off of cached chunk h's record. It gives an
+// error wrapping ErrNotFound if h is not cached, and one wrapping
+// ErrCorrupt if the range is past the record's end or the segment was
+// cut short (the caller then refetches the chunk).
 func (c *chunkCache) readAt(h Hash, off int64, n int) ([]byte, error) {
 	if off < 0 || n < 0 {
 		return nil, fmt.Errorf("cached chunk %s: bad range %d+%d", h.Short(), off, n)
@@ -303,30 +461,32 @@ func (c *chunkCache) readAt(h Hash, off int64, n int) ([]byte, error) {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("cached chunk %s: %w", h.Short(), ErrNotFound)
 	}
-	e.inUse++
-	cf := e.file
-	if cf != nil {
-		cf.refs++
-		c.files.MoveToFront(e.fileEl)
+	if off+int64(n) > e.n {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("cached chunk %s: %w: %d+%d is past its %d bytes", h.Short(), ErrCorrupt, off, n, e.n)
 	}
+	e.inUse++
+	seg, at := e.seg, e.off+cacheFrameLen+off
+	seg.users++
 	c.mu.Unlock()
 
-	if cf == nil {
-		var err error
-		if cf, err = c.openFile(e); err != nil {
-			return nil, err
-		}
-	}
 	buf := make([]byte, n)
-	_, err := cf.f.ReadAt(buf, off)
+	_, err := seg.f.ReadAt(buf, at)
 
 	c.mu.Lock()
 	e.inUse--
-	closing := c.releaseLocked(cf)
-	c.mu.Unlock()
-	if closing != nil {
-		closing.Close()
+	seg.users--
+	var done []*cacheSeg
+	var holes []hole
+	if e.inUse == 0 && e.doomed {
+		e.doomed = false
+		holes = append(holes, hole{seg, e.off, e.size})
+	} else if c.retireLocked(seg) {
+		done = append(done, seg)
 	}
+	c.mu.Unlock()
+	c.dispose(done)
+	c.finish(holes)
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -336,70 +496,31 @@ func (c *chunkCache) readAt(h Hash, off int64, n int) ([]byte, error) {
 	return buf, nil
 }
 
-// openFile opens e's file for readAt, which holds e in use, and returns it
-// with a reference for the caller. The file joins the open-file LRU
-// unless another readAt got there first or e left the cache meanwhile.
-func (c *chunkCache) openFile(e *cacheEntry) (*cacheFile, error) {
-	f, err := os.Open(c.path(e.h))
-	c.mu.Lock()
-	current := c.entries[e.h] == e && !c.closed
-	if err != nil {
-		e.inUse--
-		c.mu.Unlock()
-		if errors.Is(err, os.ErrNotExist) {
-			if current { // indexed but gone: damage
-				return nil, fmt.Errorf("cached chunk %s: %w: file missing", e.h.Short(), ErrCorrupt)
-			}
-			return nil, fmt.Errorf("cached chunk %s: %w", e.h.Short(), ErrNotFound)
-		}
-		return nil, fmt.Errorf("cached chunk %s: %w", e.h.Short(), err)
+// retireLocked reports whether seg is done with — no entries, no users,
+// not being appended to (or the cache closed) — and marks it gone, for
+// the caller to dispose of once the lock is released.
+func (c *chunkCache) retireLocked(seg *cacheSeg) bool {
+	if seg.gone || seg.users > 0 || (!c.closed && (seg.live > 0 || seg == c.cur)) {
+		return false
 	}
-	var cf *cacheFile
-	var closing []*os.File
-	switch {
-	case e.file != nil: // another readAt opened it first
-		cf = e.file
-		cf.refs++
-		closing = append(closing, f)
-	case current:
-		cf = &cacheFile{f: f, refs: 2}
-		e.file = cf
-		e.fileEl = c.files.PushFront(e)
-		for c.files.Len() > c.maxOpen {
-			old := c.files.Back().Value.(*cacheEntry)
-			if of := c.dropFileLocked(old); of != nil {
-				closing = append(closing, of)
-			}
-		}
-	default: // e was removed or the cache closed: read privately
-		cf = &cacheFile{f: f, refs: 1}
+	seg.gone, seg.empty = true, seg.live == 0
+	delete(c.segs, seg.id)
+	if seg == c.cur {
+		c.cur = nil
 	}
-	c.mu.Unlock()
-	for _, f := range closing {
-		f.Close()
-	}
-	return cf, nil
+	return true
 }
 
-// releaseLocked drops one reference to cf and returns its file if that
-// was the last one (for the caller to close outside the lock).
-func (c *chunkCache) releaseLocked(cf *cacheFile) *os.File {
-	cf.refs--
-	if cf.refs == 0 {
-		return cf.f
+// dispose closes retired segments, deleting those left empty.
+func (c *chunkCache) dispose(segs []*cacheSeg) {
+	for _, seg := range segs {
+		seg.f.Close()
+		if seg.empty {
+			if err := os.Remove(seg.f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+				c.log.Warn("chunk cache: cannot delete an empty segment", "segment", seg.f.Name(), "err", err)
+			}
+		}
 	}
-	return nil
-}
-
-// dropFileLocked takes e's file out of the open-file LRU.
-func (c *chunkCache) dropFileLocked(e *cacheEntry) *os.File {
-	if e.file == nil {
-		return nil
-	}
-	c.files.Remove(e.fileEl)
-	cf := e.file
-	e.file, e.fileEl = nil, nil
-	return c.releaseLocked(cf)
 }
 
 // has reports whether chunk h is cached.
@@ -409,12 +530,12 @@ func (c *chunkCache) has(h Hash) bool {
 	return c.entries[h] != nil
 }
 
-// fileSize returns the size of cached chunk h's file.
-func (c *chunkCache) fileSize(h Hash) (int64, bool) {
+// recordLen returns the length of cached chunk h's record.
+func (c *chunkCache) recordLen(h Hash) (int64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e := c.entries[h]; e != nil {
-		return e.size, true
+		return e.n, true
 	}
 	return 0, false
 }
@@ -459,11 +580,10 @@ func (c *chunkCache) balanceLocked() {
 
 // evictLocked evicts entries, probation LRU first, then protected LRU,
 // until size ≤ target or no entry is evictable (pinned or being read).
-// It returns the hashes whose files the caller must unlink, marked busy,
-// and files to close; pass both to finish once the lock is released.
-func (c *chunkCache) evictLocked(target int64) ([]Hash, []*os.File) {
-	var victims []Hash
-	var closing []*os.File
+// It returns the frames to punch out; pass them to finish once the lock
+// is released.
+func (c *chunkCache) evictLocked(target int64) []hole {
+	var holes []hole
 	for _, seg := range []*list.List{c.probation, c.protected} {
 		for el := seg.Back(); el != nil && c.size > target; {
 			e := el.Value.(*cacheEntry)
@@ -471,21 +591,17 @@ func (c *chunkCache) evictLocked(target int64) ([]Hash, []*os.File) {
 			if e.pins > 0 || e.inUse > 0 {
 				continue
 			}
-			if f := c.deleteLocked(e); f != nil {
-				closing = append(closing, f)
-			}
-			c.busy[e.h] = true
-			victims = append(victims, e.h)
+			holes = append(holes, c.deleteLocked(e))
 			c.evictions++
 			c.evBytes += uint64(e.size)
 		}
 	}
-	return victims, closing
+	return holes
 }
 
-// deleteLocked takes e out of the index and returns its file if it must
-// be closed.
-func (c *chunkCache) deleteLocked(e *cacheEntry) *os.File {
+// deleteLocked takes e out of the index and returns its frame to punch
+// out.
+func (c *chunkCache) deleteLocked(e *cacheEntry) hole {
 	if e.prot {
 		c.protected.Remove(e.elem)
 		c.protSize -= e.size
@@ -497,32 +613,51 @@ func (c *chunkCache) deleteLocked(e *cacheEntry) *os.File {
 	}
 	c.size -= e.size
 	delete(c.entries, e.h)
-	return c.dropFileLocked(e)
+	e.seg.live--
+	if e.seg.gone { // the cache is closed: leave the file alone
+		return hole{}
+	}
+	e.seg.users++
+	if e.inUse > 0 { // removed while being read: punched when the read ends
+		e.doomed = true
+		return hole{}
+	}
+	return hole{e.seg, e.off, e.size}
 }
 
-// finish closes files and unlinks evicted chunks' files, outside the lock.
-func (c *chunkCache) finish(victims []Hash, closing []*os.File) {
-	for _, f := range closing {
-		f.Close()
-	}
-	if len(victims) == 0 {
+// finish punches out evicted frames, outside the lock, and disposes of
+// segments left empty.
+func (c *chunkCache) finish(holes []hole) {
+	if len(holes) == 0 {
 		return
 	}
-	for _, h := range victims {
-		if err := os.Remove(c.path(h)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			c.log.Warn("chunk cache: cannot delete evicted chunk", "chunk", h.Short(), "err", err)
+	for _, h := range holes {
+		if h.seg == nil {
+			continue
+		}
+		err := unix.Fallocate(int(h.seg.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, h.off, h.size)
+		if err != nil {
+			c.log.Warn("chunk cache: cannot free an evicted chunk's space", "segment", h.seg.f.Name(), "err", err)
 		}
 	}
+	var done []*cacheSeg
 	c.mu.Lock()
-	for _, h := range victims {
-		delete(c.busy, h)
+	for _, h := range holes {
+		if h.seg == nil {
+			continue
+		}
+		h.seg.users--
+		if c.retireLocked(h.seg) {
+			done = append(done, h.seg)
+		}
 	}
 	c.mu.Unlock()
+	c.dispose(done)
 }
 
-// remove drops chunk h and deletes its file, pinned or not (for a damaged
-// chunk, or one moved elsewhere). A readAt in progress finishes on the
-// file it has open.
+// remove drops chunk h and frees its space, pinned or not (for a damaged
+// chunk, or one moved elsewhere). A readAt in progress reads the chunk
+// as it was; the space is freed when it ends.
 func (c *chunkCache) remove(h Hash) error {
 	c.mu.Lock()
 	e := c.entries[h]
@@ -534,19 +669,9 @@ func (c *chunkCache) remove(h Hash) error {
 		// A pinned chunk stays pinned: its next copy takes the pins back.
 		c.lostPins[h] = e.pins
 	}
-	f := c.deleteLocked(e)
-	c.busy[h] = true
+	hl := c.deleteLocked(e)
 	c.mu.Unlock()
-	if f != nil {
-		f.Close()
-	}
-	err := os.Remove(c.path(h))
-	c.mu.Lock()
-	delete(c.busy, h)
-	c.mu.Unlock()
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove cached chunk %s: %w", h.Short(), err)
-	}
+	c.finish([]hole{hl})
 	return nil
 }
 
@@ -596,21 +721,24 @@ func (c *chunkCache) stats() CacheStats {
 	}
 }
 
-// close closes the cache's open files (a readAt in progress closes its
-// own when done). Afterwards put caches nothing and readAt finds nothing.
+// close closes the cache's segments (one a readAt or punch is using is
+// closed when that ends). Afterwards put caches nothing and readAt finds
+// nothing.
 func (c *chunkCache) close() error {
+	c.wmu.Lock() // no append in progress
+	defer c.wmu.Unlock()
 	c.mu.Lock()
 	c.closed = true
-	var closing []*os.File
-	for c.files.Len() > 0 {
-		if f := c.dropFileLocked(c.files.Front().Value.(*cacheEntry)); f != nil {
-			closing = append(closing, f)
+	var done []*cacheSeg
+	for _, seg := range c.segs {
+		if c.retireLocked(seg) {
+			done = append(done, seg)
 		}
 	}
 	c.mu.Unlock()
 	var first error
-	for _, f := range closing {
-		if err := f.Close(); err != nil && first == nil {
+	for _, seg := range done {
+		if err := seg.f.Close(); err != nil && first == nil {
 			first = err
 		}
 	}

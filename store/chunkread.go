@@ -210,30 +210,38 @@ func (s *Store) readRecord(h Hash, loc chunkLoc, off uint64, n int) ([]byte, err
 func (s *Store) cachedHeader(h Hash) (headerAt, error) {
 	size, ok := int64(0), false
 	if s.cache != nil {
-		size, ok = s.cache.fileSize(h)
+		size, ok = s.cache.recordLen(h)
 	}
 	if !ok {
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), ErrUnavailable)
 	}
-	fixed, err := s.cache.readAt(h, 0, recordFixed)
+	// One read gets the header of any chunk up to 1.5 MiB (64 bytes per
+	// 16 KiB block), and ends on the page boundary where the cache's frame
+	// begins.
+	raw, err := s.cache.readAt(h, 0, int(min(size, cacheAlign-cacheFrameLen)))
 	if err != nil {
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
-	hdrLen := recordFixed + int(binary.LittleEndian.Uint16(fixed[38:]))*recordPerBlock
+	if len(raw) < recordFixed {
+		s.cache.remove(h)
+		return headerAt{}, fmt.Errorf("chunk %s: %w: cached record too short", h.Short(), ErrCorrupt)
+	}
+	hdrLen := recordFixed + int(binary.LittleEndian.Uint16(raw[38:]))*recordPerBlock
 	if int64(hdrLen) > size {
 		s.cache.remove(h)
 		return headerAt{}, fmt.Errorf("chunk %s: %w: cached record too short", h.Short(), ErrCorrupt)
 	}
-	raw, err := s.cache.readAt(h, 0, hdrLen)
-	if err != nil {
-		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+	if hdrLen > len(raw) {
+		if raw, err = s.cache.readAt(h, 0, hdrLen); err != nil {
+			return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+		}
 	}
-	hdr, err := decodeHeader(raw, h)
+	hdr, err := decodeHeader(raw[:hdrLen], h)
 	if err == nil && int64(hdrLen+hdr.dataLen()) != size {
 		err = fmt.Errorf("chunk %s: %w: cached record length does not match", h.Short(), ErrCorrupt)
 	}
 	if err != nil {
-		s.cache.remove(h) // a torn or damaged cache file: fetch it again
+		s.cache.remove(h) // a torn or damaged cached record: fetch it again
 		return headerAt{}, err
 	}
 	ha := headerAt{hdr, chunkLoc{Pack: cachePack, HdrLen: uint32(hdrLen), DataLen: uint32(hdr.dataLen())}}
