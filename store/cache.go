@@ -80,8 +80,11 @@ type chunkCache struct {
 
 	wmu sync.Mutex // orders appends; taken before mu, never under it
 
+	ops sync.WaitGroup // puts, readAts and removals in progress; close waits for them
+
 	mu        sync.Mutex // guards everything below; no file I/O under it
 	closed    bool
+	noPunch   bool // the file system cannot punch holes (warned once)
 	limit     int64
 	size      int64 // cost of the entries, and of puts being written
 	protSize  int64 // cost of the protected segment's entries
@@ -155,6 +158,7 @@ func openChunkCache(dir string, limit int64, log *slog.Logger) (*chunkCache, err
 	for _, id := range ids {
 		dup, err := c.scanSegment(id)
 		if err != nil {
+			c.finish(holes)
 			c.close()
 			return nil, err
 		}
@@ -166,7 +170,14 @@ func openChunkCache(dir string, limit int64, log *slog.Logger) (*chunkCache, err
 	}
 	c.mu.Lock()
 	holes = append(holes, c.evictLocked(c.limit)...)
+	var empty []*cacheSeg
+	for _, seg := range c.segs { // left empty by a crash or a failed delete
+		if c.retireLocked(seg) {
+			empty = append(empty, seg)
+		}
+	}
 	c.mu.Unlock()
+	c.dispose(empty)
 	c.finish(holes)
 	c.log.Info("chunk cache opened", "dir", dir, "chunks", len(c.entries), "bytes", c.size, "segments", len(ids))
 	return c, nil
@@ -229,7 +240,19 @@ func (c *chunkCache) scanSegment(id uint32) ([]hole, error) {
 			break
 		}
 		if _, err := f.ReadAt(frame[:], off); err != nil {
+			if !errors.Is(err, io.EOF) {
+				// Not a torn tail: keep the segment as it is, unindexed past here.
+				c.log.Warn("chunk cache: cannot read a segment; its later chunks are not used", "segment", filepath.Base(c.segPath(id)), "offset", off, "err", err)
+				seg.end = alignUp(size)
+				return holes, nil
+			}
 			break
+		}
+		if frame == ([cacheFrameLen]byte{}) {
+			// Zeros, not a hole: an evicted frame where punching zeroes
+			// (file-system blocks larger than 4 KiB).
+			off += cacheAlign
+			continue
 		}
 		h, n, ok := decodeFrame(frame[:])
 		if !ok || off+cacheFrameLen+n > size {
@@ -254,9 +277,13 @@ func (c *chunkCache) scanSegment(id uint32) ([]hole, error) {
 		}
 		size = off
 	}
-	seg.end = size
+	// A frame whose padding the file does not reach still ends on a block
+	// boundary: the next frame must start on one.
+	seg.end = alignUp(max(off, size))
 	return holes, nil
 }
+
+func alignUp(n int64) int64 { return (n + cacheAlign - 1) / cacheAlign * cacheAlign }
 
 func encodeFrame(h Hash, n int64) []byte {
 	b := make([]byte, cacheFrameLen)
@@ -279,6 +306,12 @@ func decodeFrame(b []byte) (h Hash, n int64, ok bool) {
 // setLimit changes the limit and evicts down to it at once.
 func (c *chunkCache) setLimit(limit int64) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.ops.Add(1)
+	defer c.ops.Done()
 	c.limit = limit
 	c.balanceLocked()
 	holes := c.evictLocked(limit)
@@ -305,6 +338,8 @@ func (c *chunkCache) put(h Hash, record [][]byte) (bool, error) {
 		c.mu.Unlock()
 		return false, nil
 	}
+	c.ops.Add(1)
+	defer c.ops.Done()
 	holes := c.evictLocked(c.limit - cost)
 	// Admit only while within the limit, so that the cache never exceeds
 	// it by more than one chunk.
@@ -327,6 +362,9 @@ func (c *chunkCache) put(h Hash, record [][]byte) (bool, error) {
 	delete(c.busy, h)
 	if err != nil {
 		c.size -= cost
+		if errors.Is(err, os.ErrClosed) {
+			return false, nil
+		}
 		return false, err
 	}
 	e := &cacheEntry{h: h, seg: seg, off: off, n: n, size: cost, lastRef: c.now()}
@@ -465,6 +503,8 @@ func (c *chunkCache) readAt(h Hash, off int64, n int) ([]byte, error) {
 		c.mu.Unlock()
 		return nil, fmt.Errorf("cached chunk %s: %w: %d+%d is past its %d bytes", h.Short(), ErrCorrupt, off, n, e.n)
 	}
+	c.ops.Add(1)
+	defer c.ops.Done()
 	e.inUse++
 	seg, at := e.seg, e.off+cacheFrameLen+off
 	seg.users++
@@ -637,7 +677,13 @@ func (c *chunkCache) finish(holes []hole) {
 		}
 		err := unix.Fallocate(int(h.seg.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, h.off, h.size)
 		if err != nil {
-			c.log.Warn("chunk cache: cannot free an evicted chunk's space", "segment", h.seg.f.Name(), "err", err)
+			c.mu.Lock()
+			warned := c.noPunch
+			c.noPunch = c.noPunch || errors.Is(err, unix.EOPNOTSUPP)
+			c.mu.Unlock()
+			if !warned {
+				c.log.Warn("chunk cache: cannot free an evicted chunk's space; the cache's disk use can exceed cache.size until its segments empty", "segment", h.seg.f.Name(), "err", err)
+			}
 		}
 	}
 	var done []*cacheSeg
@@ -661,10 +707,12 @@ func (c *chunkCache) finish(holes []hole) {
 func (c *chunkCache) remove(h Hash) error {
 	c.mu.Lock()
 	e := c.entries[h]
-	if e == nil {
+	if e == nil || c.closed {
 		c.mu.Unlock()
 		return nil
 	}
+	c.ops.Add(1)
+	defer c.ops.Done()
 	if e.pins > 0 {
 		// A pinned chunk stays pinned: its next copy takes the pins back.
 		c.lostPins[h] = e.pins
@@ -721,14 +769,15 @@ func (c *chunkCache) stats() CacheStats {
 	}
 }
 
-// close closes the cache's segments (one a readAt or punch is using is
-// closed when that ends). Afterwards put caches nothing and readAt finds
+// close waits for the puts, reads and removals under way, then closes
+// the cache's segments. Afterwards put caches nothing and readAt finds
 // nothing.
 func (c *chunkCache) close() error {
-	c.wmu.Lock() // no append in progress
-	defer c.wmu.Unlock()
 	c.mu.Lock()
 	c.closed = true
+	c.mu.Unlock()
+	c.ops.Wait() // puts, reads and punches under way end first
+	c.mu.Lock()
 	var done []*cacheSeg
 	for _, seg := range c.segs {
 		if c.retireLocked(seg) {

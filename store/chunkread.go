@@ -103,6 +103,7 @@ func (s *Store) readWhole(ha headerAt) ([]byte, error) {
 	allRaw := true
 	for i, e := range errs {
 		if e != nil {
+			s.dropDamaged(ha, e)
 			return nil, e
 		}
 		allRaw = allRaw && hd.blocks[i].codec == codecRaw
@@ -220,6 +221,9 @@ func (s *Store) cachedHeader(h Hash) (headerAt, error) {
 	// begins.
 	raw, err := s.cache.readAt(h, 0, int(min(size, cacheAlign-cacheFrameLen)))
 	if err != nil {
+		if errors.Is(err, ErrCorrupt) { // cut short: fetch it again
+			s.cache.remove(h)
+		}
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
 	if len(raw) < recordFixed {
@@ -233,6 +237,9 @@ func (s *Store) cachedHeader(h Hash) (headerAt, error) {
 	}
 	if hdrLen > len(raw) {
 		if raw, err = s.cache.readAt(h, 0, hdrLen); err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				s.cache.remove(h)
+			}
 			return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
 		}
 	}
@@ -354,10 +361,21 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 	}
 	for _, e := range errs {
 		if e != nil {
+			s.dropDamaged(ha, e)
 			return nil, e
 		}
 	}
 	return blocks, nil
+}
+
+// dropDamaged forgets a cached chunk whose bytes failed their check, so
+// that the next read fetches it again rather than failing on the same
+// bytes. (A damaged chunk in a pack stays: repair replaces it there.)
+func (s *Store) dropDamaged(ha headerAt, err error) {
+	if ha.loc.Pack == cachePack && errors.Is(err, ErrCorrupt) {
+		s.headers.Delete(ha.hdr.id)
+		s.cache.remove(ha.hdr.id)
+	}
 }
 
 // Prefetch loads content bytes [off, off+n) of x into the block cache in
