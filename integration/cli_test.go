@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -698,5 +699,24 @@ func TestOverwriteMakesOneVersion(t *testing.T) {
 		if want := map[string]string{"echo three > f": "three\n", ": > f": ""}[cmd]; string(got) != want {
 			t.Fatalf("%q: f holds %q", cmd, got)
 		}
+	}
+}
+
+// A mount raises the kernel's read-ahead past FUSE's 128 KiB cap, so
+// that cold sequential reads keep several requests in flight.
+func TestMountReadAhead(t *testing.T) {
+	s := newSite(t)
+	s.mount()
+	var st syscall.Stat_t
+	if err := syscall.Stat(s.mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", st.Dev>>8&0xfff, st.Dev&0xff|st.Dev>>12&0xfff00)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != "4096" {
+		t.Fatalf("%s = %s, want 4096", path, got)
 	}
 }
