@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"encoding/binary"
@@ -165,7 +166,7 @@ func (s *Store) readLocal(h Hash, p []byte, off int) error {
 		return fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
 	}
 	first, end := off/BlockSize, (off+len(p)+BlockSize-1)/BlockSize
-	blocks, err := s.blocks(ha, first, end)
+	blocks, err := s.blocks(ha, first, end, true)
 	if err != nil {
 		return err
 	}
@@ -263,7 +264,9 @@ type blockKey struct {
 
 // blocks returns blocks [from, to) of a chunk, verified, from the cache or
 // loaded with one pread per run of blocks that nobody is loading yet.
-func (s *Store) blocks(ha headerAt, from, to int) ([][]byte, error) {
+// read says whether a reader wants them (or read-ahead, which does not
+// count as a use of cached blocks).
+func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
 	out := make([][]byte, to-from)
 	var wait []*flightCall
 	var waitIdx []int
@@ -272,7 +275,7 @@ func (s *Store) blocks(ha headerAt, from, to int) ([][]byte, error) {
 	s.bflight.mu.Lock()
 	for i := from; i < to; i++ {
 		k := blockKey{ha.hdr.id, i}
-		if b, ok := s.bcache.get(k); ok {
+		if b, ok := s.bcache.get(k, read); ok {
 			out[i-from] = b
 		} else if c, ok := s.bflight.calls[k]; ok {
 			wait, waitIdx = append(wait, c), append(waitIdx, i-from)
@@ -327,11 +330,6 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 		verify := func(j int) {
 			bl := hd.blocks[from+j]
 			blocks[j], errs[j] = s.decodeBlock(hd, from+j, raw[bl.off-start:bl.off-start+bl.stored])
-			if errs[j] == nil && bl.codec == codecRaw {
-				// A raw block is a slice of the run's buffer: copy it, so a
-				// cached block keeps 16 KiB alive, not the whole run.
-				blocks[j] = append([]byte(nil), blocks[j]...)
-			}
 		}
 		if to-from >= 8 {
 			parallel(to-from, verify)
@@ -351,7 +349,8 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 			c.err = errs[j]
 		}
 		if c.err == nil {
-			s.bcache.put(k, blocks[j])
+			// A raw block is a slice of the run's buffer (see blockCache).
+			s.bcache.putShared(k, blocks[j], to-from > 1 && hd.blocks[from+j].codec == codecRaw)
 		}
 		close(c.done)
 	}
@@ -445,7 +444,7 @@ func (s *Store) loadRange(o Origin, x *Extents, off, n uint64) {
 		m := min(n, r.Len-in)
 		if !r.IsHole() {
 			if ha, err := s.header(r.Hash); err == nil {
-				s.blocks(ha, int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize))
+				s.blocks(ha, int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize), false)
 			} else if s.fetchable(err) {
 				s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: o})
 			}
@@ -467,6 +466,13 @@ type flightCall struct {
 }
 
 // blockCache keeps verified blocks in memory, bounded by bytes.
+//
+// A block may be a slice of a larger buffer (the run it was read with, or
+// a fetched chunk): copying every block out would cost a sequential read
+// a fifth of its speed. Such a block keeps its whole buffer alive, which
+// is harmless while the buffer's blocks age together, as one sequential
+// read uses them; a block read a second time is copied out then, so that
+// one block in steady use does not hold its neighbours' memory.
 type blockCache struct {
 	mu    sync.Mutex
 	max   int
@@ -476,31 +482,48 @@ type blockCache struct {
 }
 
 type cachedBlock struct {
-	k    blockKey
-	data []byte
+	k      blockKey
+	data   []byte
+	shared bool // data is a slice of a larger buffer
+	hit    bool // read once since it was put
 }
 
 func newBlockCache(max int) *blockCache {
 	return &blockCache{max: max, ll: list.New(), items: make(map[blockKey]*list.Element)}
 }
 
-func (c *blockCache) get(k blockKey) ([]byte, bool) {
+// get returns cached block k; read says whether a reader uses it (or
+// read-ahead only checks that it is there).
+func (c *blockCache) get(k blockKey, read bool) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.items[k]; ok {
-		c.ll.MoveToFront(e)
-		return e.Value.(*cachedBlock).data, true
+	e, ok := c.items[k]
+	if !ok {
+		return nil, false
 	}
-	return nil, false
+	cb := e.Value.(*cachedBlock)
+	if !read {
+		return cb.data, true
+	}
+	c.ll.MoveToFront(e)
+	if cb.shared && cb.hit {
+		cb.data, cb.shared = bytes.Clone(cb.data), false
+	}
+	cb.hit = true
+	return cb.data, true
 }
 
-func (c *blockCache) put(k blockKey, data []byte) {
+// put caches data, a block of its own.
+func (c *blockCache) put(k blockKey, data []byte) { c.putShared(k, data, false) }
+
+// putShared caches data, which is a slice of a larger buffer if shared.
+func (c *blockCache) putShared(k blockKey, data []byte, shared bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.items[k]; ok {
 		return
 	}
-	c.items[k] = c.ll.PushFront(&cachedBlock{k, data})
+	c.items[k] = c.ll.PushFront(&cachedBlock{k: k, data: data, shared: shared})
 	c.size += len(data)
 	for c.size > c.max {
 		last := c.ll.Back()

@@ -419,7 +419,7 @@ func (s *Store) keep(req FetchRequest, b []byte, header []byte) error {
 // get them at once even if the disk cache could not keep the chunk.
 func (s *Store) warmBlocks(hd *chunkHeader, b []byte) {
 	for i := range hd.blocks {
-		s.bcache.put(blockKey{hd.id, i}, b[i*BlockSize:min((i+1)*BlockSize, len(b))])
+		s.bcache.putShared(blockKey{hd.id, i}, b[i*BlockSize:min((i+1)*BlockSize, len(b))], true)
 	}
 }
 
