@@ -15,7 +15,8 @@ import (
 type dirHandle struct {
 	node    *Node
 	entries []store.Dirent
-	pos     int // next entry; offsets handed to the kernel are pos+1
+	gen     uint64 // the store's commit generation before the scan
+	pos     int    // next entry; offsets handed to the kernel are pos+1
 }
 
 var (
@@ -31,6 +32,7 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	if errno != 0 {
 		return nil, 0, errno
 	}
+	gen := n.fsys.s.Generation()
 	ents, err := n.fsys.s.ReadDir(n.id)
 	if err != nil {
 		return nil, 0, n.errno(ctx, err, "opendir")
@@ -40,7 +42,7 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 		parent = v.Links[0].Parent
 	}
 	dots := []store.Dirent{{Name: ".", ID: n.id, Kind: store.KindDir, Version: v}, {Name: "..", ID: parent, Kind: store.KindDir}}
-	return &dirHandle{node: n, entries: append(dots, ents...)}, 0, 0
+	return &dirHandle{node: n, entries: append(dots, ents...), gen: gen}, 0, 0
 }
 
 // Readdirent returns the next entry, or nil at the end.
@@ -61,7 +63,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 		if errno != 0 {
 			return errno
 		}
-		d.entries = fresh.(*dirHandle).entries
+		d.entries, d.gen = fresh.(*dirHandle).entries, fresh.(*dirHandle).gen
 	}
 	d.pos = int(min(off, uint64(len(d.entries))))
 	return 0
@@ -69,17 +71,27 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 
 // Lookup answers READDIRPLUS. The scan's record is used only while it is
 // still the file's current version (the kernel keeps what it is told for
-// an hour); otherwise the name is looked up afresh.
+// an hour): surely so if nothing was committed since the scan, else if it
+// is the head; otherwise the name is looked up afresh.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	i := d.pos - 1
-	if i < 0 || i >= len(d.entries) || d.entries[i].Name != name || d.entries[i].Version == nil {
+	if i < 0 || i >= len(d.entries) || d.entries[i].Name != name {
 		return d.node.Lookup(ctx, name, out)
 	}
-	e := d.entries[i]
-	if cur, err := d.node.fsys.s.Head(e.ID); err != nil || cur.StoredHash() != e.Hash {
+	e := &d.entries[i]
+	s := d.node.fsys.s
+	unchanged := s.Generation() == d.gen
+	if !unchanged {
+		if cur, err := s.Head(e.ID); err != nil || cur.StoredHash() != e.Hash {
+			return d.node.Lookup(ctx, name, out)
+		}
+	}
+	v, err := e.Load()
+	if err != nil {
 		return d.node.Lookup(ctx, name, out)
 	}
-	return d.node.newChild(ctx, e.Version, out)
+	s.Remember(v, d.gen) // the kernel asks for its attributes next
+	return d.node.newChild(ctx, v, out)
 }
 
 // Fsyncdir makes directory changes durable.

@@ -377,6 +377,17 @@ func TestUpdateIndexesLogAndRoot(t *testing.T) {
 	if len(ents) != 1 || ents[0].Name != "g" {
 		t.Fatalf("ReadDir = %+v", ents)
 	}
+	// The entry's record decodes on demand, checked against its hash.
+	head, _ := s.Head(id)
+	if v, err := ents[0].Load(); err != nil || v.StoredHash() != head.StoredHash() || v.Links[0].Name != "g" {
+		t.Fatalf("Load: %v, %+v", err, v)
+	}
+	bad := ents[0]
+	bad.Version, bad.record = nil, bytes.Clone(bad.record)
+	bad.record[len(bad.record)-1] ^= 1
+	if _, err := bad.Load(); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Load of a damaged record: %v, want ErrCorrupt", err)
+	}
 	vs, hs, err := s.History(id)
 	if err != nil || len(vs) != 2 || vs[0].Prev != hs[1] {
 		t.Fatalf("History: %d versions, %v", len(vs), err)

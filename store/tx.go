@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"errors"
@@ -345,6 +346,20 @@ func (s *Store) generation() uint64 {
 	return s.gen
 }
 
+// Generation counts commits. A version read when it had some value is
+// still its file's current one if it has not moved since.
+func (s *Store) Generation() uint64 { return s.generation() }
+
+// Remember caches v as its file's current version, read when the commit
+// generation was gen0, unless a commit happened since (see headIn).
+func (s *Store) Remember(v *Version, gen0 uint64) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	if s.gen == gen0 {
+		s.versions.Put(v.ID, v)
+	}
+}
+
 func versionIn(txn *badger.Txn, h Hash) (*Version, error) {
 	item, err := txn.Get(hashKey(pVersion, h))
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -413,19 +428,31 @@ func decodeDirent(name string, b []byte, full bool) (Dirent, error) {
 	if !full {
 		return d, nil
 	}
-	if Sum(b[49:]) != d.Hash {
-		return d, fmt.Errorf("directory entry %q: %w: record hash mismatch", name, ErrCorrupt)
+	d.record = b[49:]
+	_, err := d.Load()
+	return d, err
+}
+
+// Load returns the child's current version from the record the entry
+// carries, checked against its hash (ReadDir leaves decoding to this, so
+// that a listing does not decode records nobody asks for).
+func (d *Dirent) Load() (*Version, error) {
+	if d.Version != nil {
+		return d.Version, nil
 	}
-	v, err := DecodeVersion(b[49:])
+	if Sum(d.record) != d.Hash {
+		return nil, fmt.Errorf("directory entry %q: %w: record hash mismatch", d.Name, ErrCorrupt)
+	}
+	v, err := DecodeVersion(d.record)
 	if err != nil {
-		return d, fmt.Errorf("directory entry %q: %w: %w", name, ErrCorrupt, err)
+		return nil, fmt.Errorf("directory entry %q: %w: %w", d.Name, ErrCorrupt, err)
 	}
 	if v.ID != d.ID {
-		return d, fmt.Errorf("directory entry %q: %w: record of another file", name, ErrCorrupt)
+		return nil, fmt.Errorf("directory entry %q: %w: record of another file", d.Name, ErrCorrupt)
 	}
 	v.stored = d.Hash
 	d.Version = v
-	return d, nil
+	return v, nil
 }
 
 // Head returns the current version of id. The result is shared: Clone it
@@ -473,24 +500,24 @@ type Dirent struct {
 	ID      FileID
 	Kind    Kind
 	Hash    Hash     // of the child's current version
-	Version *Version // the child's current version (from ReadDir and LookupVersion)
+	Version *Version // the child's current version (from LookupVersion, or Load)
+	record  []byte   // its encoding, for Load
 }
 
-// ReadDir returns dir's entries in name order, each with the child's
-// current version, from one scan.
+// ReadDir returns dir's entries in name order from one scan. Each carries
+// the child's current version record, decoded by Dirent.Load.
 func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 	var out []Dirent
-	gen0 := s.generation()
-	defer func() { s.cacheDirents(out, gen0) }()
 	prefix := idKey(pDirent, dir)
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 1000, Prefix: prefix})
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			name := string(item.Key()[len(prefix):])
 			err := item.Value(func(b []byte) error {
-				d, err := decodeDirent(name, b, true)
+				d, err := decodeDirent(name, b, false)
+				d.record = bytes.Clone(b[min(49, len(b)):])
 				out = append(out, d)
 				return err
 			})
@@ -501,22 +528,6 @@ func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 		return nil
 	})
 	return out, err
-}
-
-// cacheDirents caches the records a scan read, unless a commit happened
-// since it began (see headIn): listing a directory warms the cache that
-// lookups and READDIRPLUS use.
-func (s *Store) cacheDirents(ents []Dirent, gen0 uint64) {
-	s.cacheMu.Lock()
-	defer s.cacheMu.Unlock()
-	if s.gen != gen0 {
-		return
-	}
-	for _, d := range ents {
-		if d.Version != nil {
-			s.versions.Put(d.ID, d.Version)
-		}
-	}
 }
 
 // LookupVersion returns the entry name in dir with the child's current
