@@ -531,9 +531,11 @@ func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 }
 
 // LookupVersion returns the entry name in dir with the child's current
-// version, from one read.
+// version, from one read. The version is cached as the child's head (an entry carries its child's
+// current record), so that the attributes asked for next come from memory.
 func (s *Store) LookupVersion(dir FileID, name string) (*Version, error) {
 	var d Dirent
+	gen0 := s.generation()
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
 		d, err = direntIn(txn, dir, name, true)
@@ -542,6 +544,7 @@ func (s *Store) LookupVersion(dir FileID, name string) (*Version, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.Remember(d.Version, gen0)
 	return d.Version, nil
 }
 
