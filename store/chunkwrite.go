@@ -29,6 +29,14 @@ func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
 			s.encodeBlocks(&enc[i], chunks[i], leaves)
 		}
 	})
+	// A chunk repeated within the batch (runs of zeros, say) is written once.
+	seen := make(map[Hash]bool, len(enc))
+	for i := range enc {
+		if enc[i].fresh && seen[enc[i].hdr.id] {
+			enc[i].fresh = false
+		}
+		seen[enc[i].hdr.id] = true
+	}
 	if err := s.writeChunks(enc); err != nil {
 		return nil, err
 	}

@@ -46,7 +46,7 @@ type rewriter struct {
 	memoHash Hash // the base chunk read last, and its bytes
 	memo     []byte
 
-	storing chan stored // the batch being stored in the background, if any
+	storing []chan stored // batches being stored in the background, oldest first
 }
 
 func (w *rewriter) run() (err error) {
@@ -239,12 +239,18 @@ func (w *rewriter) emit(chunk []byte) error {
 	return nil
 }
 
+// storeAhead is how many batches may be stored at once while chunking
+// goes on: with two, one batch's hashing overlaps the previous one's
+// append to the pack, and chunking overlaps both.
+const storeAhead = 2
+
 // flush hands the pending chunks to a background store (hashing,
-// compressing and appending them) and goes on chunking; at most one batch
-// is stored at a time, so chunking overlaps the rest of the work.
+// compressing and appending them) and goes on chunking.
 func (w *rewriter) flush() error {
-	if err := w.wait(); err != nil {
-		return err
+	for len(w.storing) >= storeAhead {
+		if err := w.waitOne(); err != nil {
+			return err
+		}
 	}
 	if len(w.pending) == 0 {
 		return nil
@@ -252,7 +258,7 @@ func (w *rewriter) flush() error {
 	chunks, slots := w.pending, w.slots
 	w.pending, w.slots = nil, nil
 	done := make(chan stored, 1)
-	w.storing = done
+	w.storing = append(w.storing, done)
 	go func() {
 		refs, err := w.s.PutChunks(chunks)
 		done <- stored{refs, slots, err}
@@ -267,14 +273,22 @@ type stored struct {
 	err   error
 }
 
-// wait waits for the batch being stored and fills in its hashes (out.Refs
-// is only ever touched by the chunking goroutine).
+// wait waits for every batch being stored.
 func (w *rewriter) wait() error {
-	if w.storing == nil {
-		return nil
+	var first error
+	for len(w.storing) > 0 {
+		if err := w.waitOne(); err != nil && first == nil {
+			first = err
+		}
 	}
-	r := <-w.storing
-	w.storing = nil
+	return first
+}
+
+// waitOne waits for the oldest batch being stored and fills in its hashes
+// (out.Refs is only ever touched by the chunking goroutine).
+func (w *rewriter) waitOne() error {
+	r := <-w.storing[0]
+	w.storing = w.storing[1:]
 	if r.err != nil {
 		return fmt.Errorf("store chunks: %w", r.err)
 	}

@@ -1,0 +1,31 @@
+package store
+
+import "testing"
+
+// A chunk repeated within one batch is written to the pack once.
+func TestPutChunksWritesARepeatedChunkOnce(t *testing.T) {
+	s := newTestStore(t)
+	_, a := cacheChunk(1, 100_000)
+	_, b := cacheChunk(2, 50_000)
+	size := func() int64 {
+		s.packs.mu.Lock()
+		defer s.packs.mu.Unlock()
+		return s.packs.curSize
+	}
+	before := size()
+	refs, err := s.PutChunks([][]byte{a, b, a, a, b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refs[0] != refs[2] || refs[0] != refs[3] || refs[1] != refs[4] || refs[0] == refs[1] {
+		t.Fatalf("refs %v", refs)
+	}
+	if grew := size() - before; grew > 160_000 {
+		t.Fatalf("pack grew by %d bytes for two distinct chunks of 150,000 bytes", grew)
+	}
+	for i, want := range [][]byte{a, b, a, a, b} {
+		if got, err := s.ReadChunk(refs[i].Hash); err != nil || !sameBytes(got, want) {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+}
