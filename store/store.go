@@ -54,13 +54,14 @@ type Store struct {
 	seq     uint64     // last txlog sequence number used
 	buckets [256]Hash
 
-	cacheMu  sync.Mutex // orders version-cache fills against commits (see headIn)
-	gen      uint64     // commit generation, under cacheMu
-	versions *lru[FileID, *Version]
-	extents  *lru[Hash, *Extents]
-	headers  *lru[Hash, headerAt] // verified chunk headers
-	bcache   *blockCache          // verified blocks
-	bflight  blockFlight          // block loads in progress
+	cacheMu   sync.Mutex // orders version-cache fills against commits (see headIn)
+	gen       uint64     // commit generation, under cacheMu
+	versions  *lru[FileID, *Version]
+	dirStates *lru[FileID, DirState]
+	extents   *lru[Hash, *Extents]
+	headers   *lru[Hash, headerAt] // verified chunk headers
+	bcache    *blockCache          // verified blocks
+	bflight   blockFlight          // block loads in progress
 
 	prefetchers chan struct{} // bounds read-ahead goroutines
 
@@ -168,12 +169,13 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 	}
 	s := &Store{
 		dir: dir, db: db, site: site, log: log,
-		clock:    &hlc.Clock{},
-		versions: newLRU[FileID, *Version](100_000),
-		extents:  newLRU[Hash, *Extents](1024),
-		headers:  newLRU[Hash, headerAt](16384),
-		bcache:   newBlockCache(64 << 20),
-		zenc:     zenc, zdec: zdec,
+		clock:     &hlc.Clock{},
+		versions:  newLRU[FileID, *Version](100_000),
+		dirStates: newLRU[FileID, DirState](100_000),
+		extents:   newLRU[Hash, *Extents](1024),
+		headers:   newLRU[Hash, headerAt](16384),
+		bcache:    newBlockCache(64 << 20),
+		zenc:      zenc, zdec: zdec,
 		reserve: 128 << 20,
 	}
 	s.bflight.calls = map[blockKey]*flightCall{}

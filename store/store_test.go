@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/geofs/geofs/store/cdc"
 )
 
@@ -484,4 +486,51 @@ func FuzzDecodeLoc(f *testing.F) {
 			t.Fatal("accepted location does not round-trip")
 		}
 	})
+}
+
+// Directory states are cached; the cache follows commits and ignores
+// transactions that fail.
+func TestDirStateCacheFollowsCommits(t *testing.T) {
+	s := newTestStore(t)
+	mkdir := func(name string, fail bool) error {
+		return s.Update(OpMkdir, func(tx *Tx) error {
+			if _, err := tx.Put(&Version{ID: NewFileID(), Kind: KindDir, Links: []Link{{RootID, name}}, Mode: 0o755}); err != nil {
+				return err
+			}
+			if fail {
+				return ErrCorrupt
+			}
+			return nil
+		})
+	}
+	before, _ := s.DirState(RootID) // cached from here on
+	if err := mkdir("a", false); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.DirState(RootID)
+	if st.Subdirs != before.Subdirs+1 || st.Mtime <= before.Mtime {
+		t.Fatalf("after mkdir: %+v (before %+v)", st, before)
+	}
+	if err := mkdir("b", true); err == nil {
+		t.Fatal("failing update succeeded")
+	}
+	if again, _ := s.DirState(RootID); again != st {
+		t.Fatalf("a failed update moved the cached state: %+v, want %+v", again, st)
+	}
+	// The cache agrees with the store.
+	var stored DirState
+	s.db.View(func(txn *badger.Txn) error {
+		var err error
+		stored, err = dirStateIn(txn, RootID)
+		return err
+	})
+	if stored != st {
+		t.Fatalf("store has %+v, cache %+v", stored, st)
+	}
+	if err := mkdir("c", false); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.DirState(RootID); st.Subdirs != before.Subdirs+2 {
+		t.Fatalf("after a second mkdir: %+v", st)
+	}
 }

@@ -32,8 +32,9 @@ type Tx struct {
 	changes []Change   // heads Apply moved, for the mount
 	depth   int        // of settle calls (apply.go)
 
-	superseded  map[Hash]bool // records of the batch a later one descends from (apply.go)
-	lazyContent bool          // manifests may be missing (ApplyWithoutContent)
+	dirStates   map[FileID]DirState // directory states written, for the cache at commit
+	superseded  map[Hash]bool       // records of the batch a later one descends from (apply.go)
+	lazyContent bool                // manifests may be missing (ApplyWithoutContent)
 	wrote       bool
 	seq0        uint64 // seq when the transaction began
 }
@@ -74,6 +75,9 @@ func (s *Store) transact(op Op, from SiteID, fn func(tx *Tx) error) (*Tx, error)
 	s.gen++
 	for _, v := range tx.puts {
 		s.versions.Put(v.ID, v)
+	}
+	for id, st := range tx.dirStates {
+		s.dirStates.Put(id, st)
 	}
 	s.cacheMu.Unlock()
 	if tx.seq != tx.seq0 {
@@ -241,7 +245,7 @@ type DirState struct {
 }
 
 func (tx *Tx) touchDir(dir FileID, child Kind, delta int) error {
-	st, err := dirStateIn(tx.txn, dir)
+	st, err := tx.dirState(dir)
 	if err != nil {
 		return err
 	}
@@ -255,7 +259,7 @@ func (tx *Tx) touchDir(dir FileID, child Kind, delta int) error {
 // SetDirMtime records an explicitly set directory mtime (utimens), so that
 // it is not overridden by an older entry change.
 func (tx *Tx) SetDirMtime(dir FileID, mtime int64) error {
-	st, err := dirStateIn(tx.txn, dir)
+	st, err := tx.dirState(dir)
 	if err != nil {
 		return err
 	}
@@ -263,7 +267,24 @@ func (tx *Tx) SetDirMtime(dir FileID, mtime int64) error {
 	return tx.putDirState(dir, st)
 }
 
+// dirState returns dir's state as this transaction sees it: its own
+// writes, else the cache of committed states (transactions are serialized
+// and the cache moves at commit), else the store.
+func (tx *Tx) dirState(dir FileID) (DirState, error) {
+	if st, ok := tx.dirStates[dir]; ok {
+		return st, nil
+	}
+	if st, ok := tx.s.dirStates.Get(dir); ok {
+		return st, nil
+	}
+	return dirStateIn(tx.txn, dir)
+}
+
 func (tx *Tx) putDirState(dir FileID, st DirState) error {
+	if tx.dirStates == nil {
+		tx.dirStates = map[FileID]DirState{}
+	}
+	tx.dirStates[dir] = st
 	b := binary.AppendVarint(nil, st.Mtime)
 	b = binary.AppendVarint(b, st.Ctime)
 	b = binary.AppendUvarint(b, uint64(st.Subdirs))
@@ -298,14 +319,26 @@ func dirStateIn(txn *badger.Txn, dir FileID) (DirState, error) {
 	return st, err
 }
 
-// DirState returns the local state of a directory.
+// DirState returns the local state of a directory. States are cached:
+// the kernel asks for a directory's attributes after every change in it.
 func (s *Store) DirState(dir FileID) (DirState, error) {
+	if st, ok := s.dirStates.Get(dir); ok {
+		return st, nil
+	}
+	gen0 := s.generation()
 	var st DirState
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
 		st, err = dirStateIn(txn, dir)
 		return err
 	})
+	if err == nil {
+		s.cacheMu.Lock()
+		if s.gen == gen0 { // as for versions (see headIn)
+			s.dirStates.Put(dir, st)
+		}
+		s.cacheMu.Unlock()
+	}
 	return st, err
 }
 
