@@ -245,6 +245,17 @@ func TestAppendInPiecesChunksLikeOneWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The rewriter's cuts (candidates found ahead, in parallel) are the
+	// chunker's.
+	lens := chunkParams.Split(data)
+	if len(lens) != len(whole.Refs) {
+		t.Fatalf("rewrite made %d chunks, Split %d", len(whole.Refs), len(lens))
+	}
+	for i, n := range lens {
+		if whole.Refs[i].Len != uint64(n) {
+			t.Fatalf("chunk %d: %d bytes, Split says %d", i, whole.Refs[i].Len, n)
+		}
+	}
 	x := &Extents{}
 	for off := 0; off < len(data); off += 3 << 20 {
 		piece := data[off:min(off+3<<20, len(data))]
