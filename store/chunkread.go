@@ -217,9 +217,9 @@ func (s *Store) cachedHeader(h Hash) (headerAt, error) {
 	if !ok {
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), ErrUnavailable)
 	}
-	// One read gets the header of any chunk up to 1.5 MiB (64 bytes per
-	// 16 KiB block), and ends on the page boundary where the cache's frame
-	// begins.
+	// One read gets the header of any chunk up to 1.7 MiB (37 bytes per
+	// 16 KiB block), and ends on the 4 KiB boundary after the frame's
+	// start.
 	raw, err := s.cache.readAt(h, 0, int(min(size, cacheAlign-cacheFrameLen)))
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) { // cut short: fetch it again

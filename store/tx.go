@@ -463,6 +463,7 @@ func decodeDirent(name string, b []byte, full bool) (Dirent, error) {
 	}
 	d.record = b[49:]
 	_, err := d.Load()
+	d.record = nil // b belongs to the caller (a Badger value)
 	return d, err
 }
 
