@@ -294,7 +294,7 @@ func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
 	s.bflight.mu.Unlock()
 	var firstErr error
 	for _, r := range runs {
-		blocks, err := s.loadRun(ha, r[0], r[1])
+		blocks, err := s.loadRun(ha, r[0], r[1], read)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
@@ -318,8 +318,8 @@ func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
 }
 
 // loadRun reads blocks [from, to) with one pread, verifies them, caches
-// them and completes their flights.
-func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
+// them and completes their flights. read says whether a reader wants them.
+func (s *Store) loadRun(ha headerAt, from, to int, read bool) ([][]byte, error) {
 	hd := ha.hdr
 	start := hd.blocks[from].off
 	end := hd.blocks[to-1].off + hd.blocks[to-1].stored
@@ -339,6 +339,10 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 			}
 		}
 	}
+	var run *blockRun // raw blocks are slices of raw (see blockCache)
+	if to-from > 1 {
+		run = newRun(len(raw))
+	}
 	s.bflight.mu.Lock()
 	for j := range blocks {
 		k := blockKey{hd.id, from + j}
@@ -349,8 +353,11 @@ func (s *Store) loadRun(ha headerAt, from, to int) ([][]byte, error) {
 			c.err = errs[j]
 		}
 		if c.err == nil {
-			// A raw block is a slice of the run's buffer (see blockCache).
-			s.bcache.putShared(k, blocks[j], to-from > 1 && hd.blocks[from+j].codec == codecRaw)
+			if hd.blocks[from+j].codec == codecRaw {
+				s.bcache.putRun(k, blocks[j], run, read)
+			} else {
+				s.bcache.putRun(k, blocks[j], nil, read)
+			}
 		}
 		close(c.done)
 	}
@@ -467,30 +474,40 @@ type flightCall struct {
 
 // blockCache keeps verified blocks in memory, bounded by bytes.
 //
-// A block may be a slice of a larger buffer (the run it was read with, or
-// a fetched chunk): copying every block out would cost a sequential read
-// a fifth of its speed. Such a block keeps its whole buffer alive, which
-// is harmless while the buffer's blocks age together, as one sequential
-// read uses them; a block read a second time is copied out then, so that
-// one block in steady use does not hold its neighbours' memory.
+// A block may be a slice of a larger buffer, its run (the bytes of one
+// pread, or a fetched chunk): copying every block out would cost a
+// sequential read a fifth of its speed. The bound counts what is really
+// held: a run's whole buffer, while any of its blocks is cached. A block
+// read a second time is copied out of its run, so that a block in steady
+// use does not keep its neighbours' memory (nor count for it).
 type blockCache struct {
 	mu    sync.Mutex
 	max   int
-	size  int
+	size  int // bytes held: own blocks, and the runs blocks are cached from
 	ll    *list.List
 	items map[blockKey]*list.Element
 }
 
+// blockRun is a buffer that cached blocks are slices of.
+type blockRun struct {
+	size   int
+	blocks int // cached blocks that are slices of it
+}
+
 type cachedBlock struct {
-	k      blockKey
-	data   []byte
-	shared bool // data is a slice of a larger buffer
-	hit    bool // read once since it was put
+	k    blockKey
+	data []byte
+	run  *blockRun // nil: data is the block's own
+	hit  bool      // read since it was put
 }
 
 func newBlockCache(max int) *blockCache {
 	return &blockCache{max: max, ll: list.New(), items: make(map[blockKey]*list.Element)}
 }
+
+// newRun describes a buffer of n bytes whose blocks are cached without
+// copying (see blockCache).
+func newRun(n int) *blockRun { return &blockRun{size: n} }
 
 // get returns cached block k; read says whether a reader uses it (or
 // read-ahead only checks that it is there).
@@ -506,29 +523,57 @@ func (c *blockCache) get(k blockKey, read bool) ([]byte, bool) {
 		return cb.data, true
 	}
 	c.ll.MoveToFront(e)
-	if cb.shared && cb.hit {
-		cb.data, cb.shared = bytes.Clone(cb.data), false
+	if cb.run != nil && cb.hit {
+		cb.data = bytes.Clone(cb.data)
+		c.size += len(cb.data)
+		c.leaveRunLocked(cb)
+		c.evictLocked()
 	}
 	cb.hit = true
 	return cb.data, true
 }
 
 // put caches data, a block of its own.
-func (c *blockCache) put(k blockKey, data []byte) { c.putShared(k, data, false) }
+func (c *blockCache) put(k blockKey, data []byte) { c.putRun(k, data, nil, false) }
 
-// putShared caches data, which is a slice of a larger buffer if shared.
-func (c *blockCache) putShared(k blockKey, data []byte, shared bool) {
+// putRun caches data, a slice of run's buffer (or its own if run is nil);
+// read says whether a reader is using it now (its next read is its second).
+func (c *blockCache) putRun(k blockKey, data []byte, run *blockRun, read bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.items[k]; ok {
 		return
 	}
-	c.items[k] = c.ll.PushFront(&cachedBlock{k: k, data: data, shared: shared})
-	c.size += len(data)
-	for c.size > c.max {
-		last := c.ll.Back()
-		cb := c.ll.Remove(last).(*cachedBlock)
-		delete(c.items, cb.k)
-		c.size -= len(cb.data)
+	c.items[k] = c.ll.PushFront(&cachedBlock{k: k, data: data, run: run, hit: read})
+	if run == nil {
+		c.size += len(data)
+	} else {
+		if run.blocks == 0 {
+			c.size += run.size
+		}
+		run.blocks++
 	}
+	c.evictLocked()
+}
+
+// evictLocked drops least recently used blocks down to the bound.
+func (c *blockCache) evictLocked() {
+	for c.size > c.max && c.ll.Len() > 0 {
+		cb := c.ll.Remove(c.ll.Back()).(*cachedBlock)
+		delete(c.items, cb.k)
+		if cb.run == nil {
+			c.size -= len(cb.data)
+		} else {
+			c.leaveRunLocked(cb)
+		}
+	}
+}
+
+// leaveRunLocked detaches cb from its run; the run's bytes stop counting
+// when its last cached block leaves.
+func (c *blockCache) leaveRunLocked(cb *cachedBlock) {
+	if cb.run.blocks--; cb.run.blocks == 0 {
+		c.size -= cb.run.size
+	}
+	cb.run = nil
 }

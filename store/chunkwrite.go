@@ -29,15 +29,22 @@ func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
 			s.encodeBlocks(&enc[i], chunks[i], leaves)
 		}
 	})
-	// A chunk repeated within the batch (runs of zeros, say) is written once.
+	// Deciding what is new and writing it is one step across batches (a
+	// rewrite stores two at once, and files are written side by side), so
+	// that a chunk that two batches hold is written once; so is a chunk
+	// repeated within a batch (a repeated pattern, say).
+	s.putMu.Lock()
 	seen := make(map[Hash]bool, len(enc))
 	for i := range enc {
-		if enc[i].fresh && seen[enc[i].hdr.id] {
+		id := enc[i].hdr.id
+		if enc[i].fresh && (seen[id] || s.HasChunk(id)) {
 			enc[i].fresh = false
 		}
-		seen[enc[i].hdr.id] = true
+		seen[id] = true
 	}
-	if err := s.writeChunks(enc); err != nil {
+	err := s.writeChunks(enc)
+	s.putMu.Unlock()
+	if err != nil {
 		return nil, err
 	}
 	refs := make([]Ref, len(chunks))
@@ -91,12 +98,20 @@ func (s *Store) writeChunks(enc []encodedChunk) error {
 	kvs := make([]kv, len(fresh))
 	for i, e := range fresh {
 		kvs[i] = kv{hashKey(pChunk, e.hdr.id), locs[i].encode()}
+	}
+	if err := s.writeAsync(kvs); err != nil {
+		return err
+	}
+	// Only now may HasChunk say yes (the headers answer it first): an
+	// Update that relies on that is submitted after these locations, and
+	// Badger applies commits in submission order.
+	for i, e := range fresh {
 		s.headers.Put(e.hdr.id, headerAt{e.hdr, locs[i]})
 		if s.cache != nil && s.cache.has(e.hdr.id) {
 			s.cache.remove(e.hdr.id) // it is in a pack now
 		}
 	}
-	return s.writeAsync(kvs)
+	return nil
 }
 
 // HasChunk reports whether the chunk is stored for good, in a pack

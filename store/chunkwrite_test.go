@@ -29,3 +29,36 @@ func TestPutChunksWritesARepeatedChunkOnce(t *testing.T) {
 		}
 	}
 }
+
+// A chunk that two batches of one rewrite hold (a pattern that repeats
+// every 11 MiB, longer than a batch) is written once: the rewrite stores
+// two batches at once. (Found by review.)
+func TestRewriteWritesACrossBatchChunkOnce(t *testing.T) {
+	s := newTestStore(t)
+	_, pat := cacheChunk(7, 11<<20)
+	var data []byte
+	for range 10 {
+		data = append(data, pat...)
+	}
+	size := func() int64 {
+		s.packs.mu.Lock()
+		defer s.packs.mu.Unlock()
+		return s.packs.curSize
+	}
+	before := size()
+	x, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unique := map[Hash]uint64{}
+	for _, r := range x.Refs {
+		unique[r.Hash] = r.Len
+	}
+	var bytes uint64
+	for _, n := range unique {
+		bytes += n
+	}
+	if grew := uint64(size() - before); grew > bytes+bytes/20 {
+		t.Fatalf("pack grew %d bytes for %d chunks of %d bytes", grew, len(unique), bytes)
+	}
+}

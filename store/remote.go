@@ -418,8 +418,12 @@ func (s *Store) keep(req FetchRequest, b []byte, header []byte) error {
 // warmBlocks puts a fetched chunk's blocks in the block cache, so readers
 // get them at once even if the disk cache could not keep the chunk.
 func (s *Store) warmBlocks(hd *chunkHeader, b []byte) {
+	var run *blockRun // the blocks are slices of b
+	if len(hd.blocks) > 1 {
+		run = newRun(len(b))
+	}
 	for i := range hd.blocks {
-		s.bcache.putShared(blockKey{hd.id, i}, b[i*BlockSize:min((i+1)*BlockSize, len(b))], true)
+		s.bcache.putRun(blockKey{hd.id, i}, b[i*BlockSize:min((i+1)*BlockSize, len(b))], run, false)
 	}
 }
 

@@ -64,6 +64,7 @@ type Store struct {
 	bflight   blockFlight          // block loads in progress
 
 	prefetchers chan struct{} // bounds read-ahead goroutines
+	putMu       sync.Mutex    // makes PutChunks' "is it new?" and its write one step
 
 	packs *packs
 	cache *chunkCache // chunks fetched from peers
