@@ -171,7 +171,7 @@ func (s *Store) pinWalk(ctx context.Context, id FileID, fn func(h Hash, cached b
 		}
 		switch v.Kind {
 		case KindDir:
-			ents, err := s.ReadDir(id)
+			ents, err := s.readDir(id, false)
 			if err != nil {
 				return err
 			}
@@ -248,7 +248,7 @@ func (s *Store) pinWalkLocal(id FileID, fn func(Hash)) {
 	}
 	switch v.Kind {
 	case KindDir:
-		ents, err := s.ReadDir(id)
+		ents, err := s.readDir(id, false)
 		if err != nil {
 			return
 		}

@@ -540,7 +540,11 @@ type Dirent struct {
 
 // ReadDir returns dir's entries in name order from one scan. Each carries
 // the child's current version record, decoded by Dirent.Load.
-func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
+func (s *Store) ReadDir(dir FileID) ([]Dirent, error) { return s.readDir(dir, true) }
+
+// readDir lists dir; without records, its entries have names, ids and
+// kinds only (Load fails on them).
+func (s *Store) readDir(dir FileID, records bool) ([]Dirent, error) {
 	var out []Dirent
 	prefix := idKey(pDirent, dir)
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -551,7 +555,9 @@ func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 			name := string(item.Key()[len(prefix):])
 			err := item.Value(func(b []byte) error {
 				d, err := decodeDirent(name, b, false)
-				d.record = bytes.Clone(b[min(49, len(b)):])
+				if records {
+					d.record = bytes.Clone(b[min(49, len(b)):])
+				}
 				out = append(out, d)
 				return err
 			})
@@ -565,8 +571,9 @@ func (s *Store) ReadDir(dir FileID) ([]Dirent, error) {
 }
 
 // LookupVersion returns the entry name in dir with the child's current
-// version, from one read. The version is cached as the child's head (an entry carries its child's
-// current record), so that the attributes asked for next come from memory.
+// version, from one read. The version is cached as the child's head (an
+// entry carries its child's current record), so that the attributes asked
+// for next come from memory.
 func (s *Store) LookupVersion(dir FileID, name string) (*Version, error) {
 	var d Dirent
 	gen0 := s.generation()
