@@ -19,20 +19,14 @@ import (
 // over it. (Found by review.)
 func TestCacheTornPaddingKeepsFramesAligned(t *testing.T) {
 	dir := t.TempDir()
-	c, err := openChunkCache(dir, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := openCacheAt(t, dir)
 	ha := mustPut(t, c, 1, 1000)
 	c.close()
 	seg := filepath.Join(dir, "00000001.seg")
 	if err := os.Truncate(seg, cacheFrameLen+1000+10); err != nil { // pad torn
 		t.Fatal(err)
 	}
-	c, err = openChunkCache(dir, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = openCacheAt(t, dir)
 	if !c.has(ha) {
 		t.Fatal("frame A not indexed")
 	}
@@ -50,10 +44,7 @@ func TestCacheTornPaddingKeepsFramesAligned(t *testing.T) {
 		t.Errorf("chunk B damaged by A's eviction: err %v, equal %v", err, sameBytes(got, bb))
 	}
 	c.close()
-	c, err = openChunkCache(dir, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = openCacheAt(t, dir)
 	defer c.close()
 	if !c.has(hb) {
 		t.Errorf("chunk B lost on reopen")
@@ -64,10 +55,7 @@ func TestCacheTornPaddingKeepsFramesAligned(t *testing.T) {
 // frames punched before a crash) is deleted at open.
 func TestCacheEmptySegmentDeletedAtOpen(t *testing.T) {
 	dir := t.TempDir()
-	c, err := openChunkCache(dir, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := openCacheAt(t, dir)
 	c.segMax = 1
 	mustPut(t, c, 1, 1000)
 	mustPut(t, c, 2, 1000) // segment 2
@@ -76,10 +64,7 @@ func TestCacheEmptySegmentDeletedAtOpen(t *testing.T) {
 	f, _ := os.OpenFile(filepath.Join(dir, "00000001.seg"), os.O_WRONLY, 0)
 	f.WriteAt([]byte("garbage!"), 0)
 	f.Close()
-	c, err = openChunkCache(dir, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = openCacheAt(t, dir)
 	defer c.close()
 	c.segMax = 1
 	for i := 3; i < 6; i++ {
@@ -93,20 +78,14 @@ func TestCacheEmptySegmentDeletedAtOpen(t *testing.T) {
 // skips it and keeps the frames after it.
 func TestCacheZeroedFrameIsSkipped(t *testing.T) {
 	dir := t.TempDir()
-	c, err := openChunkCache(dir, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := openCacheAt(t, dir)
 	mustPut(t, c, 1, 1000)
 	hb := mustPut(t, c, 2, 1000)
 	c.close()
 	f, _ := os.OpenFile(filepath.Join(dir, "00000001.seg"), os.O_WRONLY, 0)
 	f.WriteAt(make([]byte, cacheAlign), 0) // frame A zeroed, not a hole
 	f.Close()
-	c, err = openChunkCache(dir, 1<<20, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = openCacheAt(t, dir)
 	defer c.close()
 	if !c.has(hb) {
 		t.Errorf("chunk B after a zeroed frame was dropped")

@@ -856,3 +856,15 @@ func TestCacheRemovedPinnedChunkComesBackPinned(t *testing.T) {
 		t.Fatalf("after unpin: %+v", st)
 	}
 }
+
+// openCacheAt opens the cache in dir with a 1 MiB limit, and closes it
+// at the end of the test (closing twice is harmless).
+func openCacheAt(t testing.TB, dir string) *chunkCache {
+	t.Helper()
+	c, err := openChunkCache(dir, 1<<20, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.close() })
+	return c
+}

@@ -220,11 +220,9 @@ func (s *Store) cachedHeader(h Hash) (headerAt, error) {
 	// One read gets the header of any chunk up to 1.7 MiB (37 bytes per
 	// 16 KiB block), and ends on the 4 KiB boundary after the frame's
 	// start.
-	raw, err := s.cache.readAt(h, 0, int(min(size, cacheAlign-cacheFrameLen)))
+	// (readRecord drops a cached record that is cut short.)
+	raw, err := s.readRecord(h, chunkLoc{Pack: cachePack}, 0, int(min(size, cacheAlign-cacheFrameLen)))
 	if err != nil {
-		if errors.Is(err, ErrCorrupt) { // cut short: fetch it again
-			s.cache.remove(h)
-		}
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
 	if len(raw) < recordFixed {
@@ -237,10 +235,7 @@ func (s *Store) cachedHeader(h Hash) (headerAt, error) {
 		return headerAt{}, fmt.Errorf("chunk %s: %w: cached record too short", h.Short(), ErrCorrupt)
 	}
 	if hdrLen > len(raw) {
-		if raw, err = s.cache.readAt(h, 0, hdrLen); err != nil {
-			if errors.Is(err, ErrCorrupt) {
-				s.cache.remove(h)
-			}
+		if raw, err = s.readRecord(h, chunkLoc{Pack: cachePack}, 0, hdrLen); err != nil {
 			return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
 		}
 	}

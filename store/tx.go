@@ -333,11 +333,7 @@ func (s *Store) DirState(dir FileID) (DirState, error) {
 		return err
 	})
 	if err == nil {
-		s.cacheMu.Lock()
-		if s.gen == gen0 { // as for versions (see headIn)
-			s.dirStates.Put(dir, st)
-		}
-		s.cacheMu.Unlock()
+		s.fillCache(gen0, func() { s.dirStates.Put(dir, st) })
 	}
 	return st, err
 }
@@ -364,11 +360,7 @@ func headIn(s *Store, txn *badger.Txn, id FileID, gen0 uint64) (*Version, error)
 	if err != nil {
 		return nil, fmt.Errorf("head of %s: %w", id, err)
 	}
-	s.cacheMu.Lock()
-	if s.gen == gen0 {
-		s.versions.Put(id, v)
-	}
-	s.cacheMu.Unlock()
+	s.Remember(v, gen0)
 	return v, nil
 }
 
@@ -386,10 +378,17 @@ func (s *Store) Generation() uint64 { return s.generation() }
 // Remember caches v as its file's current version, read when the commit
 // generation was gen0, unless a commit happened since (see headIn).
 func (s *Store) Remember(v *Version, gen0 uint64) {
+	s.fillCache(gen0, func() { s.versions.Put(v.ID, v) })
+}
+
+// fillCache runs put, which caches what a reader read when the commit
+// generation was gen0, only if no commit happened since: a reader must
+// never put back a value older than one a commit cached.
+func (s *Store) fillCache(gen0 uint64, put func()) {
 	s.cacheMu.Lock()
 	defer s.cacheMu.Unlock()
 	if s.gen == gen0 {
-		s.versions.Put(v.ID, v)
+		put()
 	}
 }
 
