@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
@@ -256,7 +257,27 @@ func mountFS(fsys *fs.FS, absStore, mnt string, cfg mountConfig, log *slog.Logge
 	if err := setReadAhead(mnt, readAheadKiB); err != nil {
 		log.Warn("could not raise the kernel's read-ahead for the mount; sequential reads will be slower", "err", err)
 	}
+	spareProcs(log)
 	return server, nil
+}
+
+// spareProcs gives the Go runtime a P for each go-fuse request reader on
+// top of one per CPU, unless GOMAXPROCS is set in the environment. A
+// reader waits for the next request in a read(2) on /dev/fuse and keeps
+// its P while it waits; with GOMAXPROCS = CPUs, two idle readers hold
+// every P of a 2-core machine, and the goroutines that finish a request
+// (Badger's writer and commit watermark) wait for the runtime's monitor to
+// take a P back, tens of microseconds per metadata operation
+// (docs/DECISIONS.md). go-fuse sizes its readers from GOMAXPROCS when the
+// server is made, so this runs after the mount.
+func spareProcs(log *slog.Logger) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return
+	}
+	readers := min(max(runtime.GOMAXPROCS(0), 2), 16) + 1 // go-fuse: maxReaders, and one over it
+	procs := runtime.NumCPU() + readers
+	runtime.GOMAXPROCS(procs)
+	log.Debug("GOMAXPROCS raised for FUSE readers", "procs", procs)
 }
 
 // readAheadKiB is the kernel's read-ahead for a geofs mount. FUSE caps it
