@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -718,5 +720,38 @@ func TestMountReadAhead(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(b)); got != "4096" {
 		t.Fatalf("%s = %s, want 4096", path, got)
+	}
+}
+
+// TestMountSpareProcs checks that the mount gives the Go runtime Ps beyond
+// one per CPU for go-fuse's readers, and that GOMAXPROCS in the
+// environment still wins (docs/DECISIONS.md, "A P for each FUSE reader").
+func TestMountSpareProcs(t *testing.T) {
+	mountedProcs := func(s *site) int {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(s.store, "geofs.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`msg=mounted .*gomaxprocs=(\d+)`).FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("no gomaxprocs in the mount's log:\n%s", b)
+		}
+		n, _ := strconv.Atoi(string(m[1]))
+		return n
+	}
+	cpus := runtime.GOMAXPROCS(0) // the test runs with the runtime's default
+	s := newSite(t)
+	s.mount()
+	if got, want := mountedProcs(s), cpus+min(max(cpus, 2), 16)+1; got != want {
+		t.Errorf("GOMAXPROCS in the mount = %d, want %d (%d CPUs and go-fuse's readers)", got, want, cpus)
+	}
+	s.unmount()
+
+	t.Setenv("GOMAXPROCS", "3")
+	s2 := newSite(t)
+	s2.mount()
+	if got := mountedProcs(s2); got != 3 {
+		t.Errorf("with GOMAXPROCS=3 in the environment the mount used %d", got)
 	}
 }

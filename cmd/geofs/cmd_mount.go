@@ -7,10 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -229,7 +229,7 @@ func runMount(ctx context.Context, storeDir, mnt, opts string) (err error) {
 			defer stop()
 		}
 	}
-	log.Info("mounted", "store", absStore, "mountpoint", mnt, "pid", os.Getpid())
+	log.Info("mounted", "store", absStore, "mountpoint", mnt, "pid", os.Getpid(), "gomaxprocs", runtime.GOMAXPROCS(0))
 	signalReady(nil)
 	detached := make(chan struct{})
 	go unmountOnSignal(server, mnt, log, detached)
@@ -257,7 +257,7 @@ func mountFS(fsys *fs.FS, absStore, mnt string, cfg mountConfig, log *slog.Logge
 	if err := setReadAhead(mnt, readAheadKiB); err != nil {
 		log.Warn("could not raise the kernel's read-ahead for the mount; sequential reads will be slower", "err", err)
 	}
-	spareProcs(log)
+	spareProcs()
 	return server, nil
 }
 
@@ -270,14 +270,13 @@ func mountFS(fsys *fs.FS, absStore, mnt string, cfg mountConfig, log *slog.Logge
 // take a P back, tens of microseconds per metadata operation
 // (docs/DECISIONS.md). go-fuse sizes its readers from GOMAXPROCS when the
 // server is made, so this runs after the mount.
-func spareProcs(log *slog.Logger) {
+func spareProcs() {
 	if os.Getenv("GOMAXPROCS") != "" {
 		return
 	}
-	readers := min(max(runtime.GOMAXPROCS(0), 2), 16) + 1 // go-fuse: maxReaders, and one over it
-	procs := runtime.NumCPU() + readers
-	runtime.GOMAXPROCS(procs)
-	log.Debug("GOMAXPROCS raised for FUSE readers", "procs", procs)
+	cpus := runtime.GOMAXPROCS(0)        // the runtime's default: CPUs, or the cgroup's limit
+	readers := min(max(cpus, 2), 16) + 1 // go-fuse: maxReaders, and one over it
+	runtime.GOMAXPROCS(cpus + readers)
 }
 
 // readAheadKiB is the kernel's read-ahead for a geofs mount. FUSE caps it
