@@ -257,7 +257,7 @@ func (tx *Tx) merge(old *Version, t []Hash) error {
 	vs := make([]*Version, len(t))
 	for i, h := range t {
 		var err error
-		if vs[i], err = versionIn(tx.txn, h); err != nil {
+		if vs[i], err = versionIn(tx, h); err != nil {
 			return err
 		}
 	}
@@ -354,7 +354,7 @@ func (tx *Tx) walkAncestors(from Hash, fn func(Hash, *Version) bool) error {
 	for n := 0; len(queue) > 0 && n < ancestorLimit; n++ {
 		h := queue[0]
 		queue = queue[1:]
-		v, err := versionIn(tx.txn, h)
+		v, err := versionIn(tx, h)
 		if err != nil {
 			return err
 		}
@@ -416,7 +416,7 @@ func (tx *Tx) settle(v *Version, h Hash, enc []byte, old *Version) error {
 // settleLink resolves what the new link l of v would break. It returns true
 // when it made a successor of v the head instead (settle is then done).
 func (tx *Tx) settleLink(v *Version, h Hash, l Link, old *Version) (bool, error) {
-	owner, _, err := lookupIn(tx.txn, l.Parent, l.Name)
+	owner, _, err := lookupIn(tx, l.Parent, l.Name)
 	if err == nil && owner != v.ID {
 		if bytes.Compare(v.ID[:], owner[:]) > 0 {
 			return true, tx.derived(renamed(v, h, l), old)
@@ -475,7 +475,7 @@ func (tx *Tx) revive(v *Version, h Hash) (*Version, error) {
 	live := v
 	for i := 0; live.Deleted && !live.Prev.IsZero() && i < ancestorLimit; i++ {
 		var err error
-		if live, err = versionIn(tx.txn, live.Prev); err != nil {
+		if live, err = versionIn(tx, live.Prev); err != nil {
 			return nil, err
 		}
 	}
@@ -529,7 +529,7 @@ func toRoot(v *Version, h Hash) *Version {
 }
 
 func (tx *Tx) has(prefix byte, h Hash) (bool, error) {
-	_, err := tx.txn.Get(hashKey(prefix, h))
+	err := tx.get(hashKey(prefix, h), func([]byte) error { return nil })
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
 	}
@@ -556,9 +556,8 @@ func (s *Store) HasVersion(h Hash) bool { return s.has(pVersion, h) }
 func (s *Store) HasNode(h Hash) bool { return s.has(pNode, h) }
 
 func (s *Store) has(prefix byte, h Hash) bool {
-	err := s.db.View(func(txn *badger.Txn) error {
-		_, err := txn.Get(hashKey(prefix, h))
-		return err
+	err := s.view(func(r *reader) error {
+		return r.get(hashKey(prefix, h), func([]byte) error { return nil })
 	})
 	return err == nil
 }
@@ -566,16 +565,15 @@ func (s *Store) has(prefix byte, h Hash) bool {
 // VersionRecord returns the encoded version record h, verified.
 func (s *Store) VersionRecord(h Hash) ([]byte, error) {
 	var b []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(hashKey(pVersion, h))
+	err := s.view(func(r *reader) error {
+		err := r.get(hashKey(pVersion, h), func(v []byte) error {
+			b = bytes.Clone(v)
+			return nil
+		})
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return fmt.Errorf("version %s: %w", h.Short(), ErrNotFound)
 		}
-		if err != nil {
-			return classifyBadger(err)
-		}
-		b, err = item.ValueCopy(nil)
-		return err
+		return classifyBadger(err)
 	})
 	if err == nil && Sum(b) != h {
 		return nil, fmt.Errorf("version %s: %w: hash mismatch", h.Short(), ErrCorrupt)
@@ -587,7 +585,13 @@ func (s *Store) VersionRecord(h Hash) ([]byte, error) {
 // applied here (zero: nothing yet).
 func (s *Store) Cursor(peer SiteID) PeerCursor {
 	var c PeerCursor
-	b, err := s.getValue(cursorKey(pCursor, peer))
+	var b []byte
+	err := s.view(func(r *reader) error { // written by Updates (applyBatch)
+		return r.get(cursorKey(pCursor, peer), func(v []byte) error {
+			b = bytes.Clone(v)
+			return nil
+		})
+	})
 	if err == nil && len(b) == 40 {
 		c.Seq = binary.BigEndian.Uint64(b)
 		copy(c.Version[:], b[8:])

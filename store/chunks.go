@@ -92,6 +92,9 @@ func parallel(n int, fn func(i int)) {
 // full-disk failures as ErrNoSpace. Badger's y.Wrap formats the cause with
 // %+v instead of wrapping it, so the message is all that is left to test.
 func classifyBadger(err error) error {
+	if err == nil {
+		return nil
+	}
 	msg := err.Error()
 	switch {
 	case errors.Is(err, y.ErrChecksumMismatch), strings.Contains(msg, "checksum mismatch"),

@@ -46,6 +46,9 @@ func (s *Store) Fsck(report func(Problem)) (FsckStats, error) {
 func (s *Store) FsckRepair(ctx context.Context, repair bool, report func(Problem)) (FsckStats, error) {
 	c := &checker{s: s, ctx: ctx, repair: repair && s.remoteSet(), partial: s.Partial(), report: report,
 		seenVersion: map[Hash]bool{}, seenNode: map[Hash]bool{}, seenChunk: map[Hash]bool{}}
+	if err := s.Flush(); err != nil { // fsck reads Badger alone
+		return c.stats, err
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		c.txn = txn
 		for _, step := range []func() error{c.checkHeads, c.dirents, c.txlog} {
@@ -99,7 +102,7 @@ func (c *checker) checkHeads() error {
 		copy(h[:], v)
 		hashes[id] = h
 		xorInto(&c.buckets[id[0]], bucketTerm(id, h))
-		if ver, err := versionIn(c.txn, h); err == nil {
+		if ver, err := versionIn(txnGetter{c.txn}, h); err == nil {
 			c.heads[id] = ver
 		}
 		return nil
@@ -123,7 +126,7 @@ func (c *checker) chain(id FileID, h Hash) {
 	c.seenVersion[h] = true
 	for queue := []Hash{h}; len(queue) > 0; queue = queue[1:] {
 		h := queue[0]
-		v, err := versionIn(c.txn, h)
+		v, err := versionIn(txnGetter{c.txn}, h)
 		if err != nil {
 			c.problem(id, "version %s: %v", h.Short(), err)
 			continue

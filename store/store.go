@@ -94,6 +94,8 @@ type Store struct {
 
 	async    sync.WaitGroup        // writeAsync commits in flight
 	asyncErr atomic.Pointer[error] // the first failure among them
+
+	pend *pending // Updates not yet written to Badger (pending.go)
 }
 
 // DBDir is the Badger directory inside a store directory, CacheDir the
@@ -178,6 +180,7 @@ func newStore(dir string, db *badger.DB, site SiteID, log *slog.Logger) (*Store,
 		bcache:    newBlockCache(64 << 20),
 		zenc:      zenc, zdec: zdec,
 		reserve: 128 << 20,
+		pend:    newPending(),
 	}
 	s.bflight.calls = map[blockKey]*flightCall{}
 	s.rem.flights = map[flightKey]*fetchCall{}
@@ -230,9 +233,10 @@ func (s *Store) load() error {
 func (s *Store) Close() error {
 	s.stopFetching()
 	s.async.Wait()
+	ferr := s.closePending()
 	s.zenc.Close()
 	s.zdec.Close()
-	perr := errors.Join(s.packs.sync(), s.takeAsyncErr())
+	perr := errors.Join(ferr, s.packs.sync(), s.takeAsyncErr())
 	if s.cache != nil {
 		perr = errors.Join(perr, s.cache.close())
 	}
@@ -244,6 +248,9 @@ func (s *Store) Close() error {
 
 // Sync makes every committed change durable (invariant 4).
 func (s *Store) Sync() error {
+	if err := s.Flush(); err != nil {
+		return err
+	}
 	if err := s.packs.sync(); err != nil {
 		return err
 	}

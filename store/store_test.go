@@ -528,11 +528,14 @@ func TestDirStateCacheFollowsCommits(t *testing.T) {
 	if again, _ := s.DirState(RootID); again != st {
 		t.Fatalf("a failed update moved the cached state: %+v, want %+v", again, st)
 	}
-	// The cache agrees with the store.
+	// The cache agrees with the store, once written to Badger.
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	var stored DirState
 	s.db.View(func(txn *badger.Txn) error {
 		var err error
-		stored, err = dirStateIn(txn, RootID)
+		stored, err = dirStateIn(txnGetter{txn}, RootID)
 		return err
 	})
 	if stored != st {

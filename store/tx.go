@@ -16,12 +16,16 @@ import (
 )
 
 // Tx is one atomic change to the namespace: every version it puts, with
-// their index updates, namespace buckets and txlog entries, commits in one
-// Badger transaction (invariant 2), or none of it does.
+// their index updates, namespace buckets and txlog entries, commits
+// together (invariant 2), or none of it does. Its writes are kept apart
+// until fn succeeds, then join the pending set that is written behind to
+// Badger (pending.go).
 type Tx struct {
 	s       *Store
-	gen0    uint64 // commit generation when the transaction began
-	txn     *badger.Txn
+	gen0    uint64  // commit generation when the transaction began
+	r       *reader // what was committed before it, during fn
+	w       map[string]txWrite
+	wBytes  int
 	op      Op
 	now     hlc.Timestamp
 	wall    int64 // Unix nanoseconds for directory times
@@ -52,23 +56,39 @@ func (s *Store) Update(op Op, fn func(tx *Tx) error) error {
 func (s *Store) transact(op Op, from SiteID, fn func(tx *Tx) error) (*Tx, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tx := &Tx{s: s, gen0: s.generation(), txn: s.db.NewTransaction(true), op: op, now: s.clock.Now(),
-		wall: time.Now().UnixNano(), seq: s.seq, seq0: s.seq, buckets: s.buckets, from: from}
-	defer tx.txn.Discard()
+	if err := s.pendingErr(); err != nil {
+		return nil, err
+	}
 	if err := s.checkSpace(4096); err != nil {
 		return nil, err
 	}
 	if err := s.takeAsyncErr(); err != nil {
 		return nil, err
 	}
-	if err := fn(tx); err != nil {
+	tx := &Tx{s: s, gen0: s.generation(), op: op, now: s.clock.Now(),
+		wall: time.Now().UnixNano(), seq: s.seq, seq0: s.seq, buckets: s.buckets, from: from}
+	err := s.view(func(r *reader) error {
+		tx.r = r
+		defer func() { tx.r = nil }()
+		return fn(tx)
+	})
+	if err != nil {
 		return nil, err
 	}
 	if !tx.wrote {
 		return tx, nil
 	}
-	if err := tx.txn.Commit(); err != nil {
-		return nil, fmt.Errorf("commit %s: %w", op, classifyBadger(err))
+	if s.pendingFull(tx.wBytes, len(tx.w)) {
+		if err := s.Flush(); err != nil {
+			return nil, fmt.Errorf("commit %s: %w", op, err)
+		}
+	}
+	s.addPending(tx.w)
+	var flushErr error
+	if from != (SiteID{}) {
+		// A peer's records are acknowledged once applied: they must be
+		// in Badger, as they were before write-behind, when this returns.
+		flushErr = s.Flush()
 	}
 	s.seq, s.buckets = tx.seq, tx.buckets
 	s.cacheMu.Lock()
@@ -82,6 +102,9 @@ func (s *Store) transact(op Op, from SiteID, fn func(tx *Tx) error) (*Tx, error)
 	s.cacheMu.Unlock()
 	if tx.seq != tx.seq0 {
 		s.notifyCommit()
+	}
+	if flushErr != nil {
+		return nil, fmt.Errorf("commit %s: %w", op, flushErr)
 	}
 	return tx, nil
 }
@@ -98,20 +121,34 @@ func (tx *Tx) Head(id FileID) (*Version, error) {
 			return tx.puts[i], nil
 		}
 	}
-	return headIn(tx.s, tx.txn, id, tx.gen0)
+	return headIn(tx.s, tx, id, tx.gen0)
 }
 
 // Lookup returns the file id named name in dir.
 func (tx *Tx) Lookup(dir FileID, name string) (FileID, Kind, error) {
-	return lookupIn(tx.txn, dir, name)
+	return lookupIn(tx, dir, name)
 }
 
 // HasChildren reports whether dir has any entry.
 func (tx *Tx) HasChildren(dir FileID) (bool, error) {
-	it := tx.txn.NewIterator(badger.IteratorOptions{Prefix: idKey(pDirent, dir)})
-	defer it.Close()
-	it.Rewind()
-	return it.Valid(), nil
+	found := false
+	err := tx.r.scan(idKey(pDirent, dir), nil, tx.w, func(k, v []byte) (bool, error) {
+		found = true
+		return false, nil
+	})
+	return found, err
+}
+
+// get reads k as this transaction sees it: its own writes over what was
+// committed before it.
+func (tx *Tx) get(k []byte, fn func([]byte) error) error {
+	if w, ok := tx.w[string(k)]; ok {
+		if w.del {
+			return badger.ErrKeyNotFound
+		}
+		return fn(w.val)
+	}
+	return tx.r.get(k, fn)
 }
 
 // Put commits v as the new current version of v.ID: it sets Prev and Stamp,
@@ -189,10 +226,24 @@ func (tx *Tx) advance(v *Version, h Hash, enc []byte, old *Version) error {
 	return nil
 }
 
-func (tx *Tx) set(k, v []byte) error {
+// set writes v under k; v must not change afterwards.
+func (tx *Tx) set(k, v []byte) error { return tx.write(k, txWrite{val: v}) }
+
+func (tx *Tx) del(k []byte) error { return tx.write(k, txWrite{del: true}) }
+
+func (tx *Tx) write(k []byte, w txWrite) error {
+	if tx.w == nil {
+		tx.w = map[string]txWrite{}
+	}
+	key := string(k)
+	if old, ok := tx.w[key]; ok {
+		tx.wBytes -= entrySize(key, old.val)
+	}
+	tx.w[key] = w
+	tx.wBytes += entrySize(key, w.val)
 	tx.wrote = true
-	if err := tx.txn.Set(k, v); err != nil {
-		return fmt.Errorf("%s: %w", tx.op, err)
+	if tx.wBytes > maxTxBytes || len(tx.w) > maxTxCount {
+		return fmt.Errorf("%s: %w", tx.op, badger.ErrTxnTooBig)
 	}
 	return nil
 }
@@ -213,8 +264,8 @@ func (tx *Tx) relink(v *Version, oldLinks []Link) error {
 	for _, l := range oldLinks {
 		if !slices.Contains(v.Links, l) {
 			// Another file may own the name by now (rename exchange).
-			if cur, _, err := lookupIn(tx.txn, l.Parent, l.Name); err == nil && cur == v.ID {
-				if err := tx.txn.Delete(direntKey(l.Parent, l.Name)); err != nil {
+			if cur, _, err := lookupIn(tx, l.Parent, l.Name); err == nil && cur == v.ID {
+				if err := tx.del(direntKey(l.Parent, l.Name)); err != nil {
 					return err
 				}
 			}
@@ -277,7 +328,7 @@ func (tx *Tx) dirState(dir FileID) (DirState, error) {
 	if st, ok := tx.s.dirStates.Get(dir); ok {
 		return st, nil
 	}
-	return dirStateIn(tx.txn, dir)
+	return dirStateIn(tx, dir)
 }
 
 func (tx *Tx) putDirState(dir FileID, st DirState) error {
@@ -291,16 +342,9 @@ func (tx *Tx) putDirState(dir FileID, st DirState) error {
 	return tx.set(idKey(pDirState, dir), b)
 }
 
-func dirStateIn(txn *badger.Txn, dir FileID) (DirState, error) {
+func dirStateIn(g getter, dir FileID) (DirState, error) {
 	var st DirState
-	item, err := txn.Get(idKey(pDirState, dir))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return st, nil
-	}
-	if err != nil {
-		return st, classifyBadger(err)
-	}
-	err = item.Value(func(b []byte) error {
+	err := g.get(idKey(pDirState, dir), func(b []byte) error {
 		var n1, n2, n3 int
 		st.Mtime, n1 = binary.Varint(b)
 		if n1 > 0 {
@@ -316,7 +360,10 @@ func dirStateIn(txn *badger.Txn, dir FileID) (DirState, error) {
 		}
 		return nil
 	})
-	return st, err
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return DirState{}, nil
+	}
+	return st, classifyBadger(err)
 }
 
 // DirState returns the local state of a directory. States are cached:
@@ -327,9 +374,9 @@ func (s *Store) DirState(dir FileID) (DirState, error) {
 	}
 	gen0 := s.generation()
 	var st DirState
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(r *reader) error {
 		var err error
-		st, err = dirStateIn(txn, dir)
+		st, err = dirStateIn(r, dir)
 		return err
 	})
 	if err == nil {
@@ -341,22 +388,15 @@ func (s *Store) DirState(dir FileID) (DirState, error) {
 // headIn reads id's current version in txn and caches it, unless a commit
 // happened since gen0 (the commit generation from before txn began): a
 // reader must never put back a version older than one an Update cached.
-func headIn(s *Store, txn *badger.Txn, id FileID, gen0 uint64) (*Version, error) {
+func headIn(s *Store, g getter, id FileID, gen0 uint64) (*Version, error) {
 	if v, ok := s.versions.Get(id); ok {
 		return v, nil
 	}
-	item, err := txn.Get(idKey(pHead, id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("file %s: %w", id, ErrNotFound)
-	}
+	h, err := headHash(g, id)
 	if err != nil {
-		return nil, classifyBadger(err)
+		return nil, err
 	}
-	var h Hash
-	if _, err := item.ValueCopy(h[:0]); err != nil {
-		return nil, classifyBadger(err)
-	}
-	v, err := versionIn(txn, h)
+	v, err := versionIn(g, h)
 	if err != nil {
 		return nil, fmt.Errorf("head of %s: %w", id, err)
 	}
@@ -392,15 +432,28 @@ func (s *Store) fillCache(gen0 uint64, put func()) {
 	}
 }
 
-func versionIn(txn *badger.Txn, h Hash) (*Version, error) {
-	item, err := txn.Get(hashKey(pVersion, h))
+// headHash reads the hash of id's current version.
+func headHash(g getter, id FileID) (Hash, error) {
+	var h Hash
+	err := g.get(idKey(pHead, id), func(b []byte) error {
+		copy(h[:], b)
+		return nil
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return h, fmt.Errorf("file %s: %w", id, ErrNotFound)
+	}
+	return h, classifyBadger(err)
+}
+
+func versionIn(g getter, h Hash) (*Version, error) {
+	var b []byte
+	err := g.get(hashKey(pVersion, h), func(v []byte) error {
+		b = bytes.Clone(v)
+		return nil
+	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, fmt.Errorf("version %s: %w", h.Short(), ErrNotFound)
 	}
-	if err != nil {
-		return nil, classifyBadger(err)
-	}
-	b, err := item.ValueCopy(nil)
 	if err != nil {
 		return nil, classifyBadger(err)
 	}
@@ -415,27 +468,23 @@ func versionIn(txn *badger.Txn, h Hash) (*Version, error) {
 	return v, nil
 }
 
-func lookupIn(txn *badger.Txn, dir FileID, name string) (FileID, Kind, error) {
-	d, err := direntIn(txn, dir, name, false)
+func lookupIn(g getter, dir FileID, name string) (FileID, Kind, error) {
+	d, err := direntIn(g, dir, name, false)
 	return d.ID, d.Kind, err
 }
 
 // direntIn reads one directory entry, decoding its record when full.
-func direntIn(txn *badger.Txn, dir FileID, name string, full bool) (Dirent, error) {
-	item, err := txn.Get(direntKey(dir, name))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return Dirent{}, fmt.Errorf("%q: %w", name, ErrNotFound)
-	}
-	if err != nil {
-		return Dirent{}, classifyBadger(err)
-	}
+func direntIn(g getter, dir FileID, name string, full bool) (Dirent, error) {
 	var d Dirent
-	err = item.Value(func(b []byte) error {
+	err := g.get(direntKey(dir, name), func(b []byte) error {
 		var err error
 		d, err = decodeDirent(name, b, full)
 		return err
 	})
-	return d, err
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Dirent{}, fmt.Errorf("%q: %w", name, ErrNotFound)
+	}
+	return d, classifyBadger(err)
 }
 
 // A directory entry's value is the child's file id, kind, current version
@@ -496,9 +545,9 @@ func (s *Store) Head(id FileID) (*Version, error) {
 	}
 	gen0 := s.generation()
 	var v *Version
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(r *reader) error {
 		var err error
-		v, err = headIn(s, txn, id, gen0)
+		v, err = headIn(s, r, id, gen0)
 		return err
 	})
 	return v, err
@@ -507,9 +556,9 @@ func (s *Store) Head(id FileID) (*Version, error) {
 // Version returns the version record with hash h, verified.
 func (s *Store) Version(h Hash) (*Version, error) {
 	var v *Version
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(r *reader) error {
 		var err error
-		v, err = versionIn(txn, h)
+		v, err = versionIn(r, h)
 		return err
 	})
 	return v, err
@@ -519,9 +568,9 @@ func (s *Store) Version(h Hash) (*Version, error) {
 func (s *Store) Lookup(dir FileID, name string) (FileID, Kind, error) {
 	var id FileID
 	var kind Kind
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(r *reader) error {
 		var err error
-		id, kind, err = lookupIn(txn, dir, name)
+		id, kind, err = lookupIn(r, dir, name)
 		return err
 	})
 	return id, kind, err
@@ -546,25 +595,15 @@ func (s *Store) ReadDir(dir FileID) ([]Dirent, error) { return s.readDir(dir, tr
 func (s *Store) readDir(dir FileID, records bool) ([]Dirent, error) {
 	var out []Dirent
 	prefix := idKey(pDirent, dir)
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			name := string(item.Key()[len(prefix):])
-			err := item.Value(func(b []byte) error {
-				d, err := decodeDirent(name, b, false)
-				if records {
-					d.record = bytes.Clone(b[min(49, len(b)):])
-				}
-				out = append(out, d)
-				return err
-			})
-			if err != nil {
-				return classifyBadger(err)
+	err := s.view(func(r *reader) error {
+		return r.scan(prefix, nil, nil, func(k, b []byte) (bool, error) {
+			d, err := decodeDirent(string(k[len(prefix):]), b, false)
+			if records {
+				d.record = bytes.Clone(b[min(49, len(b)):])
 			}
-		}
-		return nil
+			out = append(out, d)
+			return err == nil, err
+		})
 	})
 	return out, err
 }
@@ -576,9 +615,9 @@ func (s *Store) readDir(dir FileID, records bool) ([]Dirent, error) {
 func (s *Store) LookupVersion(dir FileID, name string) (*Version, error) {
 	var d Dirent
 	gen0 := s.generation()
-	err := s.db.View(func(txn *badger.Txn) error {
+	err := s.view(func(r *reader) error {
 		var err error
-		d, err = direntIn(txn, dir, name, true)
+		d, err = direntIn(r, dir, name, true)
 		return err
 	})
 	if err != nil {
@@ -594,18 +633,14 @@ func (s *Store) LookupVersion(dir FileID, name string) (*Version, error) {
 func (s *Store) History(id FileID) ([]*Version, []Hash, error) {
 	var vs []*Version
 	var hs []Hash
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(idKey(pHead, id))
+	err := s.view(func(r *reader) error {
+		h, err := headHash(r, id)
 		if err != nil {
-			return fmt.Errorf("file %s: %w", id, ErrNotFound)
-		}
-		var h Hash
-		if _, err := item.ValueCopy(h[:0]); err != nil {
 			return err
 		}
 		seen := map[Hash]bool{h: true}
 		for queue := []Hash{h}; len(queue) > 0; queue = queue[1:] {
-			v, err := versionIn(txn, queue[0])
+			v, err := versionIn(r, queue[0])
 			if err != nil {
 				return err
 			}

@@ -91,6 +91,11 @@ func DecodeEntry(b []byte) (*Entry, error) {
 // Log calls fn for each txlog entry with Seq >= from, in order, until fn
 // returns false or an error.
 func (s *Store) Log(from uint64, fn func(*Entry) (bool, error)) error {
+	// Entries are read from Badger once written there: a link must not
+	// send a peer what a crash here could still lose.
+	if err := s.Flush(); err != nil {
+		return err
+	}
 	return s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: []byte{pLog}})
 		defer it.Close()

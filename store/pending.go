@@ -1,0 +1,376 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/btree"
+)
+
+// Metadata is written behind (docs/DECISIONS.md, "Metadata is written
+// behind"). An Update's writes land in the pending set, which readers see
+// on top of Badger, and a flush writes the whole set to Badger as one
+// transaction a moment later. Operations are acknowledged before Badger
+// has them; a crash loses at most the last flushDelay of them, never part
+// of one (every flush is atomic and holds whole operations). Sync flushes
+// first, so fsync still means durable (invariant 4).
+//
+// Readers see the pending set over a Badger snapshot taken after the last
+// flush was applied, not over a fresh transaction: Badger makes a new
+// transaction wait until every commit in flight is applied, and a flush
+// in flight is still in the pending set anyway. Keys written outside
+// Updates (chunk locations, manifest nodes, acknowledgement cursors, site
+// metadata) never enter the pending set and are always read fresh.
+
+// flushDelay is how long written-behind operations wait for company
+// before a flush; flushBytes and flushCount bound the pending set well
+// inside one Badger transaction (15 % of the 32 MiB memtable).
+const (
+	flushDelay = time.Millisecond
+	flushBytes = 2 << 20
+	flushCount = 16 << 10
+	// A single Update may not write more than this (Badger's own bound on
+	// a transaction, with room to spare); it fails with ErrTxnTooBig.
+	maxTxBytes = 4 << 20
+	maxTxCount = 32 << 10
+)
+
+// pendEntry is the newest write of one key: a value, or a deletion.
+type pendEntry struct {
+	key string
+	val []byte
+	del bool
+	op  uint64 // the operation that wrote it (pending.ops when added)
+}
+
+func pendLess(a, b pendEntry) bool { return a.key < b.key }
+
+// entrySize is what an entry counts against the bounds (Badger's own
+// estimate is the key, the value and a few bytes of metadata).
+func entrySize(k string, v []byte) int { return len(k) + len(v) + 16 }
+
+type pending struct {
+	// mu: readers hold it shared for the whole of a read, so that the
+	// flush cannot drop entries from under a Badger snapshot that predates
+	// them; adding an operation and dropping flushed entries hold it alone.
+	mu    sync.RWMutex
+	tree  *btree.BTreeG[pendEntry]
+	bytes int
+	ops   uint64 // operations added so far
+
+	flushMu sync.Mutex // one flush at a time
+	timer   *time.Timer
+	armed   bool // a flush is scheduled (under mu)
+	closed  bool // under flushMu: Close has flushed for the last time
+	snap    *badger.Txn // read-only, taken after the last flush (under mu)
+	failed  atomic.Pointer[error]
+}
+
+func newPending() *pending {
+	return &pending{tree: btree.NewG(16, pendLess)}
+}
+
+// txWrite is one write of a Tx, kept apart until the Tx succeeds.
+type txWrite struct {
+	val []byte
+	del bool
+}
+
+// add makes the writes of one successful operation visible to readers and
+// schedules their flush.
+func (s *Store) addPending(w map[string]txWrite) {
+	p := s.pend
+	p.mu.Lock()
+	p.ops++
+	for k, e := range w {
+		if old, ok := p.tree.Get(pendEntry{key: k}); ok {
+			p.bytes -= entrySize(old.key, old.val)
+		}
+		p.tree.ReplaceOrInsert(pendEntry{key: k, val: e.val, del: e.del, op: p.ops})
+		p.bytes += entrySize(k, e.val)
+	}
+	arm := !p.armed
+	p.armed = true
+	p.mu.Unlock()
+	if arm {
+		if p.timer == nil {
+			p.timer = time.AfterFunc(flushDelay, s.flushInBackground)
+		} else {
+			p.timer.Reset(flushDelay)
+		}
+	}
+}
+
+// pendingFull reports whether an operation of n bytes and c writes must
+// wait for a flush first, to keep one flush inside Badger's bounds.
+func (s *Store) pendingFull(n, c int) bool {
+	p := s.pend
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.tree.Len() > 0 && (p.bytes+n > flushBytes || p.tree.Len()+c > flushCount)
+}
+
+func (s *Store) flushInBackground() {
+	if err := s.Flush(); err != nil {
+		s.log.Error("writing metadata to the database failed; the store takes no more changes until it is reopened", "err", err)
+	}
+}
+
+// Flush writes every pending operation to Badger and returns once they are
+// applied (readers then find them there). It does not sync: see Sync.
+func (s *Store) Flush() error {
+	p := s.pend
+	p.flushMu.Lock()
+	defer p.flushMu.Unlock()
+	p.mu.Lock()
+	p.armed = false
+	var batch []pendEntry
+	p.tree.Ascend(func(e pendEntry) bool {
+		batch = append(batch, e)
+		return true
+	})
+	p.mu.Unlock()
+	if err := p.failed.Load(); err != nil {
+		return *err
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	if p.closed {
+		return fmt.Errorf("flush: %w", badger.ErrDBClosed)
+	}
+	txn := s.db.NewTransaction(true)
+	defer txn.Discard()
+	err := func() error {
+		for _, e := range batch {
+			var err error
+			if e.del {
+				err = txn.Delete([]byte(e.key))
+			} else {
+				err = txn.Set([]byte(e.key), e.val)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return txn.Commit()
+	}()
+	if err != nil {
+		// The operations were acknowledged; they stay readable from the
+		// pending set, but no later change may build on them.
+		err = fmt.Errorf("store failed writing metadata (reopen it): %w", classifyBadger(err))
+		p.failed.Store(&err)
+		return err
+	}
+	s.swapSnapshot(func() {
+		for _, e := range batch {
+			if cur, ok := p.tree.Get(e); ok && cur.op == e.op {
+				p.tree.Delete(e)
+				p.bytes -= entrySize(e.key, e.val)
+			}
+		}
+	})
+	return nil
+}
+
+// swapSnapshot takes a new snapshot for readers and, in the same step,
+// runs drop (which removes what the snapshot now holds from the pending
+// set).
+func (s *Store) swapSnapshot(drop func()) {
+	p := s.pend
+	snap := s.db.NewTransaction(false)
+	p.mu.Lock()
+	old := p.snap
+	p.snap = snap
+	drop()
+	p.mu.Unlock()
+	if old != nil {
+		old.Discard() // no reader holds it: readers hold mu shared
+	}
+}
+
+// closePending flushes for the last time; later flushes fail.
+func (s *Store) closePending() error {
+	p := s.pend
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	err := s.Flush()
+	p.flushMu.Lock()
+	p.closed = true
+	p.flushMu.Unlock()
+	p.mu.Lock()
+	if p.snap != nil {
+		p.snap.Discard()
+		p.snap = nil
+	}
+	p.mu.Unlock()
+	return err
+}
+
+// pendingErr is the failure that stopped the store taking changes.
+func (s *Store) pendingErr() error {
+	if err := s.pend.failed.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// getter reads one key.
+type getter interface {
+	// get calls fn with k's value (valid during the call only), or
+	// returns badger.ErrKeyNotFound.
+	get(k []byte, fn func(v []byte) error) error
+}
+
+// txnGetter reads a Badger transaction alone (fsck, which flushes first).
+type txnGetter struct{ txn *badger.Txn }
+
+func (g txnGetter) get(k []byte, fn func([]byte) error) error {
+	item, err := g.txn.Get(k)
+	if err != nil {
+		return err
+	}
+	return item.Value(fn)
+}
+
+// reader sees the pending set over a Badger snapshot. It is valid inside
+// the view call that made it.
+type reader struct {
+	s   *Store
+	p   *pending
+	txn *badger.Txn
+}
+
+// view runs fn with a reader of everything committed so far.
+func (s *Store) view(fn func(r *reader) error) error {
+	p := s.pend
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.snap != nil {
+		return fn(&reader{s: s, p: p, txn: p.snap})
+	}
+	return s.db.View(func(txn *badger.Txn) error {
+		return fn(&reader{s: s, p: p, txn: txn})
+	})
+}
+
+// writtenOutside reports whether k is one of the keys written straight to
+// Badger, which the snapshot may predate.
+func writtenOutside(k []byte) bool {
+	switch k[0] {
+	case pChunk, pNode, pMeta, pAcked:
+		return true
+	}
+	return false
+}
+
+func (r *reader) get(k []byte, fn func([]byte) error) error {
+	if writtenOutside(k) {
+		return r.s.db.View(func(txn *badger.Txn) error { return txnGetter{txn}.get(k, fn) })
+	}
+	if r.p.tree.Len() > 0 {
+		if e, ok := r.p.tree.Get(pendEntry{key: string(k)}); ok {
+			if e.del {
+				return badger.ErrKeyNotFound
+			}
+			return fn(e.val)
+		}
+	}
+	return txnGetter{r.txn}.get(k, fn)
+}
+
+// scan calls fn for each key with prefix, from the first at or after
+// from, in key order, until fn returns false or an error; v is valid
+// during the call only. over, when not nil, holds writes that hide both
+// the pending set and Badger (a Tx's own).
+func (r *reader) scan(prefix, from []byte, over map[string]txWrite, fn func(k, v []byte) (bool, error)) error {
+	if bytes.Compare(from, prefix) < 0 {
+		from = prefix
+	}
+	// The pending entries and a Tx's own writes in range, merged (the
+	// Tx's win), in key order.
+	var top []pendEntry
+	if r.p.tree.Len() > 0 {
+		r.p.tree.AscendGreaterOrEqual(pendEntry{key: string(from)}, func(e pendEntry) bool {
+			if !bytes.HasPrefix([]byte(e.key), prefix) {
+				return false
+			}
+			top = append(top, e)
+			return true
+		})
+	}
+	if len(over) > 0 {
+		top = mergeOver(top, over, prefix, from)
+	}
+	it := r.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	it.Seek(from)
+	for {
+		var k []byte
+		if it.Valid() {
+			k = it.Item().Key()
+		}
+		if len(top) > 0 && (k == nil || top[0].key <= string(k)) {
+			e := top[0]
+			top = top[1:]
+			if k != nil && e.key == string(k) {
+				it.Next() // the pending write hides Badger's
+			}
+			if e.del {
+				continue
+			}
+			if more, err := fn([]byte(e.key), e.val); !more || err != nil {
+				return err
+			}
+			continue
+		}
+		if k == nil {
+			return nil
+		}
+		var more bool
+		err := it.Item().Value(func(v []byte) error {
+			var err error
+			more, err = fn(k, v)
+			return err
+		})
+		if err != nil {
+			return classifyBadger(err)
+		}
+		if !more {
+			return nil
+		}
+		it.Next()
+	}
+}
+
+// mergeOver puts a Tx's own writes with prefix, at or after from, over the
+// pending entries es (sorted), keeping key order.
+func mergeOver(es []pendEntry, over map[string]txWrite, prefix, from []byte) []pendEntry {
+	byKey := make(map[string]int, len(es))
+	for i, e := range es {
+		byKey[e.key] = i
+	}
+	added := false
+	for k, w := range over {
+		if !bytes.HasPrefix([]byte(k), prefix) || k < string(from) {
+			continue
+		}
+		if i, ok := byKey[k]; ok {
+			es[i].val, es[i].del = w.val, w.del
+			continue
+		}
+		es = append(es, pendEntry{key: k, val: w.val, del: w.del})
+		added = true
+	}
+	if added {
+		slices.SortFunc(es, func(a, b pendEntry) int { return strings.Compare(a.key, b.key) })
+	}
+	return es
+}
