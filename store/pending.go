@@ -66,8 +66,8 @@ type pending struct {
 
 	flushMu sync.Mutex // one flush at a time
 	timer   *time.Timer
-	armed   bool // a flush is scheduled (under mu)
-	closed  bool // under flushMu: Close has flushed for the last time
+	armed   bool        // a flush is scheduled (under mu)
+	closed  bool        // under flushMu: Close has flushed for the last time
 	snap    *badger.Txn // read-only, taken after the last flush (under mu)
 	failed  atomic.Pointer[error]
 }
