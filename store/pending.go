@@ -66,14 +66,15 @@ type pending struct {
 
 	flushMu sync.Mutex // one flush at a time
 	timer   *time.Timer
-	armed   bool        // a flush is scheduled (under mu)
-	closed  bool        // under flushMu: Close has flushed for the last time
-	snap    *badger.Txn // read-only, taken after the last flush (under mu)
+	delay   time.Duration // flushDelay; tests lengthen it
+	armed   bool          // a flush is scheduled (under mu)
+	closed  bool          // under flushMu: Close has flushed for the last time
+	snap    *badger.Txn   // read-only, taken after the last flush (under mu)
 	failed  atomic.Pointer[error]
 }
 
 func newPending() *pending {
-	return &pending{tree: btree.NewG(16, pendLess)}
+	return &pending{tree: btree.NewG(16, pendLess), delay: flushDelay}
 }
 
 // txWrite is one write of a Tx, kept apart until the Tx succeeds.
@@ -100,9 +101,9 @@ func (s *Store) addPending(w map[string]txWrite) {
 	p.mu.Unlock()
 	if arm {
 		if p.timer == nil {
-			p.timer = time.AfterFunc(flushDelay, s.flushInBackground)
+			p.timer = time.AfterFunc(p.delay, s.flushInBackground)
 		} else {
-			p.timer.Reset(flushDelay)
+			p.timer.Reset(p.delay)
 		}
 	}
 }

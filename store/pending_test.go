@@ -1,0 +1,273 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// names lists dir through ReadDir.
+func listNames(t *testing.T, s *Store, dir FileID) []string {
+	t.Helper()
+	ds, err := s.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.Name)
+	}
+	return out
+}
+
+func pendingLen(s *Store) int {
+	s.pend.mu.RLock()
+	defer s.pend.mu.RUnlock()
+	return s.pend.tree.Len()
+}
+
+func unlinkName(t *testing.T, s *Store, dir FileID, name string) {
+	t.Helper()
+	err := s.Update(OpUnlink, func(tx *Tx) error {
+		id, _, err := tx.Lookup(dir, name)
+		if err != nil {
+			return err
+		}
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Links, nv.Deleted = nil, true
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A listing merges written-behind entries with Badger's, in name order:
+// new names appear, removed names disappear, whether each side of the
+// change is still pending or already flushed.
+func TestReadDirMergesPendingWithBadger(t *testing.T) {
+	s := newTestStore(t)
+	s.pend.delay = time.Hour // flushes happen when the test says
+	dir := mkdir(t, s, RootID, "d")
+	for _, n := range []string{"b", "d", "f"} {
+		mkfile(t, s, dir, n, nil)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if pendingLen(s) != 0 {
+		t.Fatalf("%d entries pending after a flush", pendingLen(s))
+	}
+	// Now pending: a, c, g created; d removed (flushed before), e created
+	// then removed (never flushed).
+	for _, n := range []string{"g", "a", "c", "e"} {
+		mkfile(t, s, dir, n, nil)
+	}
+	unlinkName(t, s, dir, "d")
+	unlinkName(t, s, dir, "e")
+	if pendingLen(s) == 0 {
+		t.Fatal("nothing pending: the test would not test the merge")
+	}
+	want := []string{"a", "b", "c", "f", "g"}
+	if got := listNames(t, s, dir); !slices.Equal(got, want) {
+		t.Fatalf("pending listing %v, want %v", got, want)
+	}
+	if _, _, err := s.Lookup(dir, "d"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("lookup of a name removed while pending: %v", err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listNames(t, s, dir); !slices.Equal(got, want) {
+		t.Fatalf("flushed listing %v, want %v", got, want)
+	}
+}
+
+// A transaction sees its own writes over the pending set: a directory
+// emptied in the same transaction has no children, one that gains a child
+// has.
+func TestTxSeesItsOwnWritesOverPending(t *testing.T) {
+	s := newTestStore(t)
+	s.pend.delay = time.Hour // flushes happen when the test says
+	full := mkdir(t, s, RootID, "full")
+	mkfile(t, s, full, "x", nil) // pending
+	empty := mkdir(t, s, RootID, "empty")
+	err := s.Update(OpUnlink, func(tx *Tx) error {
+		if has, err := tx.HasChildren(full); err != nil || !has {
+			return fmt.Errorf("full: has children %v, %v", has, err)
+		}
+		id, _, err := tx.Lookup(full, "x")
+		if err != nil {
+			return err
+		}
+		v, _ := tx.Head(id)
+		nv := v.Clone()
+		nv.Links, nv.Deleted = nil, true
+		if _, err := tx.Put(nv); err != nil {
+			return err
+		}
+		if has, err := tx.HasChildren(full); err != nil || has {
+			return fmt.Errorf("full after its only entry went: has children %v, %v", has, err)
+		}
+		if has, err := tx.HasChildren(empty); err != nil || has {
+			return fmt.Errorf("empty: has children %v, %v", has, err)
+		}
+		c := &Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{empty, "y"}}, Mode: 0o644}
+		if _, err := tx.Create(c); err != nil {
+			return err
+		}
+		if has, err := tx.HasChildren(empty); err != nil || !has {
+			return fmt.Errorf("empty after a create: has children %v, %v", has, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An Update that fails after writing leaves nothing behind, in the
+// pending set or in Badger.
+func TestFailedUpdateLeavesNothingPending(t *testing.T) {
+	s := newTestStore(t)
+	s.pend.delay = time.Hour // flushes happen when the test says
+	before := pendingLen(s)
+	seq := s.LastSeq()
+	boom := errors.New("boom")
+	err := s.Update(OpCreate, func(tx *Tx) error {
+		v := &Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, "half"}}, Mode: 0o644}
+		if _, err := tx.Create(v); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update: %v", err)
+	}
+	if pendingLen(s) != before || s.LastSeq() != seq {
+		t.Fatalf("pending %d -> %d, seq %d -> %d", before, pendingLen(s), seq, s.LastSeq())
+	}
+	if _, _, err := s.Lookup(RootID, "half"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the failed create is visible: %v", err)
+	}
+}
+
+// Operations acknowledged before Close are in Badger after it; the txlog
+// lists them (Log flushes first, so a link never sends what a crash could
+// lose).
+func TestPendingSurvivesCloseAndLogFlushes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "site")
+	if _, err := Init(dir, InitOptions{Name: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reserve = 0
+	s.pend.delay = time.Hour // Log and Close must flush
+	for i := range 50 {
+		mkfile(t, s, RootID, fmt.Sprintf("f%02d", i), nil)
+	}
+	last := s.LastSeq()
+	n := 0
+	if err := s.Log(1, func(e *Entry) (bool, error) { n++; return true, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(n) != last || pendingLen(s) != 0 {
+		t.Fatalf("Log listed %d entries of %d, %d left pending", n, last, pendingLen(s))
+	}
+	mkfile(t, s, RootID, "after-log", nil)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = Open(dir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := listNames(t, s, RootID); len(got) != 51 {
+		t.Fatalf("after reopening: %d names, want 51", len(got))
+	}
+	if s.LastSeq() != last+1 {
+		t.Fatalf("after reopening: last seq %d, want %d", s.LastSeq(), last+1)
+	}
+}
+
+// A transaction larger than Badger takes fails with ErrTxnTooBig and
+// leaves nothing; a long run of operations is flushed in batches that fit.
+func TestPendingStaysWithinBadgersBounds(t *testing.T) {
+	s := newTestStore(t)
+	s.pend.delay = time.Hour // flushes happen when the test says
+	err := s.Update(OpXattr, func(tx *Tx) error {
+		for i := 0; ; i++ {
+			if err := tx.set([]byte(fmt.Sprintf("%c%08d", pVersion, i)), make([]byte, 4096)); err != nil {
+				return err
+			}
+		}
+	})
+	if !errors.Is(err, badger.ErrTxnTooBig) {
+		t.Fatalf("an oversized transaction: %v", err)
+	}
+	if pendingLen(s) != 0 {
+		t.Fatalf("%d entries of a failed transaction pending", pendingLen(s))
+	}
+	big := make([]byte, 64<<10)
+	for i := range 100 { // 6.4 MB of xattr-sized values, more than one flush holds
+		err := s.Update(OpXattr, func(tx *Tx) error {
+			return tx.set([]byte(fmt.Sprintf("%c%08d", pVersion, i)), big)
+		})
+		if err != nil {
+			t.Fatalf("update %d: %v", i, err)
+		}
+		s.pend.mu.RLock()
+		bytes := s.pend.bytes
+		s.pend.mu.RUnlock()
+		if bytes > flushBytes+len(big)+64 {
+			t.Fatalf("after update %d, %d bytes pending (bound %d)", i, bytes, flushBytes)
+		}
+	}
+}
+
+// When writing the pending set fails, the store takes no more changes,
+// and says why; what was acknowledged stays readable.
+func TestFailedFlushStopsChanges(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "site")
+	if _, err := Init(dir, InitOptions{Name: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reserve = 0
+	s.pend.delay = time.Hour // only this test flushes
+	id := mkfile(t, s, RootID, "kept", nil)
+	// Badger refuses the flush: its database is closed underneath.
+	if err := s.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Flush(); err == nil {
+		t.Fatal("flush into a closed database succeeded")
+	}
+	err = s.Update(OpMkdir, func(tx *Tx) error {
+		_, err := tx.Create(&Version{ID: NewFileID(), Kind: KindDir, Links: []Link{{RootID, "later"}}, Mode: 0o755})
+		return err
+	})
+	if err == nil {
+		t.Fatal("an update after a failed flush succeeded")
+	}
+	if v, ok := s.versions.Get(id); !ok || v.ID != id {
+		t.Fatal("an acknowledged file is gone from the cache")
+	}
+}
