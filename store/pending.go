@@ -51,9 +51,15 @@ type pendEntry struct {
 
 func pendLess(a, b pendEntry) bool { return a.key < b.key }
 
-// entrySize is what an entry counts against the bounds (Badger's own
-// estimate is the key, the value and a few bytes of metadata).
-func entrySize(k string, v []byte) int { return len(k) + len(v) + 16 }
+// entrySize is what an entry counts against the bounds, as Badger counts
+// it against a transaction's: the key, a few bytes of metadata, and the
+// value, or for a value that goes to the value log, a pointer to it.
+func entrySize(k string, v []byte) int {
+	if len(v) >= valueThreshold {
+		return len(k) + 16 + 12
+	}
+	return len(k) + len(v) + 16
+}
 
 type pending struct {
 	// mu: readers hold it shared for the whole of a read, so that the
@@ -67,7 +73,8 @@ type pending struct {
 	flushMu sync.Mutex // one flush at a time
 	timer   *time.Timer
 	delay   time.Duration // flushDelay; tests lengthen it
-	armed   bool          // a flush is scheduled (under mu)
+	armed   atomic.Bool   // a flush is scheduled
+	closing bool          // under Store.mu: Close has begun; no more Updates
 	closed  bool          // under flushMu: Close has flushed for the last time
 	snap    *badger.Txn   // read-only, taken after the last flush (under mu)
 	failed  atomic.Pointer[error]
@@ -96,9 +103,8 @@ func (s *Store) addPending(w map[string]txWrite) {
 		p.tree.ReplaceOrInsert(pendEntry{key: k, val: e.val, del: e.del, op: p.ops})
 		p.bytes += entrySize(k, e.val)
 	}
-	arm := !p.armed
-	p.armed = true
 	p.mu.Unlock()
+	arm := !p.armed.Swap(true)
 	if arm {
 		if p.timer == nil {
 			p.timer = time.AfterFunc(p.delay, s.flushInBackground)
@@ -118,25 +124,29 @@ func (s *Store) pendingFull(n, c int) bool {
 }
 
 func (s *Store) flushInBackground() {
-	if err := s.Flush(); err != nil {
+	if err := s.flush(false); err != nil {
 		s.log.Error("writing metadata to the database failed; the store takes no more changes until it is reopened", "err", err)
 	}
 }
 
 // Flush writes every pending operation to Badger and returns once they are
 // applied (readers then find them there). It does not sync: see Sync.
-func (s *Store) Flush() error {
+func (s *Store) Flush() error { return s.flush(true) }
+
+// flush is Flush; a flush that nobody waits for (wait false) does not make
+// readers queue behind it (see swapSnapshot).
+func (s *Store) flush(wait bool) error {
 	p := s.pend
 	p.flushMu.Lock()
 	defer p.flushMu.Unlock()
-	p.mu.Lock()
-	p.armed = false
+	p.armed.Store(false)
 	var batch []pendEntry
+	p.mu.RLock() // Updates join under the write lock: this is a whole number of them
 	p.tree.Ascend(func(e pendEntry) bool {
 		batch = append(batch, e)
 		return true
 	})
-	p.mu.Unlock()
+	p.mu.RUnlock()
 	if err := p.failed.Load(); err != nil {
 		return *err
 	}
@@ -169,7 +179,7 @@ func (s *Store) Flush() error {
 		p.failed.Store(&err)
 		return err
 	}
-	s.swapSnapshot(func() {
+	s.swapSnapshot(wait, func() {
 		for _, e := range batch {
 			if cur, ok := p.tree.Get(e); ok && cur.op == e.op {
 				p.tree.Delete(e)
@@ -183,10 +193,25 @@ func (s *Store) Flush() error {
 // swapSnapshot takes a new snapshot for readers and, in the same step,
 // runs drop (which removes what the snapshot now holds from the pending
 // set).
-func (s *Store) swapSnapshot(drop func()) {
+//
+// It needs the pending set's lock alone. A reader inside a long
+// transaction (a peer's batch) holds it shared, and while a Lock call
+// waits, Go's RWMutex makes every new reader wait too; so a background
+// flush tries for the lock for up to 10 ms before it queues.
+func (s *Store) swapSnapshot(wait bool, drop func()) {
 	p := s.pend
 	snap := s.db.NewTransaction(false)
-	p.mu.Lock()
+	if wait {
+		p.mu.Lock()
+	} else {
+		for i := 0; !p.mu.TryLock(); i++ {
+			if i == 500 {
+				p.mu.Lock()
+				break
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
 	old := p.snap
 	p.snap = snap
 	drop()
@@ -196,12 +221,15 @@ func (s *Store) swapSnapshot(drop func()) {
 	}
 }
 
-// closePending flushes for the last time; later flushes fail.
+// closePending refuses further Updates and flushes for the last time.
 func (s *Store) closePending() error {
 	p := s.pend
+	s.mu.Lock() // no Update is running, and none will
+	p.closing = true
 	if p.timer != nil {
 		p.timer.Stop()
 	}
+	s.mu.Unlock()
 	err := s.Flush()
 	p.flushMu.Lock()
 	p.closed = true

@@ -271,3 +271,51 @@ func TestFailedFlushStopsChanges(t *testing.T) {
 		t.Fatal("an acknowledged file is gone from the cache")
 	}
 }
+
+// Values that go to Badger's value log count as pointers, as Badger counts
+// them: a version record of 2 MiB (a file with many extended attributes),
+// written as the version and again in its directory entry, still commits.
+func TestLargeRecordsFitOneUpdate(t *testing.T) {
+	s := newTestStore(t)
+	v := &Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, "x"}}, Mode: 0o644}
+	for i := range 40 {
+		v.Xattrs = append(v.Xattrs, Xattr{Name: fmt.Sprintf("user.a%02d", i), Value: make([]byte, 64<<10)})
+	}
+	if err := s.Update(OpCreate, func(tx *Tx) error { _, err := tx.Create(v); return err }); err != nil {
+		t.Fatalf("a 2.5 MiB record: %v", err)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LookupVersion(RootID, "x")
+	if err != nil || len(got.Xattrs) != 40 {
+		t.Fatalf("read back: %v, %d xattrs", err, len(got.Xattrs))
+	}
+}
+
+// Close refuses Updates from the moment it begins, so none is
+// acknowledged and then lost.
+func TestNoUpdateAfterClose(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "site")
+	if _, err := Init(dir, InitOptions{Name: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.reserve = 0
+	if err := s.closePending(); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(OpMkdir, func(tx *Tx) error {
+		_, err := tx.Create(&Version{ID: NewFileID(), Kind: KindDir, Links: []Link{{RootID, "late"}}, Mode: 0o755})
+		return err
+	})
+	if !errors.Is(err, badger.ErrDBClosed) {
+		t.Fatalf("an Update during Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

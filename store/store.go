@@ -140,10 +140,15 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
+// valueThreshold: metadata values under it stay in the LSM tree (chunks
+// are in packs); larger ones, such as the record of a file with many
+// extended attributes, go to Badger's value log.
+const valueThreshold = 1 << 20
+
 func openBadger(path string, log *slog.Logger) (*badger.DB, error) {
 	opts := badger.DefaultOptions(path).
 		WithLogger(badgerLogger{log}).
-		WithValueThreshold(1 << 20). // metadata stays in the LSM; chunks are in packs
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(64 << 20).
 		WithMemTableSize(32 << 20).
 		WithNumVersionsToKeep(1).

@@ -59,6 +59,9 @@ func (s *Store) transact(op Op, from SiteID, fn func(tx *Tx) error) (*Tx, error)
 	if err := s.pendingErr(); err != nil {
 		return nil, err
 	}
+	if s.pend.closing {
+		return nil, fmt.Errorf("%s: %w", op, badger.ErrDBClosed)
+	}
 	if err := s.checkSpace(4096); err != nil {
 		return nil, err
 	}
@@ -104,7 +107,9 @@ func (s *Store) transact(op Op, from SiteID, fn func(tx *Tx) error) (*Tx, error)
 		s.notifyCommit()
 	}
 	if flushErr != nil {
-		return nil, fmt.Errorf("commit %s: %w", op, flushErr)
+		// The batch is applied here (readers see it) but not in Badger;
+		// the caller still gets its changes, for the mount's caches.
+		return tx, fmt.Errorf("commit %s: %w", op, flushErr)
 	}
 	return tx, nil
 }
