@@ -319,3 +319,56 @@ func TestNoUpdateAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// fsck compares the heads with the namespace buckets of the same
+// snapshot: Updates landing while it runs (a mounted site) are no damage,
+// a bucket that disagrees with the heads is.
+func TestFsckNamespaceRootUnderUpdates(t *testing.T) {
+	s := newTestStore(t)
+	for i := range 20 {
+		mkfile(t, s, RootID, fmt.Sprintf("seed%02d", i), nil)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 2000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			mkfile(t, s, RootID, fmt.Sprintf("busy%05d", i), nil)
+		}
+	}()
+	for range 5 {
+		var problems []Problem
+		if _, err := s.Fsck(func(p Problem) { problems = append(problems, p) }); err != nil {
+			t.Fatal(err)
+		}
+		if len(problems) > 0 {
+			close(stop)
+			<-done
+			t.Fatalf("fsck under concurrent Updates: %+v", problems)
+		}
+	}
+	close(stop)
+	<-done
+
+	// A bucket that does not match the heads is reported.
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte{pBucket, RootID[0]}, make([]byte, 32))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var problems []Problem
+	if _, err := s.Fsck(func(p Problem) { problems = append(problems, p) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(problems) != 1 || problems[0].Issue != "namespace root does not match the file heads" {
+		t.Fatalf("fsck of a damaged bucket: %+v", problems)
+	}
+}
