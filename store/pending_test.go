@@ -3,7 +3,6 @@ package store
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -33,23 +32,25 @@ func pendingLen(s *Store) int {
 
 func unlinkName(t *testing.T, s *Store, dir FileID, name string) {
 	t.Helper()
-	err := s.Update(OpUnlink, func(tx *Tx) error {
-		id, _, err := tx.Lookup(dir, name)
-		if err != nil {
-			return err
-		}
-		v, err := tx.Head(id)
-		if err != nil {
-			return err
-		}
-		nv := v.Clone()
-		nv.Links, nv.Deleted = nil, true
-		_, err = tx.Put(nv)
-		return err
-	})
-	if err != nil {
+	if err := s.Update(OpUnlink, func(tx *Tx) error { return deleteName(tx, dir, name) }); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// deleteName deletes the file named name in dir (its only name).
+func deleteName(tx *Tx, dir FileID, name string) error {
+	id, _, err := tx.Lookup(dir, name)
+	if err != nil {
+		return err
+	}
+	v, err := tx.Head(id)
+	if err != nil {
+		return err
+	}
+	nv := v.Clone()
+	nv.Links, nv.Deleted = nil, true
+	_, err = tx.Put(nv)
+	return err
 }
 
 // A listing merges written-behind entries with Badger's, in name order:
@@ -106,14 +107,7 @@ func TestTxSeesItsOwnWritesOverPending(t *testing.T) {
 		if has, err := tx.HasChildren(full); err != nil || !has {
 			return fmt.Errorf("full: has children %v, %v", has, err)
 		}
-		id, _, err := tx.Lookup(full, "x")
-		if err != nil {
-			return err
-		}
-		v, _ := tx.Head(id)
-		nv := v.Clone()
-		nv.Links, nv.Deleted = nil, true
-		if _, err := tx.Put(nv); err != nil {
+		if err := deleteName(tx, full, "x"); err != nil {
 			return err
 		}
 		if has, err := tx.HasChildren(full); err != nil || has {
@@ -166,15 +160,8 @@ func TestFailedUpdateLeavesNothingPending(t *testing.T) {
 // lists them (Log flushes first, so a link never sends what a crash could
 // lose).
 func TestPendingSurvivesCloseAndLogFlushes(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "site")
-	if _, err := Init(dir, InitOptions{Name: "test"}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(dir, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.reserve = 0
+	dir := initTestSite(t)
+	s := openTestSite(t, dir)
 	s.pend.delay = time.Hour // Log and Close must flush
 	for i := range 50 {
 		mkfile(t, s, RootID, fmt.Sprintf("f%02d", i), nil)
@@ -191,10 +178,7 @@ func TestPendingSurvivesCloseAndLogFlushes(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(dir, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openTestSite(t, dir)
 	defer s.Close()
 	if got := listNames(t, s, RootID); len(got) != 51 {
 		t.Fatalf("after reopening: %d names, want 51", len(got))
@@ -242,15 +226,8 @@ func TestPendingStaysWithinBadgersBounds(t *testing.T) {
 // When writing the pending set fails, the store takes no more changes,
 // and says why; what was acknowledged stays readable.
 func TestFailedFlushStopsChanges(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "site")
-	if _, err := Init(dir, InitOptions{Name: "test"}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(dir, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.reserve = 0
+	dir := initTestSite(t)
+	s := openTestSite(t, dir)
 	s.pend.delay = time.Hour // only this test flushes
 	id := mkfile(t, s, RootID, "kept", nil)
 	// Badger refuses the flush: its database is closed underneath.
@@ -260,7 +237,7 @@ func TestFailedFlushStopsChanges(t *testing.T) {
 	if err := s.Flush(); err == nil {
 		t.Fatal("flush into a closed database succeeded")
 	}
-	err = s.Update(OpMkdir, func(tx *Tx) error {
+	err := s.Update(OpMkdir, func(tx *Tx) error {
 		_, err := tx.Create(&Version{ID: NewFileID(), Kind: KindDir, Links: []Link{{RootID, "later"}}, Mode: 0o755})
 		return err
 	})
@@ -296,19 +273,12 @@ func TestLargeRecordsFitOneUpdate(t *testing.T) {
 // Close refuses Updates from the moment it begins, so none is
 // acknowledged and then lost.
 func TestNoUpdateAfterClose(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "site")
-	if _, err := Init(dir, InitOptions{Name: "test"}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(dir, discardLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.reserve = 0
+	dir := initTestSite(t)
+	s := openTestSite(t, dir)
 	if err := s.closePending(); err != nil {
 		t.Fatal(err)
 	}
-	err = s.Update(OpMkdir, func(tx *Tx) error {
+	err := s.Update(OpMkdir, func(tx *Tx) error {
 		_, err := tx.Create(&Version{ID: NewFileID(), Kind: KindDir, Links: []Link{{RootID, "late"}}, Mode: 0o755})
 		return err
 	})

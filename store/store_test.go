@@ -15,16 +15,29 @@ import (
 
 func newTestStore(t testing.TB) *Store {
 	t.Helper()
+	s := openTestSite(t, initTestSite(t))
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// initTestSite makes a site for a test that opens and closes it itself.
+func initTestSite(t testing.TB) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "site")
 	if _, err := Init(dir, InitOptions{Name: "test"}); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// openTestSite opens the site in dir, keeping no free-space reserve.
+func openTestSite(t testing.TB, dir string) *Store {
+	t.Helper()
 	s, err := Open(dir, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	s.reserve = 0
-	t.Cleanup(func() { s.Close() })
 	return s
 }
 
