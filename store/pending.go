@@ -90,7 +90,7 @@ type txWrite struct {
 	del bool
 }
 
-// add makes the writes of one successful operation visible to readers and
+// addPending makes the writes of one successful operation visible to readers and
 // schedules their flush.
 func (s *Store) addPending(w map[string]txWrite) {
 	p := s.pend
