@@ -550,31 +550,20 @@ func (tx *Tx) headOrNil(id FileID) *Version {
 func (tx *Tx) pathOf(id FileID) string { return pathOf(id, tx.headOrNil) }
 
 // HasVersion reports whether the version record h is here.
-func (s *Store) HasVersion(h Hash) bool { return s.has(pVersion, h) }
-
-// HasNode reports whether the manifest node h is here.
-func (s *Store) HasNode(h Hash) bool { return s.has(pNode, h) }
-
-func (s *Store) has(prefix byte, h Hash) bool {
-	err := s.view(func(r *reader) error {
-		return r.get(hashKey(prefix, h), func([]byte) error { return nil })
-	})
+func (s *Store) HasVersion(h Hash) bool {
+	_, err := s.viewValue(hashKey(pVersion, h))
 	return err == nil
 }
 
+// HasNode reports whether the manifest node h is here.
+func (s *Store) HasNode(h Hash) bool { return s.hasKey(hashKey(pNode, h)) }
+
 // VersionRecord returns the encoded version record h, verified.
 func (s *Store) VersionRecord(h Hash) ([]byte, error) {
-	var b []byte
-	err := s.view(func(r *reader) error {
-		err := r.get(hashKey(pVersion, h), func(v []byte) error {
-			b = bytes.Clone(v)
-			return nil
-		})
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return fmt.Errorf("version %s: %w", h.Short(), ErrNotFound)
-		}
-		return classifyBadger(err)
-	})
+	b, err := s.viewValue(hashKey(pVersion, h))
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("version %s: %w", h.Short(), ErrNotFound)
+	}
 	if err == nil && Sum(b) != h {
 		return nil, fmt.Errorf("version %s: %w: hash mismatch", h.Short(), ErrCorrupt)
 	}
@@ -585,13 +574,7 @@ func (s *Store) VersionRecord(h Hash) ([]byte, error) {
 // applied here (zero: nothing yet).
 func (s *Store) Cursor(peer SiteID) PeerCursor {
 	var c PeerCursor
-	var b []byte
-	err := s.view(func(r *reader) error { // written by Updates (applyBatch)
-		return r.get(cursorKey(pCursor, peer), func(v []byte) error {
-			b = bytes.Clone(v)
-			return nil
-		})
-	})
+	b, err := s.viewValue(cursorKey(pCursor, peer)) // written by Updates (applyBatch)
 	if err == nil && len(b) == 40 {
 		c.Seq = binary.BigEndian.Uint64(b)
 		copy(c.Version[:], b[8:])

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -269,6 +270,23 @@ func (g txnGetter) get(k []byte, fn func([]byte) error) error {
 	return item.Value(fn)
 }
 
+// viewValue returns a copy of k's value as readers see it (ErrNotFound
+// when it has none); getValue is the same for keys written outside
+// Updates.
+func (s *Store) viewValue(k []byte) ([]byte, error) {
+	var b []byte
+	err := s.view(func(r *reader) error {
+		return r.get(k, func(v []byte) error {
+			b = bytes.Clone(v)
+			return nil
+		})
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	return b, classifyBadger(err)
+}
+
 // reader sees the pending set over a Badger snapshot. It is valid inside
 // the view call that made it.
 type reader struct {
@@ -315,20 +333,17 @@ func (r *reader) get(k []byte, fn func([]byte) error) error {
 	return txnGetter{r.txn}.get(k, fn)
 }
 
-// scan calls fn for each key with prefix, from the first at or after
-// from, in key order, until fn returns false or an error; v is valid
-// during the call only. over, when not nil, holds writes that hide both
-// the pending set and Badger (a Tx's own).
-func (r *reader) scan(prefix, from []byte, over map[string]txWrite, fn func(k, v []byte) (bool, error)) error {
-	if bytes.Compare(from, prefix) < 0 {
-		from = prefix
-	}
-	// The pending entries and a Tx's own writes in range, merged (the
-	// Tx's win), in key order.
+// scan calls fn for each key with prefix, in key order, until fn returns
+// false or an error; v is valid during the call only. over, when not nil,
+// holds writes that hide both the pending set and Badger (a Tx's own).
+func (r *reader) scan(prefix []byte, over map[string]txWrite, fn func(k, v []byte) (bool, error)) error {
+	pre := string(prefix)
+	// The pending entries and a Tx's own writes with the prefix, merged
+	// (the Tx's win), in key order.
 	var top []pendEntry
 	if r.p.tree.Len() > 0 {
-		r.p.tree.AscendGreaterOrEqual(pendEntry{key: string(from)}, func(e pendEntry) bool {
-			if !bytes.HasPrefix([]byte(e.key), prefix) {
+		r.p.tree.AscendGreaterOrEqual(pendEntry{key: pre}, func(e pendEntry) bool {
+			if !strings.HasPrefix(e.key, pre) {
 				return false
 			}
 			top = append(top, e)
@@ -336,11 +351,11 @@ func (r *reader) scan(prefix, from []byte, over map[string]txWrite, fn func(k, v
 		})
 	}
 	if len(over) > 0 {
-		top = mergeOver(top, over, prefix, from)
+		top = mergeOver(top, over, pre)
 	}
 	it := r.txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
-	it.Seek(from)
+	it.Rewind()
 	for {
 		var k []byte
 		if it.Valid() {
@@ -379,16 +394,16 @@ func (r *reader) scan(prefix, from []byte, over map[string]txWrite, fn func(k, v
 	}
 }
 
-// mergeOver puts a Tx's own writes with prefix, at or after from, over the
-// pending entries es (sorted), keeping key order.
-func mergeOver(es []pendEntry, over map[string]txWrite, prefix, from []byte) []pendEntry {
+// mergeOver puts a Tx's own writes with prefix over the pending entries es
+// (sorted), keeping key order.
+func mergeOver(es []pendEntry, over map[string]txWrite, prefix string) []pendEntry {
 	byKey := make(map[string]int, len(es))
 	for i, e := range es {
 		byKey[e.key] = i
 	}
 	added := false
 	for k, w := range over {
-		if !bytes.HasPrefix([]byte(k), prefix) || k < string(from) {
+		if !strings.HasPrefix(k, prefix) {
 			continue
 		}
 		if i, ok := byKey[k]; ok {

@@ -137,7 +137,7 @@ func (tx *Tx) Lookup(dir FileID, name string) (FileID, Kind, error) {
 // HasChildren reports whether dir has any entry.
 func (tx *Tx) HasChildren(dir FileID) (bool, error) {
 	found := false
-	err := tx.r.scan(idKey(pDirent, dir), nil, tx.w, func(k, v []byte) (bool, error) {
+	err := tx.r.scan(idKey(pDirent, dir), tx.w, func(k, v []byte) (bool, error) {
 		found = true
 		return false, nil
 	})
@@ -601,7 +601,7 @@ func (s *Store) readDir(dir FileID, records bool) ([]Dirent, error) {
 	var out []Dirent
 	prefix := idKey(pDirent, dir)
 	err := s.view(func(r *reader) error {
-		return r.scan(prefix, nil, nil, func(k, b []byte) (bool, error) {
+		return r.scan(prefix, nil, func(k, b []byte) (bool, error) {
 			d, err := decodeDirent(string(k[len(prefix):]), b, false)
 			if records {
 				d.record = bytes.Clone(b[min(49, len(b)):])
