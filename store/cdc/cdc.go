@@ -82,9 +82,59 @@ func (p Params) scan(buf []byte) int {
 // roll feeds buf into the gear hash h, stopping after the first byte at which
 // h&mask == 0. It returns the number of bytes consumed, the hash, and whether
 // a boundary was found.
+//
+// Each step h = h<<1 + gear[b] waits for the one before, so one hash runs at
+// about two cycles a byte. roll runs two hashes side by side instead, over
+// neighbouring lanes of the buffer, which is exact because of the window:
+// bit k of h depends only on the last k+1 bytes, so all 64 bits at any
+// offset depend only on the 64 bytes ending there. The second lane starts
+// 64 bytes early with h = 0, and from its first offset on holds exactly the
+// hash a single serial pass would. A hit in the first lane is the answer; a
+// hit in the second is, once the rest of the first lane has none.
 func roll(buf []byte, h, mask uint64) (int, uint64, bool) {
+	const lane = 16 << 10
+	g := &gear
+	off := 0
+	for len(buf)-off >= 2*lane {
+		a := buf[off : off+lane : off+lane]
+		b := buf[off+lane-window : off+2*lane : off+2*lane]
+		var hb uint64
+		for _, c := range b[:window] {
+			hb = 2*hb + g[c]
+		}
+		b = b[window:]
+		ha := h
+		for i := range a {
+			ha = 2*ha + g[a[i]]
+			hb = 2*hb + g[b[i]]
+			if ha&mask == 0 {
+				return off + i + 1, ha, true
+			}
+			if hb&mask == 0 {
+				// A boundary at lane+i in the second lane; the first lane
+				// may still have one later in its part.
+				n, ha, ok := rollSerial(a[i+1:], ha, mask)
+				if ok {
+					return off + i + 1 + n, ha, true
+				}
+				return off + lane + i + 1, hb, true
+			}
+		}
+		h = hb
+		off += 2 * lane
+	}
+	n, h, ok := rollSerial(buf[off:], h, mask)
+	return off + n, h, ok
+}
+
+// window is how many trailing bytes the gear hash depends on.
+const window = 64
+
+// rollSerial is roll one byte at a time.
+func rollSerial(buf []byte, h, mask uint64) (int, uint64, bool) {
+	g := &gear
 	for i, b := range buf {
-		h = h<<1 + gear[b]
+		h = 2*h + g[b]
 		if h&mask == 0 {
 			return i + 1, h, true
 		}

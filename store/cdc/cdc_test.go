@@ -270,6 +270,35 @@ func checkStreaming(t *testing.T, p Params, data []byte, step int) {
 	}
 }
 
+// TestRollLanes checks the two-lane roll against the one-byte-at-a-time
+// definition, with masks loose enough that boundaries fall in either lane,
+// near lane edges and past the end, and at every buffer length around a
+// pair of lanes.
+func TestRollLanes(t *testing.T) {
+	data := testData(4<<20, 11)
+	for _, bits := range []int{10, 14, 15, 16, 18, 22} {
+		mask := topBits(bits)
+		for rest, h := data, uint64(0); len(rest) > 0; {
+			n, hh, ok := roll(rest, h, mask)
+			sn, sh, sok := rollSerial(rest, h, mask)
+			if n != sn || hh != sh || ok != sok {
+				t.Fatalf("mask %d bits at %d: roll = %d %x %v, serial %d %x %v",
+					bits, len(data)-len(rest), n, hh, ok, sn, sh, sok)
+			}
+			rest, h = rest[n:], hh^uint64(n)
+		}
+	}
+	const pair = 32 << 10
+	mask := topBits(30) // no boundaries: the whole buffer is hashed
+	for _, n := range []int{0, 1, window, pair - 1, pair, pair + 1, 2*pair - 1, 2 * pair, 2*pair + 7} {
+		n1, h1, ok1 := roll(data[:n], 5, mask)
+		n2, h2, ok2 := rollSerial(data[:n], 5, mask)
+		if n1 != n2 || h1 != h2 || ok1 != ok2 {
+			t.Fatalf("length %d: roll = %d %x %v, serial %d %x %v", n, n1, h1, ok1, n2, h2, ok2)
+		}
+	}
+}
+
 func FuzzCut(f *testing.F) {
 	f.Add([]byte("hello, world"), uint16(3), uint8(4), uint16(5), uint16(2))
 	f.Add(bytes.Repeat([]byte{0}, 3000), uint16(64), uint8(8), uint16(700), uint16(100))
