@@ -88,6 +88,7 @@ func (s *Store) writeChunks(enc []encodedChunk) error {
 	if len(fresh) == 0 {
 		return nil
 	}
+	need += 2 * directAlign // a direct append's alignment and padding
 	if err := s.checkSpace(need); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -22,9 +23,20 @@ import (
 // and each block's codec, stored length and hash), then each block's
 // stored bytes. The header lets a reader check that a location points at
 // the chunk it names, and check each block on its own.
+//
+// Large appends (a batch of a big file's chunks) bypass the page cache
+// with O_DIRECT: copying them into the page cache cost the mount as much
+// CPU as hashing and chunking together, and the bytes were seldom read
+// back soon (the kernel keeps the file's own pages). A direct append
+// starts at a 4 KiB boundary and is padded with zeros to one; no location
+// points into the padding. Small appends stay buffered, so small files
+// are not padded.
 const (
 	PackDir     = "packs"
 	packMaxSize = 1 << 30 // start a new pack file past this size
+
+	directAlign = 4 << 10 // offset, length and memory alignment of direct appends
+	directMin   = 1 << 20 // appends of at least this many bytes go direct
 )
 
 // chunkLoc is where a chunk's record starts, and the lengths of its header
@@ -59,13 +71,16 @@ func decodeLoc(b []byte) (chunkLoc, error) {
 type packs struct {
 	dir string
 
-	syncMu  sync.Mutex // one sync at a time
-	mu      sync.Mutex // guards the fields below and orders appends
-	cur     *os.File
-	curID   uint32
-	curSize int64
-	unsync  []*os.File // written since the last sync (cur, and any rotated)
-	readers map[uint32]*os.File
+	syncMu   sync.Mutex // one sync at a time
+	mu       sync.Mutex // guards the fields below and orders appends
+	cur      *os.File   // opened O_APPEND: buffered appends go to its end
+	curID    uint32
+	curSize  int64      // the end of cur
+	direct   *os.File   // cur opened O_DIRECT, or nil where that is refused
+	noDirect bool       // the filesystem refused a direct write: stay buffered
+	stage    []byte     // aligned buffer for direct appends
+	unsync   []*os.File // written since the last sync (cur, and any rotated)
+	readers  map[uint32]*os.File
 }
 
 func openPacks(dir string) (*packs, error) {
@@ -119,11 +134,19 @@ func (p *packs) openForAppend(id uint32) error {
 	}
 	p.cur, p.curID, p.curSize = f, id, st.Size()
 	p.readers[id] = f
+	if p.direct != nil {
+		p.direct.Close()
+		p.direct = nil
+	}
+	if !p.noDirect {
+		// Where the file system refuses O_DIRECT, appends stay buffered.
+		p.direct, _ = os.OpenFile(p.path(id), os.O_WRONLY|unix.O_DIRECT, 0)
+	}
 	return nil
 }
 
-// append writes records for the chunks with one writev and returns their
-// locations.
+// append writes records for the chunks and returns their locations:
+// directly when they are large (see directMin), else with one writev.
 func (p *packs) append(chunks []encodedChunk) ([]chunkLoc, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -132,25 +155,98 @@ func (p *packs) append(chunks []encodedChunk) ([]chunkLoc, error) {
 			return nil, err
 		}
 	}
+	hdrs := make([][]byte, len(chunks))
+	total := 0
+	for i, c := range chunks {
+		hdrs[i] = c.hdr.encode()
+		total += len(hdrs[i]) + c.hdr.dataLen()
+	}
+	if p.direct != nil && total >= directMin {
+		locs, err := p.appendDirect(chunks, hdrs, total)
+		if !errors.Is(err, unix.EINVAL) {
+			return locs, err
+		}
+		// The filesystem takes O_DIRECT opens but not these writes.
+		p.direct.Close()
+		p.direct, p.noDirect = nil, true
+	}
 	var iov [][]byte
 	locs := make([]chunkLoc, len(chunks))
 	off := uint64(p.curSize)
 	for i, c := range chunks {
-		hdr := c.hdr.encode()
-		locs[i] = chunkLoc{Pack: p.curID, Off: off, HdrLen: uint32(len(hdr)), DataLen: uint32(c.hdr.dataLen())}
-		iov = append(iov, hdr)
+		locs[i] = chunkLoc{Pack: p.curID, Off: off, HdrLen: uint32(len(hdrs[i])), DataLen: uint32(c.hdr.dataLen())}
+		iov = append(iov, hdrs[i])
 		iov = append(iov, c.data...)
-		off += uint64(len(hdr)) + uint64(c.hdr.dataLen())
+		off += uint64(len(hdrs[i])) + uint64(c.hdr.dataLen())
 	}
 	n, err := writev(p.cur, iov)
 	p.curSize += n // a short write leaves an unreferenced tail
 	if err != nil {
 		return nil, fmt.Errorf("write pack %d: %w", p.curID, err)
 	}
+	p.markUnsynced()
+	return locs, nil
+}
+
+// appendDirect writes the records, total bytes, with one O_DIRECT pwrite
+// at the first 4 KiB boundary at or after the end of the pack.
+func (p *packs) appendDirect(chunks []encodedChunk, hdrs [][]byte, total int) ([]chunkLoc, error) {
+	start := alignDirect(p.curSize)
+	buf := p.staging(int(alignDirect(int64(total))))
+	locs := make([]chunkLoc, len(chunks))
+	n := 0
+	for i, c := range chunks {
+		locs[i] = chunkLoc{Pack: p.curID, Off: uint64(start) + uint64(n), HdrLen: uint32(len(hdrs[i])), DataLen: uint32(c.hdr.dataLen())}
+		n += copy(buf[n:], hdrs[i])
+		for _, d := range c.data {
+			n += copy(buf[n:], d)
+		}
+	}
+	clear(buf[n:])
+	for done := 0; done < len(buf); {
+		w, err := unix.Pwrite(int(p.direct.Fd()), buf[done:], start+int64(done))
+		if err == unix.EINTR {
+			continue
+		}
+		if err == nil && w == 0 {
+			err = unix.ENOSPC
+		}
+		if err != nil {
+			// What was written is an unreferenced tail; appends go on
+			// from the file's end.
+			if st, serr := p.cur.Stat(); serr == nil {
+				p.curSize = st.Size()
+			}
+			if err == unix.EINVAL {
+				return nil, err
+			}
+			return nil, fmt.Errorf("write pack %d: %w", p.curID, err)
+		}
+		done += w
+	}
+	p.curSize = start + int64(len(buf))
+	p.markUnsynced()
+	return locs, nil
+}
+
+// staging returns an aligned buffer of n bytes, kept for the next direct
+// append (a batch of chunks is at most a few tens of MiB).
+func (p *packs) staging(n int) []byte {
+	if cap(p.stage) < n {
+		b := make([]byte, n+directAlign)
+		skip := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%directAlign)) % directAlign
+		p.stage = b[skip : skip+n]
+	}
+	return p.stage[:n]
+}
+
+func alignDirect(n int64) int64 { return (n + directAlign - 1) &^ (directAlign - 1) }
+
+// markUnsynced notes that cur has appends to sync (with p.mu held).
+func (p *packs) markUnsynced() {
 	if len(p.unsync) == 0 || p.unsync[len(p.unsync)-1] != p.cur {
 		p.unsync = append(p.unsync, p.cur)
 	}
-	return locs, nil
 }
 
 // writev writes all of iov to f (an O_APPEND file), retrying short writes.
@@ -255,6 +351,9 @@ func (p *packs) close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var first error
+	if p.direct != nil {
+		first = p.direct.Close()
+	}
 	for _, f := range p.readers {
 		if err := f.Close(); err != nil && first == nil {
 			first = err
