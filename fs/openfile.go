@@ -309,7 +309,7 @@ func (of *openFile) write(data []byte, off uint64) error {
 		return err
 	}
 	of.touch()
-	of.cur.add(store.Patch{Off: off, Data: append([]byte(nil), data...)})
+	of.cur.add(off, data)
 	of.cur.size = max(of.cur.size, off+uint64(len(data)))
 	defer of.account()
 	if of.fsys.buffered.Load() > of.fsys.opts.MaxDirtyTotal {
@@ -378,16 +378,32 @@ func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
 	of.cond.Broadcast()
 }
 
-// add inserts p over what it overwrites. Each write stays a patch of its
-// own (growing one big slice would copy the data again and again); a write
-// past every patch, the sequential case, is a plain append.
-func (l *layer) add(p store.Patch) {
-	end := patchEnd(p)
-	if n := len(l.patches); n == 0 || patchEnd(l.patches[n-1]) <= p.Off {
-		l.patches = append(l.patches, p)
-		l.dirty += len(p.Data)
+// add copies data, written at off, over what it overwrites.
+//
+// A write that continues the last patch goes into that patch's spare
+// capacity: a sequential writer's writes fill arenas that double up to
+// maxArena bytes, so the chunker cuts most chunks straight out of them
+// (see store.Rewrite) instead of copying them again. Other writes are
+// patches of their own (growing one slice would copy the data again and
+// again).
+func (l *layer) add(off uint64, data []byte) {
+	if n := len(l.patches); n == 0 || patchEnd(l.patches[n-1]) <= off {
+		size := len(data)
+		if n > 0 && patchEnd(l.patches[n-1]) == off {
+			last := &l.patches[n-1]
+			if cap(last.Data)-len(last.Data) >= len(data) {
+				last.Data = append(last.Data, data...)
+				l.dirty += len(data)
+				return
+			}
+			size = max(size, min(2*cap(last.Data), maxArena))
+		}
+		l.patches = append(l.patches, store.Patch{Off: off, Data: append(make([]byte, 0, size), data...)})
+		l.dirty += len(data)
 		return
 	}
+	p := store.Patch{Off: off, Data: append([]byte(nil), data...)}
+	end := patchEnd(p)
 	i := sort.Search(len(l.patches), func(i int) bool { return patchEnd(l.patches[i]) > p.Off })
 	j := i
 	for j < len(l.patches) && l.patches[j].Off < end {
@@ -415,6 +431,10 @@ func (l *layer) add(p store.Patch) {
 }
 
 func patchEnd(p store.Patch) uint64 { return p.Off + uint64(len(p.Data)) }
+
+// maxArena bounds the spare capacity a sequential writer's patch grows by.
+// It is not counted in the buffered bytes: at most this much per file.
+const maxArena = 16 << 20
 
 // truncate sets the size, dropping buffered bytes past it.
 func (of *openFile) truncate(size uint64) {

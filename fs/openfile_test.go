@@ -24,8 +24,8 @@ func newTestFS(t *testing.T, maxDirty int) (*FS, *store.Store) {
 	return f, s
 }
 
-// TestOpenFileMatchesModel drives one open file with random writes,
-// truncates and extensions, with a small MaxDirty so that background
+// TestOpenFileMatchesModel drives one open file with random and
+// sequential writes, truncates and extensions, with a small MaxDirty so that background
 // commits overlap new writes, and checks every read against a model.
 func TestOpenFileMatchesModel(t *testing.T) {
 	f, s := newTestFS(t, 256<<10)
@@ -44,6 +44,7 @@ func TestOpenFileMatchesModel(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(11, 12))
 	var model []byte
+	lastEnd := 0
 	for step := range 2000 {
 		switch op := r.IntN(20); {
 		case op == 0:
@@ -60,6 +61,9 @@ func TestOpenFileMatchesModel(t *testing.T) {
 			}
 		default:
 			off := r.IntN(len(model) + 50_000)
+			if op < 12 {
+				off = min(lastEnd, len(model)) // sequential: fills arenas
+			}
 			data := make([]byte, 1+r.IntN(70_000))
 			for i := range data {
 				data[i] = byte(r.Uint32())
@@ -69,6 +73,7 @@ func TestOpenFileMatchesModel(t *testing.T) {
 			}
 			model = resize(model, max(len(model), off+len(data)))
 			copy(model[off:], data)
+			lastEnd = off + len(data)
 		}
 		checkRead(t, of, model, r, step)
 	}

@@ -136,15 +136,34 @@ func (w *rewriter) holeEnd(x uint64) uint64 {
 // holds pos (or, when appending, the old last chunk) and stops at the end of
 // the data (a hole, or the new size) or where a new boundary meets an old one.
 //
-// Bytes are read into buf once; emitted chunks are slices of it, so buf is
-// never written again after a chunk is cut from it: when it fills up, the
-// unconsumed tail moves to a fresh buffer.
+// Where one patch holds the next chunk whole (a sequential writer's
+// buffer), the chunk is cut straight out of it.
+// Otherwise bytes are read into buf once; emitted chunks are slices of it,
+// so buf is never written again after a chunk is cut from it: when it
+// fills up, the unconsumed tail moves to a fresh buffer.
 func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 	start := pos
 	var buf []byte
 	x := start
 	stopped := false
 	for {
+		if view, last, ok := w.view(start); ok {
+			n := w.params.Cut(view, last)
+			if n == 0 {
+				goto copied // the chunk runs past the patch
+			}
+			if err := w.emit(view[:n:n]); err != nil {
+				return 0, err
+			}
+			end := start + uint64(n)
+			if last && n == len(view) || w.oldBoundary(end) {
+				return end, nil
+			}
+			// Whatever buf holds from an earlier copy is read again.
+			start, buf, x, stopped = end, nil, end, false
+			continue
+		}
+	copied:
 		if cap(buf)-len(buf) < w.params.Max {
 			// At most 4 chunks' worth, but no more than is left to read:
 			// a small file must not cost a 16 MiB allocation.
@@ -172,6 +191,18 @@ func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 		buf = buf[n:]
 		start = end
 	}
+}
+
+// view returns the new content from x on, up to a maximal chunk, as a
+// slice of the patch that holds x; last says it runs to the new size.
+func (w *rewriter) view(x uint64) (b []byte, last, ok bool) {
+	i, in := w.patchAt(x)
+	if !in || x >= w.size {
+		return nil, false, false
+	}
+	p := w.patches[i]
+	end := min(p.end(), w.size, x+uint64(w.params.Max))
+	return p.Data[x-p.Off : end-p.Off], end == w.size, true
 }
 
 // fill appends up to want bytes of new content at x to buf. It reports

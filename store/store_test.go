@@ -286,6 +286,36 @@ func TestAppendInPiecesChunksLikeOneWrite(t *testing.T) {
 	}
 }
 
+// Chunks are cut the same whether the new bytes come in one patch (cut
+// straight out of it) or in many (copied where a chunk spans two).
+func TestPatchLayoutDoesNotMoveBoundaries(t *testing.T) {
+	s := newTestStore(t)
+	r := rand.New(rand.NewPCG(8, 9))
+	data := randBytes(r, 40<<20)
+	whole, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, piece := range []int{1 << 20, 16 << 20, 333_333} {
+		var patches []Patch
+		for off := 0; off < len(data); off += piece {
+			patches = append(patches, Patch{uint64(off), data[off:min(off+piece, len(data))]})
+		}
+		x, err := s.Rewrite(&Extents{}, patches, uint64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(x.Refs) != len(whole.Refs) {
+			t.Fatalf("patches of %d bytes: %d chunks, one patch %d", piece, len(x.Refs), len(whole.Refs))
+		}
+		for i := range x.Refs {
+			if x.Refs[i] != whole.Refs[i] {
+				t.Fatalf("patches of %d bytes: chunk %d differs", piece, i)
+			}
+		}
+	}
+}
+
 func TestChunkDedupAndCorruption(t *testing.T) {
 	s := newTestStore(t)
 	r := rand.New(rand.NewPCG(8, 9))
