@@ -59,6 +59,9 @@ type layer struct {
 	ctime   int64      // time of the last change (0: unchanged)
 	attrs   attrChange // chmod, chown and atime changes made while open
 	changed bool
+	run     int    // bytes written back to back, ending at runEnd
+	runEnd  uint64 // (they size the arenas; see add)
+	spare   int    // arena bytes allocated and not yet written (at most maxArena)
 }
 
 // attrChange holds attribute changes folded into an open file's next
@@ -381,12 +384,18 @@ func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
 // add copies data, written at off, over what it overwrites.
 //
 // A write that continues the last patch goes into that patch's spare
-// capacity: a sequential writer's writes fill arenas that double up to
-// maxArena bytes, so the chunker cuts most chunks straight out of them
-// (see store.Rewrite) instead of copying them again. Other writes are
-// patches of their own (growing one slice would copy the data again and
-// again).
+// capacity: a sequential writer's writes fill arenas as large as the run
+// of writes so far, up to maxArena bytes (see maxArena), so the chunker cuts most chunks
+// straight out of them (see store.Rewrite) instead of copying them again.
+// Other writes are patches of their own (growing one slice would copy the
+// data again and again).
 func (l *layer) add(off uint64, data []byte) {
+	if off == l.runEnd {
+		l.run += len(data)
+	} else {
+		l.run = len(data)
+	}
+	l.runEnd = off + uint64(len(data))
 	if n := len(l.patches); n == 0 || patchEnd(l.patches[n-1]) <= off {
 		size := len(data)
 		if n > 0 && patchEnd(l.patches[n-1]) == off {
@@ -394,9 +403,13 @@ func (l *layer) add(off uint64, data []byte) {
 			if cap(last.Data)-len(last.Data) >= len(data) {
 				last.Data = append(last.Data, data...)
 				l.dirty += len(data)
+				l.spare -= len(data)
 				return
 			}
-			size = max(size, min(2*cap(last.Data), maxArena))
+			if arena := min(l.run-len(data), maxArena); arena > size && l.spare+arena-size <= maxArena {
+				l.spare += arena - size
+				size = arena
+			}
 		}
 		l.patches = append(l.patches, store.Patch{Off: off, Data: append(make([]byte, 0, size), data...)})
 		l.dirty += len(data)
@@ -432,8 +445,9 @@ func (l *layer) add(off uint64, data []byte) {
 
 func patchEnd(p store.Patch) uint64 { return p.Off + uint64(len(p.Data)) }
 
-// maxArena bounds the spare capacity a sequential writer's patch grows by.
-// It is not counted in the buffered bytes: at most this much per file.
+// maxArena bounds the arenas of sequential writers, and the spare capacity
+// of all of a layer's arenas together, which the buffered bytes do not
+// count (a writer may leave an arena for a write elsewhere).
 const maxArena = 16 << 20
 
 // truncate sets the size, dropping buffered bytes past it.

@@ -171,3 +171,29 @@ func TestBufferedBytesStayWithinTheMountBudget(t *testing.T) {
 		t.Fatalf("%d bytes still counted as buffered after every commit", got)
 	}
 }
+
+// The arenas' spare capacity, which the buffered-byte budget does not
+// count, stays within maxArena per layer: a writer that appended a little
+// after each large write and then skipped ahead made a layer hold three
+// times what it counted (found by review).
+func TestArenaSpareStaysBounded(t *testing.T) {
+	sequential, skipping := newLayer(0), newLayer(0)
+	for i := range uint64(200) {
+		sequential.add(i<<20, make([]byte, 1<<20))
+		off := i * (1<<20 + 4<<10)
+		skipping.add(off, make([]byte, 1<<20))
+		skipping.add(off+1<<20, []byte{1})
+	}
+	for name, l := range map[string]*layer{"sequential": sequential, "append, then skip": skipping} {
+		held := 0
+		for _, p := range l.patches {
+			held += cap(p.Data)
+		}
+		if held-l.dirty > maxArena {
+			t.Errorf("%s: %d bytes buffered hold %d", name, l.dirty, held)
+		}
+	}
+	if n := len(sequential.patches); n > 200/16+8 {
+		t.Errorf("sequential 1 MiB writes: %d patches, want arenas", n)
+	}
+}

@@ -147,27 +147,32 @@ func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 	x := start
 	stopped := false
 	for {
-		if view, last, ok := w.view(start); ok {
-			n := w.params.Cut(view, last)
-			if n == 0 {
-				goto copied // the chunk runs past the patch
+		view, last, ok := w.view(start)
+		if ok {
+			if n := w.params.Cut(view, last); n > 0 {
+				if err := w.emit(view[:n:n]); err != nil {
+					return 0, err
+				}
+				end := start + uint64(n)
+				if last && n == len(view) || w.oldBoundary(end) {
+					return end, nil
+				}
+				// Whatever buf holds from an earlier copy is read again.
+				start, buf, x, stopped = end, nil, end, false
+				continue
 			}
-			if err := w.emit(view[:n:n]); err != nil {
-				return 0, err
-			}
-			end := start + uint64(n)
-			if last && n == len(view) || w.oldBoundary(end) {
-				return end, nil
-			}
-			// Whatever buf holds from an earlier copy is read again.
-			start, buf, x, stopped = end, nil, end, false
-			continue
+			// The chunk runs past the patch: copy it.
 		}
-	copied:
 		if cap(buf)-len(buf) < w.params.Max {
 			// At most 4 chunks' worth, but no more than is left to read:
-			// a small file must not cost a 16 MiB allocation.
-			want := min(uint64(4*w.params.Max), uint64(len(buf))+w.size-min(x, w.size)) + 1
+			// a small file must not cost a 16 MiB allocation. For a chunk
+			// that runs past a patch, 2: the chunks after it are mostly
+			// cut straight out of the next patch.
+			ahead := 4 * w.params.Max
+			if ok {
+				ahead = 2 * w.params.Max
+			}
+			want := min(uint64(ahead), uint64(len(buf))+w.size-min(x, w.size)) + 1
 			buf = append(make([]byte, 0, want), buf...)
 		}
 		for len(buf) < w.params.Max && !stopped {

@@ -77,10 +77,14 @@ type packs struct {
 	curID    uint32
 	curSize  int64      // the end of cur
 	direct   *os.File   // cur opened O_DIRECT, or nil where that is refused
-	noDirect bool       // the filesystem refused a direct write: stay buffered
-	stage    []byte     // aligned buffer for direct appends
+	noDirect bool       // the file system refused a direct write: stay buffered
+	stage    []byte     // aligned buffer for direct appends (see staging)
 	unsync   []*os.File // written since the last sync (cur, and any rotated)
-	readers  map[uint32]*os.File
+
+	// Readers have a lock of their own: an append holds mu while the
+	// device writes a direct batch.
+	readMu  sync.Mutex
+	readers map[uint32]*os.File
 }
 
 func openPacks(dir string) (*packs, error) {
@@ -133,7 +137,9 @@ func (p *packs) openForAppend(id uint32) error {
 		return fmt.Errorf("open pack: %w", err)
 	}
 	p.cur, p.curID, p.curSize = f, id, st.Size()
+	p.readMu.Lock()
 	p.readers[id] = f
+	p.readMu.Unlock()
 	if p.direct != nil {
 		p.direct.Close()
 		p.direct = nil
@@ -188,8 +194,8 @@ func (p *packs) append(chunks []encodedChunk) ([]chunkLoc, error) {
 	return locs, nil
 }
 
-// appendDirect writes the records, total bytes, with one O_DIRECT pwrite
-// at the first 4 KiB boundary at or after the end of the pack.
+// appendDirect writes the records, total bytes, with O_DIRECT at the first
+// 4 KiB boundary at or after the end of the pack.
 func (p *packs) appendDirect(chunks []encodedChunk, hdrs [][]byte, total int) ([]chunkLoc, error) {
 	start := alignDirect(p.curSize)
 	buf := p.staging(int(alignDirect(int64(total))))
@@ -213,9 +219,9 @@ func (p *packs) appendDirect(chunks []encodedChunk, hdrs [][]byte, total int) ([
 		}
 		if err != nil {
 			// What was written is an unreferenced tail; appends go on
-			// from the file's end.
-			if st, serr := p.cur.Stat(); serr == nil {
-				p.curSize = st.Size()
+			// from its end.
+			if done > 0 {
+				p.curSize = start + int64(done)
 			}
 			if err == unix.EINVAL {
 				return nil, err
@@ -230,7 +236,8 @@ func (p *packs) appendDirect(chunks []encodedChunk, hdrs [][]byte, total int) ([
 }
 
 // staging returns an aligned buffer of n bytes, kept for the next direct
-// append (a batch of chunks is at most a few tens of MiB).
+// append: a rewrite's batch is at most 8 chunks of up to 4 MiB (a link's
+// about 4 MiB), so the store keeps up to 32 MiB once it has written one.
 func (p *packs) staging(n int) []byte {
 	if cap(p.stage) < n {
 		b := make([]byte, n+directAlign)
@@ -308,8 +315,8 @@ func (p *packs) readAt(l chunkLoc, off uint64, n int) ([]byte, error) {
 }
 
 func (p *packs) reader(id uint32) (*os.File, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.readMu.Lock()
+	defer p.readMu.Unlock()
 	if f := p.readers[id]; f != nil {
 		return f, nil
 	}
@@ -354,6 +361,8 @@ func (p *packs) close() error {
 	if p.direct != nil {
 		first = p.direct.Close()
 	}
+	p.readMu.Lock()
+	defer p.readMu.Unlock()
 	for _, f := range p.readers {
 		if err := f.Close(); err != nil && first == nil {
 			first = err

@@ -104,7 +104,7 @@ func TestPackBufferedWithoutDirectIO(t *testing.T) {
 	_, big := cacheChunk(2, 3<<20)
 	putAndCheck(t, s, small)
 	putAndCheck(t, s, big)
-	want := start + int64(1000+3<<20) + 2*recordFixed + (1+192)*recordPerBlock
+	want := start + int64(1000+3<<20) + 2*recordFixed + (1+(3<<20)/BlockSize)*recordPerBlock
 	if end, size := packEnd(t, s); end != size || end != want {
 		t.Fatalf("buffered appends: end %d, file size %d, want %d", end, size, want)
 	}

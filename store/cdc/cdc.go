@@ -113,9 +113,8 @@ func roll(buf []byte, h, mask uint64) (int, uint64, bool) {
 			if hb&mask == 0 {
 				// A boundary at lane+i in the second lane; the first lane
 				// may still have one later in its part.
-				n, ha, ok := rollSerial(a[i+1:], ha, mask)
-				if ok {
-					return off + i + 1 + n, ha, true
+				if n, h, ok := rollSerial(a[i+1:], ha, mask); ok {
+					return off + i + 1 + n, h, true
 				}
 				return off + lane + i + 1, hb, true
 			}
