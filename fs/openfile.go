@@ -499,18 +499,41 @@ func (of *openFile) size() uint64 {
 // buffered it reads the committed extents (immutable) without the lock, so
 // the kernel's parallel read-ahead requests run in parallel.
 func (of *openFile) read(p []byte, off uint64) (int, error) {
+	_, n, err := of.readVec(p, off, false)
+	return n, err
+}
+
+// readVec is read that, with vec set and nothing buffered, may return the
+// bytes as slices of verified blocks instead of copying them into p (see
+// store.ReadVecFrom). The bytes read are always the slices it returns.
+func (of *openFile) readVec(p []byte, off uint64, vec bool) ([][]byte, int, error) {
 	of.mu.Lock()
 	seq := off == of.lastEnd
 	of.lastEnd = off + uint64(len(p))
 	if !of.dirtyLocked() {
 		base, origin := of.base, of.origin
 		of.mu.Unlock()
-		n, err := of.fsys.s.ReadAtFrom(origin, base, p, off)
+		var v [][]byte
+		var n int
+		var err error
+		if vec {
+			v, n, err = of.fsys.s.ReadVecFrom(origin, base, p, off)
+		} else {
+			n, err = of.fsys.s.ReadAtFrom(origin, base, p, off)
+			v = [][]byte{p[:n]}
+		}
 		if end := off + uint64(n); seq && off/readAheadStep != end/readAheadStep {
 			of.fsys.s.PrefetchFrom(origin, base, end+readAheadStep, readAhead-readAheadStep)
 		}
-		return n, err
+		return v, n, err
 	}
+	n, err := of.readLayered(p, off)
+	return [][]byte{p[:n]}, n, err
+}
+
+// readLayered reads through the buffered layers; it is called with of.mu
+// held and releases it.
+func (of *openFile) readLayered(p []byte, off uint64) (int, error) {
 	if base, origin := of.base, of.origin; of.fsys.s.Lacks(base, off, uint64(len(p))) {
 		// Fetch what the base lacks without holding the file: a fetch may
 		// take up to the fetch timeout, and stat or writes of this file

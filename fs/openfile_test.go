@@ -106,12 +106,12 @@ func checkRead(t *testing.T, of *openFile, model []byte, r *rand.Rand, step int)
 	}
 	off := r.IntN(len(model) + 1)
 	buf := make([]byte, r.IntN(200_000))
-	n, err := of.read(buf, uint64(off))
+	vec, n, err := of.readVec(buf, uint64(off), r.IntN(2) == 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := model[off:min(len(model), off+len(buf))]
-	if !bytes.Equal(buf[:n], want) {
+	if got := bytes.Join(vec, nil); n != len(want) || !bytes.Equal(got, want) {
 		t.Fatalf("step %d: read at %d differs from the model", step, off)
 	}
 }

@@ -155,23 +155,53 @@ func (s *Store) readRange(o Origin, h Hash, p []byte, off int) error {
 
 // readLocal copies chunk bytes [off, off+len(p)) into p from this site.
 func (s *Store) readLocal(h Hash, p []byte, off int) error {
-	ha, err := s.header(h)
+	blocks, skip, err := s.localBlocks(h, off, len(p))
 	if err != nil {
 		return err
+	}
+	copyBlocks(p, blocks, skip)
+	return nil
+}
+
+// localSlices returns chunk bytes [off, off+n) from this site as slices of
+// its verified blocks.
+func (s *Store) localSlices(h Hash, off, n int) ([][]byte, error) {
+	blocks, skip, err := s.localBlocks(h, off, n)
+	if err != nil {
+		return nil, err
+	}
+	if len(blocks) == 0 {
+		return nil, nil
+	}
+	blocks[0] = blocks[0][skip:]
+	extra := -n
+	for _, b := range blocks {
+		extra += len(b)
+	}
+	last := len(blocks) - 1
+	blocks[last] = blocks[last][:len(blocks[last])-extra]
+	return blocks, nil
+}
+
+// localBlocks returns the verified blocks that hold chunk bytes
+// [off, off+n), and where in the first one the bytes start.
+func (s *Store) localBlocks(h Hash, off, n int) ([][]byte, int, error) {
+	ha, err := s.header(h)
+	if err != nil {
+		return nil, 0, err
 	}
 	if ha.loc.Pack == cachePack {
 		s.cache.touch(h)
 	}
-	if off+len(p) > ha.hdr.size {
-		return fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
+	if off+n > ha.hdr.size {
+		return nil, 0, fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
 	}
-	first, end := off/BlockSize, (off+len(p)+BlockSize-1)/BlockSize
+	first, end := off/BlockSize, (off+n+BlockSize-1)/BlockSize
 	blocks, err := s.blocks(ha, first, end, true)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
-	copyBlocks(p, blocks, off-first*BlockSize)
-	return nil
+	return blocks, off - first*BlockSize, nil
 }
 
 // copyBlocks fills p from consecutive blocks, starting skip bytes into

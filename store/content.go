@@ -376,5 +376,38 @@ func (s *Store) ReadAtFrom(o Origin, x *Extents, p []byte, off uint64) (int, err
 	return n, nil
 }
 
+// ReadVecFrom is ReadAtFrom that returns the bytes as slices of verified
+// blocks where it can, to be written out with one writev without copying
+// them into p first. Holes are slices of a shared zero block, and what is
+// read another way (a fetch, a block that must be decompressed anyway) is
+// copied into p. The slices must not be modified.
+func (s *Store) ReadVecFrom(o Origin, x *Extents, p []byte, off uint64) ([][]byte, int, error) {
+	var vec [][]byte
+	n := 0
+	for n < len(p) && off < x.Size {
+		k := x.Find(off)
+		r := x.Refs[k]
+		in := off - x.Offs[k]
+		m := int(min(uint64(len(p)-n), r.Len-in))
+		if r.IsHole() {
+			for z := m; z > 0; z -= len(zeroBlock) {
+				k := min(z, len(zeroBlock))
+				vec = append(vec, zeroBlock[:k:k])
+			}
+		} else if bl, err := s.localSlices(r.Hash, int(in), m); err == nil {
+			vec = append(vec, bl...)
+		} else if err := s.readRange(o, r.Hash, p[n:n+m], int(in)); err != nil {
+			return nil, 0, err
+		} else {
+			vec = append(vec, p[n:n+m])
+		}
+		n += m
+		off += uint64(m)
+	}
+	return vec, n, nil
+}
+
+var zeroBlock = make([]byte, BlockSize)
+
 // chunkParams are the chunk size bounds; tests shrink them.
 var chunkParams = cdc.Default
