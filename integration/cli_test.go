@@ -755,3 +755,29 @@ func TestMountSpareProcs(t *testing.T) {
 		t.Errorf("with GOMAXPROCS=3 in the environment the mount used %d", got)
 	}
 }
+
+// TestMountRightAfterUnmount mounts a store again the moment umount
+// returns, while the old mount process may still be flushing and closing
+// it: the new mount waits for the store rather than failing.
+func TestMountRightAfterUnmount(t *testing.T) {
+	s := newSite(t)
+	for i := range 5 {
+		s.mount()
+		name := fmt.Sprintf("f%d", i)
+		if err := os.WriteFile(s.path(name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Unmount(s.mnt, 0); err != nil {
+			t.Fatal(err)
+		}
+		// No wait for the process: a script's "umount; mount".
+	}
+	s.mount()
+	for i := range 5 {
+		name := fmt.Sprintf("f%d", i)
+		if b, err := os.ReadFile(s.path(name)); err != nil || string(b) != name {
+			t.Fatalf("%s after remounting: %q %v", name, b, err)
+		}
+	}
+	s.unmount()
+}

@@ -80,7 +80,7 @@ func openServing(absStore string) (*store.Config, *slog.Logger, *store.Store, er
 		return nil, nil, nil, err
 	}
 	log := slog.Default().With("site", conf.Name)
-	s, err := store.Open(absStore, log)
+	s, err := openWhenFree(absStore, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -17,27 +17,37 @@ import (
 
 // openSite returns the site in storeDir: through the running process's
 // admin socket when one holds the store, else by opening it directly.
-//
-// Just after an unmount the mount process may still hold the store while
-// it shuts down (its socket already gone): wait up to 10 s for it.
 func openSite(storeDir string) (admin.Site, func(), error) {
 	sock := admin.SocketPath(storeDir)
-	s, err := store.Open(storeDir, discardLog())
-	for deadline := time.Now().Add(10 * time.Second); errors.Is(err, store.ErrLocked); {
+	s, err := openWhenFree(storeDir, discardLog())
+	if errors.Is(err, store.ErrLocked) {
 		if _, serr := os.Stat(sock); serr == nil {
 			return admin.Dial(sock), func() {}, nil
 		}
-		if time.Now().After(deadline) {
-			return nil, nil, fmt.Errorf("%s is in use by another process that has no admin socket (%s)", storeDir, sock)
-		}
-		time.Sleep(100 * time.Millisecond)
-		s, err = store.Open(storeDir, discardLog())
+		return nil, nil, fmt.Errorf("%s is in use by another process that has no admin socket (%s)", storeDir, sock)
 	}
 	if err != nil {
 		return nil, nil, err
 	}
 	cfg, _ := store.LoadConfig(storeDir)
 	return &admin.Local{S: s, Name: cfg.Name}, func() { s.Close() }, nil
+}
+
+// openWhenFree opens the store in dir. Just after an unmount the mount
+// process may still hold the store while it shuts down (its admin socket
+// already gone), so while no socket is there it tries again for up to
+// 10 s. With a socket, a site is running: it returns store.ErrLocked at
+// once.
+func openWhenFree(dir string, log *slog.Logger) (*store.Store, error) {
+	s, err := store.Open(dir, log)
+	for deadline := time.Now().Add(10 * time.Second); errors.Is(err, store.ErrLocked) && time.Now().Before(deadline); {
+		if _, serr := os.Stat(admin.SocketPath(dir)); serr == nil {
+			return nil, err
+		}
+		time.Sleep(100 * time.Millisecond)
+		s, err = store.Open(dir, log)
+	}
+	return s, err
 }
 
 // mount is one geofs mount from /proc/self/mountinfo.
