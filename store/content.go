@@ -359,52 +359,67 @@ func (s *Store) ReadAt(x *Extents, p []byte, off uint64) (int, error) {
 // site lacks is fetched from peers in its name (peers serving part of the
 // tree check it).
 func (s *Store) ReadAtFrom(o Origin, x *Extents, p []byte, off uint64) (int, error) {
-	n := 0
-	for n < len(p) && off < x.Size {
-		k := x.Find(off)
-		r := x.Refs[k]
-		in := off - x.Offs[k]
-		m := int(min(uint64(len(p)-n), r.Len-in))
+	return x.pieces(off, len(p), func(r Ref, in uint64, at, m int) error {
 		if r.IsHole() {
-			clear(p[n : n+m])
-		} else if err := s.readRange(o, r.Hash, p[n:n+m], int(in)); err != nil {
-			return n, err
+			clear(p[at : at+m])
+			return nil
 		}
-		n += m
-		off += uint64(m)
-	}
-	return n, nil
+		return s.readRange(o, r.Hash, p[at:at+m], int(in))
+	})
 }
 
 // ReadVecFrom is ReadAtFrom that returns the bytes as slices of verified
 // blocks where it can, to be written out with one writev without copying
-// them into p first. Holes are slices of a shared zero block, and what is
-// read another way (a fetch, a block that must be decompressed anyway) is
-// copied into p. The slices must not be modified.
+// them into p first. Holes are slices of a shared zero block; what is
+// fetched from a peer is copied into p. The slices must not be modified.
 func (s *Store) ReadVecFrom(o Origin, x *Extents, p []byte, off uint64) ([][]byte, int, error) {
 	var vec [][]byte
-	n := 0
-	for n < len(p) && off < x.Size {
-		k := x.Find(off)
-		r := x.Refs[k]
-		in := off - x.Offs[k]
-		m := int(min(uint64(len(p)-n), r.Len-in))
+	n, err := x.pieces(off, len(p), func(r Ref, in uint64, at, m int) error {
 		if r.IsHole() {
 			for z := m; z > 0; z -= len(zeroBlock) {
 				k := min(z, len(zeroBlock))
 				vec = append(vec, zeroBlock[:k:k])
 			}
-		} else if bl, err := s.localSlices(r.Hash, int(in), m); err == nil {
-			vec = append(vec, bl...)
-		} else if err := s.readRange(o, r.Hash, p[n:n+m], int(in)); err != nil {
-			return nil, 0, err
-		} else {
-			vec = append(vec, p[n:n+m])
+			return nil
 		}
-		n += m
-		off += uint64(m)
+		bl, err := s.localSlices(r.Hash, int(in), m)
+		if err == nil {
+			vec = append(vec, bl...)
+			return nil
+		}
+		if !s.fetchable(err) {
+			return err
+		}
+		if err := s.readRange(o, r.Hash, p[at:at+m], int(in)); err != nil {
+			return err
+		}
+		vec = append(vec, p[at:at+m])
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	return vec, n, nil
+}
+
+// pieces calls fn for each piece of content bytes [off, off+n) that one
+// extent holds: its ref, the piece's offset in the extent, where it starts
+// in the range, and its length. It returns how many bytes the pieces that
+// succeeded cover.
+func (x *Extents) pieces(off uint64, n int, fn func(r Ref, in uint64, at, m int) error) (int, error) {
+	done := 0
+	for done < n && off < x.Size {
+		k := x.Find(off)
+		r := x.Refs[k]
+		in := off - x.Offs[k]
+		m := int(min(uint64(n-done), r.Len-in))
+		if err := fn(r, in, done, m); err != nil {
+			return done, err
+		}
+		done += m
+		off += uint64(m)
+	}
+	return done, nil
 }
 
 var zeroBlock = make([]byte, BlockSize)
