@@ -159,12 +159,20 @@ func runGeofs(args ...string) (string, error) {
 }
 
 // mount mounts the site (daemonized; returns when ready) and arranges an
-// unmount at the end of the test.
+// unmount at the end of the test. The cleanup also ends a process that is
+// still shutting down, so that none outlives the test's directory (a
+// Badger that loses its directory while closing retries forever).
 func (s *site) mount(opts ...string) {
 	s.t.Helper()
 	track(s.mnt)
 	s.geofs(append(append([]string{"mount"}, opts...), s.store, s.mnt)...)
-	s.t.Cleanup(func() { s.unmountQuiet() })
+	s.t.Cleanup(func() {
+		if s.unmountQuiet() != nil || s.waitExit() != nil {
+			for _, pid := range s.pids() {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 }
 
 // unmount unmounts and waits for the process to finish cleanly.
