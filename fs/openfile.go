@@ -385,7 +385,7 @@ func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
 //
 // A write that continues the last patch goes into that patch's spare
 // capacity: a sequential writer's writes fill arenas as large as the run
-// of writes so far, up to maxArena bytes (see maxArena), so the chunker cuts most chunks
+// of writes so far (see maxArena), so the chunker cuts most chunks
 // straight out of them (see store.Rewrite) instead of copying them again.
 // Other writes are patches of their own (growing one slice would copy the
 // data again and again).

@@ -25,12 +25,12 @@ import (
 // the chunk it names, and check each block on its own.
 //
 // Large appends (a batch of a big file's chunks) bypass the page cache
-// with O_DIRECT: copying them into the page cache cost the mount as much
-// CPU as hashing and chunking together, and the bytes were seldom read
-// back soon (the kernel keeps the file's own pages). A direct append
-// starts at a 4 KiB boundary and is padded with zeros to one; no location
-// points into the padding. Small appends stay buffered, so small files
-// are not padded.
+// with O_DIRECT: copying them into it cost a sequential write as much CPU
+// as chunking, and a file read back soon after it is written is served
+// from FUSE's page cache of the file itself. A direct append starts at a
+// 4 KiB boundary and is padded with zeros to one; no location points into
+// the gap or the padding. Small appends stay buffered, so small files are
+// not padded.
 const (
 	PackDir     = "packs"
 	packMaxSize = 1 << 30 // start a new pack file past this size
