@@ -243,7 +243,7 @@ func (c *chunkCache) scanSegment(id uint32) ([]hole, error) {
 			if !errors.Is(err, io.EOF) {
 				// Not a torn tail: keep the segment as it is, unindexed past here.
 				c.log.Warn("chunk cache: cannot read a segment; its later chunks are not used", "segment", filepath.Base(c.segPath(id)), "offset", off, "err", err)
-				seg.end = alignUp(size)
+				seg.end = alignUp(size, cacheAlign)
 				return holes, nil
 			}
 			break
@@ -279,11 +279,12 @@ func (c *chunkCache) scanSegment(id uint32) ([]hole, error) {
 	}
 	// A frame whose padding the file does not reach still ends on a block
 	// boundary: the next frame must start on one.
-	seg.end = alignUp(max(off, size))
+	seg.end = alignUp(max(off, size), cacheAlign)
 	return holes, nil
 }
 
-func alignUp(n int64) int64 { return (n + cacheAlign - 1) / cacheAlign * cacheAlign }
+// alignUp rounds n up to a multiple of a, a power of two.
+func alignUp(n, a int64) int64 { return (n + a - 1) &^ (a - 1) }
 
 func encodeFrame(h Hash, n int64) []byte {
 	b := make([]byte, cacheFrameLen)

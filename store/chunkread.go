@@ -126,6 +126,12 @@ func (s *Store) readRange(o Origin, h Hash, p []byte, off int) error {
 	if err == nil || !s.fetchable(err) {
 		return err
 	}
+	return s.fetchRange(o, h, p, off)
+}
+
+// fetchRange is readRange for a chunk that could not be read here: it
+// fetches the chunk from peers.
+func (s *Store) fetchRange(o Origin, h Hash, p []byte, off int) error {
 	s.rem.mu.Lock()
 	s.rem.stats.Misses++
 	s.rem.mu.Unlock()

@@ -7,11 +7,7 @@ func TestPutChunksWritesARepeatedChunkOnce(t *testing.T) {
 	s := newTestStore(t)
 	_, a := cacheChunk(1, 100_000)
 	_, b := cacheChunk(2, 50_000)
-	size := func() int64 {
-		s.packs.mu.Lock()
-		defer s.packs.mu.Unlock()
-		return s.packs.curSize
-	}
+	size := func() int64 { end, _ := packEnd(t, s); return end }
 	before := size()
 	refs, err := s.PutChunks([][]byte{a, b, a, a, b})
 	if err != nil {
@@ -40,11 +36,7 @@ func TestRewriteWritesACrossBatchChunkOnce(t *testing.T) {
 	for range 10 {
 		data = append(data, pat...)
 	}
-	size := func() int64 {
-		s.packs.mu.Lock()
-		defer s.packs.mu.Unlock()
-		return s.packs.curSize
-	}
+	size := func() int64 { end, _ := packEnd(t, s); return end }
 	before := size()
 	x, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
 	if err != nil {

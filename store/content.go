@@ -390,7 +390,7 @@ func (s *Store) ReadVecFrom(o Origin, x *Extents, p []byte, off uint64) ([][]byt
 		if !s.fetchable(err) {
 			return err
 		}
-		if err := s.readRange(o, r.Hash, p[at:at+m], int(in)); err != nil {
+		if err := s.fetchRange(o, r.Hash, p[at:at+m], int(in)); err != nil {
 			return err
 		}
 		vec = append(vec, p[at:at+m])

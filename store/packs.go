@@ -197,8 +197,8 @@ func (p *packs) append(chunks []encodedChunk) ([]chunkLoc, error) {
 // appendDirect writes the records, total bytes, with O_DIRECT at the first
 // 4 KiB boundary at or after the end of the pack.
 func (p *packs) appendDirect(chunks []encodedChunk, hdrs [][]byte, total int) ([]chunkLoc, error) {
-	start := alignDirect(p.curSize)
-	buf := p.staging(int(alignDirect(int64(total))))
+	start := alignUp(p.curSize, directAlign)
+	buf := p.staging(int(alignUp(int64(total), directAlign)))
 	locs := make([]chunkLoc, len(chunks))
 	n := 0
 	for i, c := range chunks {
@@ -246,8 +246,6 @@ func (p *packs) staging(n int) []byte {
 	}
 	return p.stage[:n]
 }
-
-func alignDirect(n int64) int64 { return (n + directAlign - 1) &^ (directAlign - 1) }
 
 // markUnsynced notes that cur has appends to sync (with p.mu held).
 func (p *packs) markUnsynced() {

@@ -62,8 +62,8 @@ func TestPackDirectAndBufferedAppends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loc.loc.Off != uint64(alignDirect(before)) {
-		t.Fatalf("direct batch starts at %d, want %d", loc.loc.Off, alignDirect(before))
+	if loc.loc.Off != uint64(alignUp(before, directAlign)) {
+		t.Fatalf("direct batch starts at %d, want %d", loc.loc.Off, alignUp(before, directAlign))
 	}
 	if pad := end - int64(loc.loc.Off) - int64(len(big1)+len(big2)); pad < 0 || pad >= directAlign+2*recordMaxHeader {
 		t.Fatalf("direct batch of %d bytes took %d", len(big1)+len(big2), end-int64(loc.loc.Off))

@@ -223,14 +223,20 @@ func TestRewriteMatchesModel(t *testing.T) {
 	}
 }
 
-func TestRewriteSmallWriteRechunksLittle(t *testing.T) {
-	s := newTestStore(t)
-	r := rand.New(rand.NewPCG(3, 4))
-	data := randBytes(r, 64<<20)
-	x, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
+// rewriteRandom stores n random bytes as new content in one patch.
+func rewriteRandom(t *testing.T, s *Store, src rand.Source, n int) ([]byte, *Extents) {
+	t.Helper()
+	data := randBytes(rand.New(src), n)
+	x, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(n))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data, x
+}
+
+func TestRewriteSmallWriteRechunksLittle(t *testing.T) {
+	s := newTestStore(t)
+	_, x := rewriteRandom(t, s, rand.NewPCG(3, 4), 64<<20)
 	y, err := s.Rewrite(x, []Patch{{32 << 20, []byte("hello")}}, x.Size)
 	if err != nil {
 		t.Fatal(err)
@@ -252,12 +258,7 @@ func TestRewriteSmallWriteRechunksLittle(t *testing.T) {
 
 func TestAppendInPiecesChunksLikeOneWrite(t *testing.T) {
 	s := newTestStore(t)
-	r := rand.New(rand.NewPCG(5, 6))
-	data := randBytes(r, 24<<20)
-	whole, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, whole := rewriteRandom(t, s, rand.NewPCG(5, 6), 24<<20)
 	// The rewriter's cuts (candidates found ahead, in parallel) are the
 	// chunker's.
 	lens := chunkParams.Split(data)
@@ -269,7 +270,7 @@ func TestAppendInPiecesChunksLikeOneWrite(t *testing.T) {
 			t.Fatalf("chunk %d: %d bytes, Split says %d", i, whole.Refs[i].Len, n)
 		}
 	}
-	x := &Extents{}
+	x, err := &Extents{}, error(nil)
 	for off := 0; off < len(data); off += 3 << 20 {
 		piece := data[off:min(off+3<<20, len(data))]
 		if x, err = s.Rewrite(x, []Patch{{uint64(off), piece}}, uint64(off+len(piece))); err != nil {
@@ -290,12 +291,7 @@ func TestAppendInPiecesChunksLikeOneWrite(t *testing.T) {
 // straight out of it) or in many (copied where a chunk spans two).
 func TestPatchLayoutDoesNotMoveBoundaries(t *testing.T) {
 	s := newTestStore(t)
-	r := rand.New(rand.NewPCG(8, 9))
-	data := randBytes(r, 40<<20)
-	whole, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, whole := rewriteRandom(t, s, rand.NewPCG(8, 9), 40<<20)
 	for _, piece := range []int{1 << 20, 16 << 20, 333_333} {
 		var patches []Patch
 		for off := 0; off < len(data); off += piece {
