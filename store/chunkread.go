@@ -90,17 +90,7 @@ func (s *Store) readWhole(ha headerAt) ([]byte, error) {
 	}
 	plain := make([][]byte, len(hd.blocks))
 	errs := make([]error, len(hd.blocks))
-	verify := func(i int) {
-		bl := hd.blocks[i]
-		plain[i], errs[i] = s.decodeBlock(hd, i, raw[bl.off:bl.off+bl.stored])
-	}
-	if len(hd.blocks) >= 8 {
-		parallel(len(hd.blocks), verify)
-	} else {
-		for i := range hd.blocks {
-			verify(i)
-		}
-	}
+	s.decodeBlocks(hd, 0, len(hd.blocks), raw, plain, errs)
 	allRaw := true
 	for i, e := range errs {
 		if e != nil {
@@ -358,17 +348,7 @@ func (s *Store) loadRun(ha headerAt, from, to int, read bool) ([][]byte, error) 
 	blocks := make([][]byte, to-from)
 	errs := make([]error, to-from)
 	if err == nil {
-		verify := func(j int) {
-			bl := hd.blocks[from+j]
-			blocks[j], errs[j] = s.decodeBlock(hd, from+j, raw[bl.off-start:bl.off-start+bl.stored])
-		}
-		if to-from >= 8 {
-			parallel(to-from, verify)
-		} else {
-			for j := range blocks {
-				verify(j)
-			}
-		}
+		s.decodeBlocks(hd, from, to, raw, blocks, errs)
 	}
 	var run *blockRun // raw blocks are slices of raw (see blockCache)
 	if to-from > 1 {
