@@ -37,6 +37,7 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	if err != nil {
 		return nil, 0, n.errno(ctx, err, "opendir")
 	}
+	n.fsys.listings.put(n.id, gen, ents)
 	parent := n.id
 	if len(v.Links) > 0 {
 		parent = v.Links[0].Parent

@@ -63,6 +63,7 @@ type FS struct {
 	// to their readers after a peer's version arrived (notify.go).
 	detached map[store.FileID]int
 	nodes    map[store.FileID]*Node // see notify.go
+	listings *listings
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)
 
@@ -88,7 +89,8 @@ func New(s *store.Store, opts Options) *FS {
 		opts.Log = slog.Default()
 	}
 	f := &FS{s: s, log: opts.Log, opts: opts, open: map[store.FileID]*openFile{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		listings: newListings(maxListed),
+		stop:     make(chan struct{}), done: make(chan struct{})}
 	go f.committer()
 	return f
 }

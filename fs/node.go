@@ -175,7 +175,18 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if len(name) > store.MaxNameLen {
 		return nil, syscall.ENAMETOOLONG
 	}
-	v, err := n.fsys.s.LookupVersion(n.id, name)
+	s := n.fsys.s
+	gen := s.Generation()
+	if e, ok := n.fsys.listings.lookup(n.id, name, gen); ok {
+		if e == nil {
+			return nil, syscall.ENOENT
+		}
+		if v, err := e.Load(); err == nil {
+			s.Remember(v, gen) // the kernel asks for its attributes next
+			return n.newChild(ctx, v, out)
+		}
+	}
+	v, err := s.LookupVersion(n.id, name)
 	if err != nil {
 		return nil, n.errno(ctx, err, "lookup")
 	}

@@ -135,6 +135,13 @@ func TestLinkedSitesReplicateBothWays(t *testing.T) {
 	}
 	os.WriteFile(a.path("later"), []byte("x"), 0o644)
 	eventually(t, "a name b had looked up before it existed", hasContent(b.path("later"), []byte("x")))
+	// b keeps its listing of / for the lookups after it; it must not answer
+	// for a name a peer created since.
+	if _, err := os.ReadDir(b.path(".")); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(a.path("after-listing"), []byte("y"), 0o644)
+	eventually(t, "a name created after b listed its directory", hasContent(b.path("after-listing"), []byte("y")))
 	os.MkdirAll(b.path("dir/sub"), 0o755)
 	big := make([]byte, 5<<20)
 	rand.Read(big)
