@@ -63,12 +63,13 @@ func (ls *listings) dropLocked(dir store.FileID) {
 }
 
 // lookup finds name in the kept scan of dir, if that scan is still the
-// directory's state at generation gen. ok is false when there is no such
-// scan; then e is nil, and with ok true e is nil only if dir has no name.
-func (ls *listings) lookup(dir store.FileID, name string, gen uint64) (e *store.Dirent, ok bool) {
+// directory's state at the current generation (gen is asked only when
+// there is a scan). ok is false when there is no such scan; then e is nil,
+// and with ok true e is nil only if dir has no name.
+func (ls *listings) lookup(dir store.FileID, name string, gen func() uint64) (e *store.Dirent, ok bool) {
 	ls.mu.Lock()
 	l := ls.byDir[dir]
-	if l != nil && l.gen != gen {
+	if l != nil && l.gen != gen() {
 		ls.dropLocked(dir) // a commit since: it may be stale
 		l = nil
 	}

@@ -176,8 +176,8 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, syscall.ENAMETOOLONG
 	}
 	s := n.fsys.s
-	gen := s.Generation()
-	if e, ok := n.fsys.listings.lookup(n.id, name, gen); ok {
+	var gen uint64
+	if e, ok := n.fsys.listings.lookup(n.id, name, func() uint64 { gen = s.Generation(); return gen }); ok {
 		if e == nil {
 			return nil, syscall.ENOENT
 		}
