@@ -67,7 +67,7 @@ var workloads = append([]workload{
 	{name: "seq-write", desc: "drop caches, write -size in 1 MiB blocks of random data, fsync, close", run: seqWrite},
 	{name: "seq-read", desc: "cold (remount + drop caches), read the file back in 1 MiB blocks", run: seqRead},
 	{name: "rand-read", desc: "cold, 4 KiB preads at random aligned offsets (fixed seed)", run: randRead},
-	{name: "metadata", desc: "create / lstat / readdir (cold) / readdir+lstat (cold) / unlink of -files empty files in one directory", run: metadata},
+	{name: "metadata", desc: "create / lstat / readdir (cold) / readdir, then lstat each (cold) / GNU ls -l (cold) / unlink of -files empty files in one directory", run: metadata},
 	{name: "small-files", desc: "tar -x of $GOROOT/src + sync; cold tar -c of it into a pipe", run: smallFiles},
 	{name: "dedup", desc: "store growth when copying a random file within the mount", geofsOnly: true, run: dedup},
 }, replicationWorkloads...)
@@ -396,10 +396,27 @@ func metadata(ctx context.Context, b *bench, t target) ([]metric, error) {
 		}
 		name := "readdir (cold)"
 		if withStat {
-			name = "readdir+lstat, ls -l (cold)"
+			name = "readdir, then lstat each (cold)"
 		}
 		ms = append(ms, throughput(name, "entries/s", opsPerSec(n, d)))
 	}
+
+	// GNU ls -l stats each entry while it reads the directory, so the
+	// kernel's READDIRPLUS_AUTO turns READDIRPLUS back on after the first
+	// lookups: what a user typing ls -l gets.
+	if err := remountCold(ctx, t); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	out, err := runCmd(ctx, 5*time.Minute, "ls", "-l", dir)
+	if err != nil {
+		return nil, err
+	}
+	ls := time.Since(start)
+	if lines := strings.Count(out, "\n"); lines != n { // a "total" line, then n entries
+		return nil, fmt.Errorf("ls -l %s: %d entries, want %d", dir, lines, n)
+	}
+	ms = append(ms, throughput("GNU ls -l (cold)", "entries/s", opsPerSec(n, ls)))
 
 	unlink, err := timeOps(ctx, n, func(i int) error {
 		if err := unix.Unlink(paths[i]); err != nil {
