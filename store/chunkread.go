@@ -294,9 +294,10 @@ func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
 	run := -1
 	var runs [][2]int
 	s.bflight.mu.Lock()
+	s.bcache.mu.Lock()
 	for i := from; i < to; i++ {
 		k := blockKey{ha.hdr.id, i}
-		if b, ok := s.bcache.get(k, read); ok {
+		if b, ok := s.bcache.getLocked(k, read); ok {
 			out[i-from] = b
 		} else if c, ok := s.bflight.calls[k]; ok {
 			wait, waitIdx = append(wait, c), append(waitIdx, i-from)
@@ -312,6 +313,7 @@ func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
 		}
 		run = -1
 	}
+	s.bcache.mu.Unlock()
 	s.bflight.mu.Unlock()
 	var firstErr error
 	for _, r := range runs {
@@ -355,6 +357,7 @@ func (s *Store) loadRun(ha headerAt, from, to int, read bool) ([][]byte, error) 
 		run = newRun(len(raw))
 	}
 	s.bflight.mu.Lock()
+	s.bcache.mu.Lock()
 	for j := range blocks {
 		k := blockKey{hd.id, from + j}
 		c := s.bflight.calls[k]
@@ -365,13 +368,14 @@ func (s *Store) loadRun(ha headerAt, from, to int, read bool) ([][]byte, error) 
 		}
 		if c.err == nil {
 			if hd.blocks[from+j].codec == codecRaw {
-				s.bcache.putRun(k, blocks[j], run, read)
+				s.bcache.putRunLocked(k, blocks[j], run, read)
 			} else {
-				s.bcache.putRun(k, blocks[j], nil, read)
+				s.bcache.putRunLocked(k, blocks[j], nil, read)
 			}
 		}
 		close(c.done)
 	}
+	s.bcache.mu.Unlock()
 	s.bflight.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", hd.id.Short(), err)
@@ -525,6 +529,12 @@ func newRun(n int) *blockRun { return &blockRun{size: n} }
 func (c *blockCache) get(k blockKey, read bool) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.getLocked(k, read)
+}
+
+// getLocked is get with c.mu held: a reader of many blocks takes the lock
+// once (a cold sequential read is 130,000 blocks a 2 GiB file).
+func (c *blockCache) getLocked(k blockKey, read bool) ([]byte, bool) {
 	e, ok := c.items[k]
 	if !ok {
 		return nil, false
@@ -552,6 +562,10 @@ func (c *blockCache) put(k blockKey, data []byte) { c.putRun(k, data, nil, false
 func (c *blockCache) putRun(k blockKey, data []byte, run *blockRun, read bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.putRunLocked(k, data, run, read)
+}
+
+func (c *blockCache) putRunLocked(k blockKey, data []byte, run *blockRun, read bool) {
 	if _, ok := c.items[k]; ok {
 		return
 	}
