@@ -207,22 +207,24 @@ func round(s [16]int) {
 // step is the rest of half a G function, after a += m:
 // a += b; d = (d^a) >>> r1; c += d; b = (b^c) >>> r2.
 func step(a, b, c, d [4]int, r1, r2 int) {
+	four("VPADDD", b, a)
+	four("VPXORD", a, d)
+	rotate(r1, d)
+	four("VPADDD", d, c)
+	four("VPXORD", c, b)
+	rotate(r2, b)
+}
+
+// four emits dst[i] = dst[i] op src[i] for four G functions side by side.
+func four(op string, src, dst [4]int) {
 	for i := range 4 {
-		p("VPADDD %s, %s, %s", z(b[i]), z(a[i]), z(a[i]))
+		p("%s %s, %s, %s", op, z(src[i]), z(dst[i]), z(dst[i]))
 	}
+}
+
+// rotate emits x[i] = x[i] >>> n for four G functions side by side.
+func rotate(n int, x [4]int) {
 	for i := range 4 {
-		p("VPXORD %s, %s, %s", z(a[i]), z(d[i]), z(d[i]))
-	}
-	for i := range 4 {
-		p("VPRORD $%d, %s, %s", r1, z(d[i]), z(d[i]))
-	}
-	for i := range 4 {
-		p("VPADDD %s, %s, %s", z(d[i]), z(c[i]), z(c[i]))
-	}
-	for i := range 4 {
-		p("VPXORD %s, %s, %s", z(c[i]), z(b[i]), z(b[i]))
-	}
-	for i := range 4 {
-		p("VPRORD $%d, %s, %s", r2, z(b[i]), z(b[i]))
+		p("VPRORD $%d, %s, %s", n, z(x[i]), z(x[i]))
 	}
 }
