@@ -89,7 +89,7 @@ func New(s *store.Store, opts Options) *FS {
 		opts.Log = slog.Default()
 	}
 	f := &FS{s: s, log: opts.Log, opts: opts, open: map[store.FileID]*openFile{},
-		listings: newListings(maxListed),
+		listings: newListings(maxListedBytes),
 		stop:     make(chan struct{}), done: make(chan struct{})}
 	go f.committer()
 	return f

@@ -177,8 +177,8 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	s := n.fsys.s
 	var gen uint64
-	if e, ok := n.fsys.listings.lookup(n.id, name, func() uint64 { gen = s.Generation(); return gen }); ok {
-		if e == nil {
+	if e, found, ok := n.fsys.listings.lookup(n.id, name, func() uint64 { gen = s.Generation(); return gen }); ok {
+		if !found {
 			return nil, syscall.ENOENT
 		}
 		if v, err := e.Load(); err == nil {

@@ -45,7 +45,7 @@ type hashers struct{ block, chunk *blake3.Hasher }
 
 // blockHash returns the hash of one block.
 func blockHash(b []byte) Hash {
-	if len(b) == BlockSize && blockhash.Fast {
+	if len(b) == BlockSize && blockhash.Fast() {
 		return fastBlocks.Sum(b)
 	}
 	hs := hasherPool.Get().(*hashers)
@@ -81,7 +81,7 @@ func ChunkID(data []byte) Hash {
 func blockHashes(data []byte) []Hash {
 	leaves := make([]Hash, (len(data)+BlockSize-1)/BlockSize)
 	full := 0
-	if blockhash.Fast {
+	if blockhash.Fast() {
 		full = len(data) / BlockSize
 		fastBlocks.SumMany(hashRows(leaves[:full]), data[:full*BlockSize])
 	}
@@ -200,34 +200,37 @@ func errHashMismatch(hd *chunkHeader, i int) error {
 	return fmt.Errorf("chunk %s block %d: %w: hash mismatch", hd.id.Short(), i, ErrCorrupt)
 }
 
-// decodeBlocks is decodeBlock for blocks [from, to) of hd, whose stored
-// bytes are raw (from block from's on), into out and errs (indexed from
-// from). Full blocks stored as they are, one after another, are hashed by
-// one call of the 16-lane kernel, and 8 blocks or more are split across
-// the cores.
-func (s *Store) decodeBlocks(hd *chunkHeader, from, to int, raw []byte, out [][]byte, errs []error) {
+// decodeBlocks is decodeBlock for blocks [from, to) of hd, into out and
+// errs (indexed from from). stored holds those blocks' stored bytes,
+// starting at block from's. Full blocks stored uncompressed, one after
+// another, are hashed by one call of the 16-lane kernel, and 8 blocks or
+// more are split across the cores.
+func (s *Store) decodeBlocks(hd *chunkHeader, from, to int, stored []byte, out [][]byte, errs []error) {
+	if from >= to {
+		return // an empty chunk has no blocks
+	}
 	start := hd.blocks[from].off
 	part := func(lo, hi int) {
 		for i := lo; i < hi; {
 			j := i
-			for blockhash.Fast && j < hi && hd.blocks[j].codec == codecRaw && hd.blocks[j].stored == BlockSize {
+			for blockhash.Fast() && j < hi && hd.blocks[j].codec == codecRaw && hd.blocks[j].stored == BlockSize && hd.blockLen(j) == BlockSize {
 				j++
 			}
 			if j == i {
 				bl := hd.blocks[i]
-				out[i-from], errs[i-from] = s.decodeBlock(hd, i, raw[bl.off-start:bl.off-start+bl.stored])
+				out[i-from], errs[i-from] = s.decodeBlock(hd, i, stored[bl.off-start:bl.off-start+bl.stored])
 				i++
 				continue
 			}
 			off := int(hd.blocks[i].off - start)
 			sums := make([]Hash, j-i)
-			fastBlocks.SumMany(hashRows(sums), raw[off:off+(j-i)*BlockSize])
+			fastBlocks.SumMany(hashRows(sums), stored[off:off+(j-i)*BlockSize])
 			for k := i; k < j; k++ {
 				if sums[k-i] != hd.blocks[k].hash {
 					errs[k-from] = errHashMismatch(hd, k)
 				} else {
 					b := off + (k-i)*BlockSize
-					out[k-from] = raw[b : b+BlockSize]
+					out[k-from] = stored[b : b+BlockSize]
 				}
 			}
 			i = j
@@ -238,6 +241,6 @@ func (s *Store) decodeBlocks(hd *chunkHeader, from, to int, raw []byte, out [][]
 		part(from, to)
 		return
 	}
-	w := runtime.GOMAXPROCS(0)
+	w := min(runtime.GOMAXPROCS(0), n/4) // shares of 4 blocks or more
 	parallel(w, func(p int) { part(from+n*p/w, from+n*(p+1)/w) })
 }

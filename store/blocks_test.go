@@ -7,8 +7,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/geofs/geofs/internal/blockhash"
+	"github.com/zeebo/blake3"
 )
 
 // goldenInput is 2.5 blocks of bytes that depend on their offset.
@@ -63,5 +67,36 @@ func TestBatchedVerifyNamesTheDamagedBlock(t *testing.T) {
 		if got, err := s.ReadChunk(h); err != nil || !bytes.Equal(got, data) {
 			t.Fatalf("after repair of block %d: %v", blk, err)
 		}
+	}
+}
+
+// A machine without AVX-512 names chunks the same way: block hashes and
+// chunk ids computed by zeebo/blake3 alone equal the store's.
+func TestWithoutAVX512SameHashes(t *testing.T) {
+	data := randBytes(rand.New(rand.NewPCG(5, 6)), 40*BlockSize+1234)
+	slow := make([]Hash, 0, 41)
+	for off := 0; off < len(data); off += BlockSize {
+		h := blake3.NewDeriveKey(blockContext)
+		h.Write(data[off:min(off+BlockSize, len(data))])
+		var sum Hash
+		h.Sum(sum[:0])
+		slow = append(slow, sum)
+	}
+	if !slices.Equal(blockHashes(data), slow) || ChunkID(data) != rootHash(len(data), slow) {
+		t.Fatalf("block hashes or chunk id differ from zeebo/blake3's (kernel in use: %v)", blockhash.Fast())
+	}
+}
+
+// An empty chunk (which a peer may send: its hash is right) stores and
+// reads back.
+func TestEmptyChunkReadsBack(t *testing.T) {
+	s := newTestStore(t)
+	refs, err := s.PutChunks([][]byte{{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.bcache, s.headers = newBlockCache(1<<20), newLRU[Hash, headerAt](10)
+	if got, err := s.ReadChunk(refs[0].Hash); err != nil || len(got) != 0 {
+		t.Fatalf("ReadChunk of an empty chunk: %d bytes, %v", len(got), err)
 	}
 }

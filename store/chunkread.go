@@ -293,6 +293,9 @@ func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
 	var waitIdx []int
 	run := -1
 	var runs [][2]int
+	// Both locks are held across the range: the blocks of one chunk at
+	// most, 64 for a FUSE read or a read-ahead piece (a second read of a
+	// block copies its 16 KiB out of its run under them).
 	s.bflight.mu.Lock()
 	s.bcache.mu.Lock()
 	for i := from; i < to; i++ {

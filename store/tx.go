@@ -520,6 +520,9 @@ func decodeDirent(name string, b []byte, full bool) (Dirent, error) {
 	return d, err
 }
 
+// MemSize is about the memory the entry holds, for caches of listings.
+func (d *Dirent) MemSize() int { return len(d.Name) + len(d.record) + 128 }
+
 // Load returns the child's current version from the record the entry
 // carries, checked against its hash (ReadDir leaves decoding to this, so
 // that a listing does not decode records nobody asks for).

@@ -413,7 +413,9 @@ func metadata(ctx context.Context, b *bench, t target) ([]metric, error) {
 		return nil, err
 	}
 	ls := time.Since(start)
-	if lines := strings.Count(out, "\n"); lines != n { // a "total" line, then n entries
+	// ls prints a "total" line, then n entries: n newlines, once runCmd
+	// has trimmed the last.
+	if lines := strings.Count(out, "\n"); lines != n {
 		return nil, fmt.Errorf("ls -l %s: %d entries, want %d", dir, lines, n)
 	}
 	ms = append(ms, throughput("GNU ls -l (cold)", "entries/s", opsPerSec(n, ls)))

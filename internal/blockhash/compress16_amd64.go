@@ -1,5 +1,9 @@
 package blockhash
 
+import "golang.org/x/sys/cpu"
+
+var fast = cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
+
 // compress16 runs BLAKE3's compression on 16 inputs, one per lane: lane i
 // compresses the nblocks 64-byte blocks at in+i*stride, chaining from the
 // key, with counter ctr[i] (high half ctr[16+i]), and the block flags
