@@ -27,7 +27,7 @@ const (
 )
 
 // A full block is hashed by blockhash's 16-lane kernel where the CPU has
-// AVX-512 (2.3 to 2.8 times zeebo/blake3 on this project's machines); the
+// AVX-512 (2.4 to 2.9 times zeebo/blake3 on this project's machines); the
 // two give the same hash, and zeebo hashes everything else.
 var fastBlocks = blockhash.New(blockContext)
 
