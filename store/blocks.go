@@ -209,11 +209,11 @@ func (s *Store) decodeBlocks(hd *chunkHeader, from, to int, stored []byte, out [
 	if from >= to {
 		return // an empty chunk has no blocks
 	}
-	start := hd.blocks[from].off
+	start, fast := hd.blocks[from].off, blockhash.Fast()
 	part := func(lo, hi int) {
 		for i := lo; i < hi; {
 			j := i
-			for blockhash.Fast() && j < hi && hd.blocks[j].codec == codecRaw && hd.blocks[j].stored == BlockSize && hd.blockLen(j) == BlockSize {
+			for fast && j < hi && hd.blocks[j].codec == codecRaw && hd.blocks[j].stored == BlockSize && hd.blockLen(j) == BlockSize {
 				j++
 			}
 			if j == i {

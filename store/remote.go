@@ -422,8 +422,10 @@ func (s *Store) warmBlocks(hd *chunkHeader, b []byte) {
 	if len(hd.blocks) > 1 {
 		run = newRun(len(b))
 	}
+	s.bcache.mu.Lock()
+	defer s.bcache.mu.Unlock()
 	for i := range hd.blocks {
-		s.bcache.putRun(blockKey{hd.id, i}, b[i*BlockSize:min((i+1)*BlockSize, len(b))], run, false)
+		s.bcache.putRunLocked(blockKey{hd.id, i}, b[i*BlockSize:min((i+1)*BlockSize, len(b))], run, false)
 	}
 }
 
