@@ -129,6 +129,11 @@ func (f *FS) fillAttrWith(v *store.Version, o attrOverlay, out *fuse.Attr) error
 	out.SetTimes(nsTime(atime), nsTime(mtime), nsTime(ctime))
 	out.Blksize = 4096
 	out.Blocks = (out.Size + 511) / 512
+	if v.Kind == store.KindFile && !o.dirty {
+		// Holes take no space: du and cp see a sparse file as one. (Until
+		// its writes commit, an open file counts every byte.)
+		out.Blocks = (v.Alloc + 511) / 512
+	}
 	return nil
 }
 

@@ -742,7 +742,7 @@ func (f *FS) build(id store.FileID, base *store.Extents, root store.Hash, l *lay
 			return errBaseMoved
 		}
 		nv := v.Clone()
-		nv.Content, nv.Size = newRoot, x.Size
+		nv.Content, nv.Size, nv.Alloc = newRoot, x.Size, x.Data()
 		a := fileAttrs{mode: nv.Mode, uid: nv.UID, gid: nv.GID, atime: nv.Atime, mtime: nv.Mtime, ctime: nv.Ctime}
 		l.apply(&a)
 		nv.Mode, nv.UID, nv.GID, nv.Atime, nv.Mtime, nv.Ctime = a.mode, a.uid, a.gid, a.atime, a.mtime, a.ctime

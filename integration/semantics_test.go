@@ -661,10 +661,27 @@ func TestSemanticsSparseBeyond4GiB(t *testing.T) {
 		t.Fatalf("close: %v", err)
 	}
 
+	empty := s.path("truncated")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(empty, 5<<30); err != nil {
+		t.Fatal(err)
+	}
+
 	verify := func(when string) {
 		t.Helper()
-		if st := lstat(t, p); st.Size != dataOff+dataLen {
+		st := lstat(t, p)
+		if st.Size != dataOff+dataLen {
 			t.Errorf("%s: size %d, want %d", when, st.Size, dataOff+dataLen)
+		}
+		// Holes take no space (du, and cp's sparse detection, go by
+		// st_blocks): the data's chunks, not the 5 GiB.
+		if used := st.Blocks * 512; used < dataLen || used > 16<<20 {
+			t.Errorf("%s: %d bytes allocated for %d bytes of data in a %d-byte file", when, used, dataLen, st.Size)
+		}
+		if st := lstat(t, empty); st.Size != 5<<30 || st.Blocks != 0 {
+			t.Errorf("%s: a truncated-only file: size %d, %d blocks, want 5 GiB and 0", when, st.Size, st.Blocks)
 		}
 		f, err := os.Open(p)
 		if err != nil {

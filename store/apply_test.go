@@ -197,7 +197,7 @@ func setContent(t testing.TB, s *Store, v *Version, data []byte) {
 	if v.Content, err = s.PutManifest(x.Refs); err != nil {
 		t.Fatal(err)
 	}
-	v.Size = uint64(len(data))
+	v.Size, v.Alloc = uint64(len(data)), x.Data()
 	s.async.Wait()
 }
 
@@ -222,7 +222,7 @@ func write(t testing.TB, s *Store, id FileID, data []byte) {
 	t.Helper()
 	v := &Version{}
 	setContent(t, s, v, data)
-	change(t, s, OpWrite, id, func(n *Version) { n.Content, n.Size = v.Content, v.Size })
+	change(t, s, OpWrite, id, func(n *Version) { n.Content, n.Size, n.Alloc = v.Content, v.Size, v.Alloc })
 }
 
 func move(t testing.TB, s *Store, id FileID, dir FileID, name string) {

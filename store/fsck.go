@@ -179,6 +179,9 @@ func (c *checker) content(id FileID, vh Hash, v *Version) {
 	if x.Size != v.Size {
 		c.problem(id, "version %s: size %d but content holds %d bytes", vh.Short(), v.Size, x.Size)
 	}
+	if !v.format1 && x.Data() != v.Alloc {
+		c.problem(id, "version %s: %d bytes allocated but content holds %d bytes of data", vh.Short(), v.Alloc, x.Data())
+	}
 	for _, r := range x.Refs {
 		if !r.IsHole() {
 			c.chunk(id, vh, r)

@@ -168,6 +168,17 @@ func flattenNode(h Hash, get NodeReader, x *Extents, depth int) error {
 	return nil
 }
 
+// Data returns how many bytes of x are data, not holes (Version.Alloc).
+func (x *Extents) Data() uint64 {
+	var n uint64
+	for _, r := range x.Refs {
+		if !r.IsHole() {
+			n += r.Len
+		}
+	}
+	return n
+}
+
 // Append adds r at the end, merging adjacent holes.
 func (x *Extents) Append(r Ref) {
 	if r.Len == 0 {

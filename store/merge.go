@@ -70,7 +70,7 @@ func mergeState(base, w, l *Version) (m *Version, contentConflict bool) {
 	wContent := w.Content == base.Content && w.Size == base.Size && w.Target == base.Target
 	lContent := l.Content == base.Content && l.Size == base.Size && l.Target == base.Target
 	if lonly(wContent, lContent) {
-		m.Content, m.Size, m.Target = l.Content, l.Size, l.Target
+		m.Content, m.Size, m.Alloc, m.Target = l.Content, l.Size, l.Alloc, l.Target
 	}
 	if lonly(w.Mode == base.Mode, l.Mode == base.Mode) {
 		m.Mode = l.Mode

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"math/rand/v2"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/geofs/geofs/internal/codec"
 	"github.com/geofs/geofs/store/cdc"
 )
 
@@ -51,7 +53,7 @@ func randBytes(r *rand.Rand, n int) []byte {
 
 func TestVersionRoundTrip(t *testing.T) {
 	v := &Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, "b"}, {RootID, "a"}},
-		Mode: 0o4755, UID: 1000, GID: 100, Size: 1 << 40, Mtime: -5, Ctime: 7,
+		Mode: 0o4755, UID: 1000, GID: 100, Size: 1 << 40, Alloc: 1 << 39, Mtime: -5, Ctime: 7,
 		Content: Sum([]byte("x")), Xattrs: []Xattr{{"user.z", []byte{1}}, {"user.a", nil}},
 		Prev: Sum([]byte("p")), Stamp: Stamp{Time: 99, Site: SiteID{1}}}
 	v.Normalize()
@@ -585,5 +587,42 @@ func TestDirStateCacheFollowsCommits(t *testing.T) {
 	}
 	if st, _ := s.DirState(RootID); st.Subdirs != before.Subdirs+2 {
 		t.Fatalf("after a second mkdir: %+v", st)
+	}
+}
+
+// A record written before Alloc existed (format 1, bytes from the code of
+// that time) still decodes, counts every byte as allocated, and encodes to
+// the same bytes, so its hash, and every hash chained to it, stands. A
+// change to it is written in the current format.
+func TestFormat1VersionStillReads(t *testing.T) {
+	const v1 = "56010102030000000000000000000000000001010000000000000000000000000000000106737061727365a403e807648080808014008080d0e2c6bfce972f8280d0e2c6bfce972f0d197521d9a48760576da1c87dfd828a60d397ea1e16f92a5b7c44b4f4060ce1000000000000000000000000000000000000000000000000000000000000000000000000002a09000000000000000000000000000000"
+	b, _ := hex.DecodeString(v1)
+	v, err := DecodeVersion(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Size != 5<<30 || v.Alloc != v.Size || v.Links[0].Name != "sparse" {
+		t.Fatalf("decoded size %d, alloc %d, links %v", v.Size, v.Alloc, v.Links)
+	}
+	if !bytes.Equal(v.Encode(), b) || v.Hash() != Sum(b) {
+		t.Fatal("a format 1 record does not encode to its own bytes")
+	}
+	c := v.Clone()
+	c.Alloc = 0
+	if e := c.Encode(); e[1] != formatVersion {
+		t.Fatalf("a changed record is written in format %d", e[1])
+	} else if d, err := DecodeVersion(e); err != nil || d.Alloc != 0 || d.Size != v.Size {
+		t.Fatalf("format %d round trip: %+v, %v", formatVersion, d, err)
+	}
+}
+
+func TestVersionRejectsImpossibleAlloc(t *testing.T) {
+	for _, v := range []*Version{
+		{ID: NewFileID(), Kind: KindFile, Size: 10, Alloc: 11},
+		{ID: NewFileID(), Kind: KindDir, Alloc: 1},
+	} {
+		if _, err := DecodeVersion(v.Encode()); !errors.Is(err, codec.ErrMalformed) {
+			t.Fatalf("%v with %d of %d allocated: err = %v", v.Kind, v.Alloc, v.Size, err)
+		}
 	}
 }

@@ -66,13 +66,18 @@ type Stamp struct {
 // Version is one immutable state of one file id. Its Hash (the SHA-256 of
 // its encoding) is its identity; Prev chains it to the version it replaced.
 type Version struct {
-	ID      FileID
-	Kind    Kind
-	Links   []Link // sorted by parent then name
-	Mode    uint32 // permission bits, setuid, setgid and sticky (no type bits)
-	UID     uint32
-	GID     uint32
-	Size    uint64
+	ID    FileID
+	Kind  Kind
+	Links []Link // sorted by parent then name
+	Mode  uint32 // permission bits, setuid, setgid and sticky (no type bits)
+	UID   uint32
+	GID   uint32
+	Size  uint64
+	// Alloc is how many bytes of a file's content are data, not holes:
+	// what st_blocks reports, so that du and cp see a sparse file as one.
+	// Zero for other kinds. Records of format 1 lack it; they decode with
+	// Alloc = Size (every byte counted, as before).
+	Alloc   uint64
 	Atime   int64  // Unix nanoseconds; set only explicitly (reads never change it)
 	Mtime   int64  // Unix nanoseconds
 	Ctime   int64  // Unix nanoseconds
@@ -93,6 +98,10 @@ type Version struct {
 	// the next commit need not encode and hash it again. Zero when unknown;
 	// Clone clears it (a clone is about to change).
 	stored Hash
+	// format1 marks a record decoded from format 1: it encodes in that
+	// format again, so its hash does not change. Clone clears it (new
+	// records are written in the current format).
+	format1 bool
 }
 
 // Limits enforced when decoding, so a damaged or hostile record costs
@@ -108,12 +117,18 @@ const (
 )
 
 const versionTag = 'V'
-const formatVersion = 1
+
+// Record formats: 2 added Alloc after Size. Format 1 records, written
+// before, still decode (and re-encode byte for byte).
+const (
+	formatVersion = 2
+	formatNoAlloc = 1
+)
 
 // Clone returns a deep copy whose slices can be changed freely.
 func (v *Version) Clone() *Version {
 	c := *v
-	c.stored = Hash{}
+	c.stored, c.format1 = Hash{}, false
 	c.Links = slices.Clone(v.Links)
 	c.Merged = slices.Clone(v.Merged)
 	c.Xattrs = make([]Xattr, len(v.Xattrs))
@@ -145,7 +160,11 @@ func compareLinks(a, b Link) int {
 func (v *Version) Encode() []byte {
 	e := codec.Encoder{B: make([]byte, 0, 128+len(v.Target))}
 	e.Byte(versionTag)
-	e.Byte(formatVersion)
+	if v.format1 {
+		e.Byte(formatNoAlloc)
+	} else {
+		e.Byte(formatVersion)
+	}
 	e.Fixed(v.ID[:])
 	e.Byte(byte(v.Kind))
 	e.Uvarint(uint64(len(v.Links)))
@@ -157,6 +176,9 @@ func (v *Version) Encode() []byte {
 	e.Uvarint(uint64(v.UID))
 	e.Uvarint(uint64(v.GID))
 	e.Uvarint(v.Size)
+	if !v.format1 {
+		e.Uvarint(v.Alloc)
+	}
 	e.Varint(v.Atime)
 	e.Varint(v.Mtime)
 	e.Varint(v.Ctime)
@@ -196,10 +218,11 @@ func (v *Version) storedHash() Hash {
 // DecodeVersion parses an encoding made by Encode, checking every limit.
 func DecodeVersion(b []byte) (*Version, error) {
 	d := codec.Decoder{B: b}
-	if d.Byte() != versionTag || d.Byte() != formatVersion {
+	tag, format := d.Byte(), d.Byte()
+	if tag != versionTag || (format != formatVersion && format != formatNoAlloc) {
 		return nil, fmt.Errorf("decode version: %w: bad tag or format", codec.ErrMalformed)
 	}
-	v := &Version{}
+	v := &Version{format1: format == formatNoAlloc}
 	d.Fixed(v.ID[:])
 	v.Kind = Kind(d.Byte())
 	v.Links = make([]Link, d.Count(MaxLinks, 17))
@@ -211,6 +234,13 @@ func DecodeVersion(b []byte) (*Version, error) {
 	v.UID = uint32(d.Uvarint())
 	v.GID = uint32(d.Uvarint())
 	v.Size = d.Uvarint()
+	if v.format1 {
+		if v.Kind == KindFile {
+			v.Alloc = v.Size
+		}
+	} else {
+		v.Alloc = d.Uvarint()
+	}
 	v.Atime = d.Varint()
 	v.Mtime = d.Varint()
 	v.Ctime = d.Varint()
@@ -273,6 +303,9 @@ func (v *Version) validate() error {
 	}
 	if len(v.Merged) > 0 && v.Prev.IsZero() {
 		return fmt.Errorf("%w: a merge without prev", codec.ErrMalformed)
+	}
+	if v.Alloc > v.Size || (v.Kind != KindFile && v.Alloc != 0) {
+		return fmt.Errorf("%w: %d bytes allocated of %d", codec.ErrMalformed, v.Alloc, v.Size)
 	}
 	return nil
 }

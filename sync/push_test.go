@@ -57,7 +57,7 @@ func put(t testing.TB, s *store.Store, dir store.FileID, name string, data []byt
 			}
 			v = old.Clone()
 		}
-		v.Content, v.Size, id = root, uint64(len(data)), v.ID
+		v.Content, v.Size, v.Alloc, id = root, uint64(len(data)), uint64(len(data)), v.ID
 		_, err := tx.Put(v)
 		return err
 	})
