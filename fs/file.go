@@ -50,6 +50,10 @@ func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (go
 	}
 	if flags&syscall.O_TRUNC != 0 { // like ext4, even with O_RDONLY
 		of.truncate(0)
+		if err := n.killPrivs(ctx, of, n.fsys.unprivileged(ctx)); err != nil {
+			n.fsys.release(of)
+			return nil, 0, n.errno(ctx, err, "open")
+		}
 	}
 	// The kernel's cached pages stay valid while only this mount changes
 	// files, so keep them across opens; but while a reader still reads an
@@ -85,6 +89,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		return 0, syscall.EINVAL
 	}
 	if err := h.of.write(data, uint64(off)); err != nil {
+		return 0, h.errno(ctx, err, "write")
+	}
+	if err := h.node.killPrivs(ctx, h.of, h.node.fsys.unprivileged(ctx)); err != nil {
 		return 0, h.errno(ctx, err, "write")
 	}
 	return uint32(len(data)), 0
@@ -128,15 +135,17 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 // Allocate supports plain preallocation (which may extend the file) and
 // FALLOC_FL_KEEP_SIZE. Space is not reserved: chunks are written when data
 // is, so preallocation cannot promise later writes will fit.
+// Like a write, it clears setuid, setgid and capabilities; its request
+// does not say whether the caller holds CAP_FSETID, so /proc does.
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	switch mode {
 	case 0:
 		h.of.extend(off + size)
-		return 0
 	case unix.FALLOC_FL_KEEP_SIZE:
-		return 0
+	default:
+		return syscall.EOPNOTSUPP
 	}
-	return syscall.EOPNOTSUPP
+	return h.errno(ctx, h.node.killPrivs(ctx, h.of, !callerCapable(ctx)), "fallocate")
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the committed extents (holes
@@ -166,26 +175,35 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 // Setattr changes mode, owner, size and times as one new version. On an
 // open file the changes join its next commit instead.
 func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	kill, err := n.setattrKills(ctx, in)
+	if err != nil {
+		return n.errno(ctx, err, "setattr")
+	}
 	if size, ok := in.GetSize(); ok {
 		if errno := n.setSize(ctx, size); errno != 0 {
 			return errno
 		}
 	}
+	if kill.caps {
+		if err := n.dropCaps(); err != nil {
+			return n.errno(ctx, err, "setattr")
+		}
+	}
 	if of := n.fsys.hold(n.id); of != nil {
-		of.setattr(attrChangeOf(in, time.Now().UnixNano()))
+		of.setattr(kill.apply(attrChangeOf(in, time.Now().UnixNano())))
 		if err := n.fsys.drop(of); err != nil { // commits if no handle is left
 			return n.errno(ctx, err, "setattr")
 		}
 		return n.errno(ctx, n.fsys.currentAttr(n.id, &out.Attr), "setattr")
 	}
 	var nv *store.Version
-	err := n.fsys.s.Update(store.OpSetattr, func(tx *store.Tx) error {
+	err = n.fsys.s.Update(store.OpSetattr, func(tx *store.Tx) error {
 		v, err := tx.Head(n.id)
 		if err != nil {
 			return err
 		}
 		nv = v.Clone()
-		if !applySetattr(nv, in, tx.Wall()) {
+		if !applySetattr(nv, kill.apply(attrChangeOf(in, tx.Wall())), tx.Wall()) {
 			nv = v
 			return nil
 		}
@@ -204,9 +222,8 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	return n.errno(ctx, n.fsys.fillAttr(nv, &out.Attr), "setattr")
 }
 
-// applySetattr changes v as in asks and reports whether anything changed.
-func applySetattr(v *store.Version, in *fuse.SetAttrIn, now int64) bool {
-	c := attrChangeOf(in, now)
+// applySetattr makes the changes c in v and reports whether there were any.
+func applySetattr(v *store.Version, c attrChange, now int64) bool {
 	if !c.any() {
 		return false
 	}

@@ -66,6 +66,7 @@ type FS struct {
 	listings *listings
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)
+	unpriv   sync.Map     // requests from callers without CAP_FSETID (killpriv.go)
 
 	stop chan struct{}
 	done chan struct{}
@@ -102,7 +103,7 @@ func (f *FS) Root() gofs.InodeEmbedder {
 	return n
 }
 
-// MountOptions returns go-fuse options for mounting f.
+// MountOptions returns go-fuse options for mounting f (with FS.Mount).
 func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.Options {
 	t := f.opts.CacheTimeout
 	return &gofs.Options{
@@ -127,7 +128,10 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 			// of a separate truncate first, so overwriting a file ('>',
 			// open(O_TRUNC)) makes one version at close, not an empty one
 			// in between that peers would see.
-			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC,
+			// With HANDLE_KILLPRIV_V2 the mount clears setuid, setgid
+			// and capabilities itself, and the kernel stops asking for
+			// security.capability before every write (killpriv.go).
+			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_HANDLE_KILLPRIV_V2,
 			EnableSymlinkCaching: true, // a version's target never changes
 		},
 	}

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
-
 	"github.com/geofs/geofs/store"
 )
 
@@ -169,7 +167,7 @@ func TestReviewReaddirplusReportsStaleAttrs(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := gofs.Mount(mnt, f.Root(), f.MountOptions("geofs-review", false, nil))
+	srv, err := f.Mount(mnt, f.MountOptions("geofs-review", false, nil))
 	if err != nil {
 		t.Skipf("no FUSE here: %v", err)
 	}

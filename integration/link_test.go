@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/geofs/geofs/internal/relay"
 )
 
@@ -509,6 +511,55 @@ func TestLossyLinkConverges(t *testing.T) {
 	if st := wan.Stats(); st.Up.Dropped+st.Down.Dropped == 0 {
 		t.Fatalf("the relay dropped nothing: %+v", st)
 	}
+}
+
+// TestPeersCapabilitiesGoOnWrite: a write drops a file's capabilities even
+// when they came from a peer after this kernel had found the file without
+// any (and stopped asking, S_NOSEC): the mount drops them (fs/killpriv.go).
+func TestPeersCapabilitiesGoOnWrite(t *testing.T) {
+	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	a.link(b, b.addr)
+	b.link(a, "")
+	a.mount()
+	b.mount()
+	os.WriteFile(a.path("bin"), []byte("v1"), 0o755)
+	eventually(t, "the file at b", hasContent(b.path("bin"), []byte("v1")))
+	f, err := os.OpenFile(b.path("bin"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The first write makes b's kernel look for capabilities, find none
+	// and mark the inode.
+	if _, err := f.Write([]byte("+")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "b's write at a", hasContent(a.path("bin"), []byte("v1+")))
+	if err := unix.Setxattr(a.path("bin"), "security.capability", testCapability, 0); err != nil {
+		t.Fatal(err)
+	}
+	hasCaps := func(s *linkedSite) func() bool {
+		return func() bool {
+			_, err := unix.Getxattr(s.path("bin"), "security.capability", make([]byte, 64))
+			return err == nil
+		}
+	}
+	eventually(t, "the capabilities at b", hasCaps(b))
+	if _, err := f.Write([]byte("+")); err != nil {
+		t.Fatal(err)
+	}
+	if hasCaps(b)() {
+		t.Error("b's file kept its capabilities through a write")
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the write at a", hasContent(a.path("bin"), []byte("v1++")))
+	eventually(t, "the capabilities gone at a", func() bool { return !hasCaps(a)() })
+	eventually(t, "equal roots", converged(a, b))
 }
 
 // kill ends the site's process with SIGKILL, waits until it is gone (its

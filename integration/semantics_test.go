@@ -266,6 +266,136 @@ func TestSemanticsSetgidDir(t *testing.T) {
 	s.finish()
 }
 
+// testCapability is a file capability set (version 2: permitted
+// CAP_NET_RAW), the value of a security.capability attribute.
+var testCapability = []byte{0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+
+// TestSemanticsKillPrivileges: writing to, truncating or chowning a file
+// clears its setuid bit, its setgid bit where group execute is set, and
+// its file capabilities, as on a local file system. Callers with
+// CAP_FSETID (root here) keep the mode bits on write and truncate, not on
+// chown; capabilities go whoever writes. The mount clears them itself
+// (FUSE_HANDLE_KILLPRIV_V2), so each case also survives a remount.
+func TestSemanticsKillPrivileges(t *testing.T) {
+	s := newSite(t)
+	openTestDir(t, s)
+	s.mount()
+	root := func(fn func(path string) error) func(string) error { return fn }
+	nobody := func(script string) func(string) error {
+		return func(path string) error {
+			out, err := asNobody(t, strings.ReplaceAll(script, "F", shQuote(path)))
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		}
+	}
+	appendByte := func(path string) error {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write([]byte("x"))
+		return errors.Join(err, f.Close())
+	}
+	cases := []struct {
+		name string
+		mode uint32 // set before the operation, on a file owned by nobody
+		op   func(path string) error
+		want uint32
+	}{
+		{"write by nobody", 0o6777, nobody("printf x >> F"), 0o0777},
+		{"write by nobody, setgid without group execute", 0o2767, nobody("printf x >> F"), 0o2767},
+		{"write by root", 0o6777, root(appendByte), 0o6777},
+		{"truncate by nobody", 0o6777, nobody("truncate -s 1 F"), 0o0777},
+		{"truncate by root", 0o6777, root(func(p string) error { return os.Truncate(p, 1) }), 0o6777},
+		{"O_TRUNC open by nobody", 0o6777, nobody(": > F"), 0o0777},
+		{"O_TRUNC open by root", 0o6777, root(func(p string) error { return os.WriteFile(p, nil, 0) }), 0o6777},
+		{"fallocate by nobody", 0o6777, nobody("fallocate -l 8192 F"), 0o0777},
+		{"fallocate by root", 0o6777, root(func(p string) error {
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				return err
+			}
+			return errors.Join(unix.Fallocate(int(f.Fd()), 0, 0, 8192), f.Close())
+		}), 0o6777},
+		{"chown by root", 0o6777, root(func(p string) error { return os.Chown(p, nobodyUID, 0) }), 0o0777},
+		{"chown by root, setgid without group execute", 0o6767, root(func(p string) error { return os.Chown(p, nobodyUID, 0) }), 0o2767},
+		{"chmod by root", 0o6777, root(func(p string) error { return unix.Chmod(p, 0o6775) }), 0o6775},
+	}
+	for i, c := range cases {
+		p := s.path(fmt.Sprintf("f%d", i))
+		mustWrite(t, p, []byte("#!/bin/sh\n"))
+		if err := os.Chown(p, nobodyUID, nobodyGID); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Chmod(p, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.op(p); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		// A mode-only statx is answered from the kernel's cache, which a
+		// write leaves alone: the mount must have told it.
+		var sx unix.Statx_t
+		if err := unix.Statx(unix.AT_FDCWD, p, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MODE, &sx); err != nil {
+			t.Fatal(err)
+		}
+		if got := uint32(sx.Mode) & 0o7777; got != c.want {
+			t.Errorf("%s: statx mode %04o after, want %04o", c.name, got, c.want)
+		}
+		if got := lstat(t, p).Mode & 0o7777; got != c.want {
+			t.Errorf("%s: mode %04o after, want %04o", c.name, got, c.want)
+		}
+	}
+	// A directory keeps its setgid bit through chown.
+	d := s.path("dir")
+	mustMkdir(t, d)
+	if err := unix.Chmod(d, 0o2775); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(d, nobodyUID, nobodyGID); err != nil {
+		t.Fatal(err)
+	}
+	if got := lstat(t, d).Mode & 0o7777; got != 0o2775 {
+		t.Errorf("chown of a setgid directory: mode %04o, want 2775", got)
+	}
+
+	// File capabilities go on write, truncate and chown, whoever does it.
+	capOps := []struct {
+		name string
+		op   func(path string) error
+	}{
+		{"write", appendByte},
+		{"truncate", func(p string) error { return os.Truncate(p, 0) }},
+		{"chown", func(p string) error { return os.Chown(p, nobodyUID, nobodyGID) }},
+	}
+	for _, c := range capOps {
+		p := s.path("cap-" + c.name)
+		mustWrite(t, p, []byte("binary"))
+		if err := unix.Setxattr(p, "security.capability", testCapability, 0); err != nil {
+			t.Fatalf("set security.capability: %v", err)
+		}
+		if err := c.op(p); err != nil {
+			t.Fatalf("%s of a file with capabilities: %v", c.name, err)
+		}
+		_, err := unix.Getxattr(p, "security.capability", make([]byte, 64))
+		wantErrno(t, err, unix.ENODATA, c.name+" of a file with capabilities: security.capability")
+	}
+
+	s.remount()
+	for i, c := range cases {
+		if got := lstat(t, s.path(fmt.Sprintf("f%d", i))).Mode & 0o7777; got != c.want {
+			t.Errorf("after remount: %s: mode %04o, want %04o", c.name, got, c.want)
+		}
+	}
+	for _, c := range capOps {
+		_, err := unix.Getxattr(s.path("cap-"+c.name), "security.capability", make([]byte, 64))
+		wantErrno(t, err, unix.ENODATA, "after remount: "+c.name+": security.capability")
+	}
+	s.finish()
+}
+
 func TestSemanticsLinkCounts(t *testing.T) {
 	s := newSite(t)
 	s.mount()

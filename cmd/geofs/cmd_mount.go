@@ -17,7 +17,6 @@ import (
 	"syscall"
 	"time"
 
-	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -250,7 +249,7 @@ func mountFS(fsys *fs.FS, absStore, mnt string, cfg mountConfig, log *slog.Logge
 	if cfg.readOnly {
 		opts.MountOptions.DirectMountFlags = syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV
 	}
-	server, err := gofs.Mount(mnt, fsys.Root(), opts)
+	server, err := fsys.Mount(mnt, opts)
 	if err != nil {
 		return nil, fmt.Errorf("mount %s: %w", mnt, err)
 	}
