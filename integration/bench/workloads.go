@@ -65,6 +65,7 @@ type pairResult struct {
 
 var workloads = append([]workload{
 	{name: "seq-write", desc: "drop caches, write -size in 1 MiB blocks of random data, fsync, close", run: seqWrite},
+	{name: "small-writes", desc: "drop caches, write min(-size, 256 MiB) of random data in 4 KiB writes, fsync, close", run: smallWrites},
 	{name: "seq-read", desc: "cold (remount + drop caches), read the file back in 1 MiB blocks", run: seqRead},
 	{name: "rand-read", desc: "cold, 4 KiB preads at random aligned offsets (fixed seed)", run: randRead},
 	{name: "metadata", desc: "create / lstat / readdir (cold) / readdir, then lstat each (cold) / GNU ls -l (cold) / unlink of -files empty files in one directory", run: metadata},
@@ -108,6 +109,12 @@ func (b *bench) pregenerateBig() {
 // path in 1 MiB blocks, then fsyncs and closes it. The returned duration
 // covers the writes, fsync and close.
 func writeRandomFile(ctx context.Context, path string, rd *randData, size int64, pre []byte) (time.Duration, error) {
+	return writeRandomFileIn(ctx, path, rd, size, pre, blockSize)
+}
+
+// writeRandomFileIn is writeRandomFile with write system calls of wsize
+// bytes (a divisor of 1 MiB).
+func writeRandomFileIn(ctx context.Context, path string, rd *randData, size int64, pre []byte, wsize int) (time.Duration, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return 0, err
@@ -123,8 +130,12 @@ func writeRandomFile(ctx context.Context, path string, rd *randData, size int64,
 		} else {
 			rd.fill(off/blockSize, chunk)
 		}
-		if _, err := f.Write(chunk); err != nil {
-			return 0, err
+		for len(chunk) > 0 {
+			w := chunk[:min(wsize, len(chunk))]
+			if _, err := f.Write(w); err != nil {
+				return 0, err
+			}
+			chunk = chunk[len(w):]
 		}
 		if err := checkCtx(ctx); err != nil {
 			return 0, err
@@ -172,6 +183,32 @@ func seqWrite(ctx context.Context, b *bench, t target) ([]metric, error) {
 		return nil, err
 	}
 	return []metric{throughput("throughput", "MiB/s", mibPerSec(b.cfg.size, d))}, nil
+}
+
+// smallWrites writes a new file in 4 KiB write system calls, the size a
+// program writing through stdio or a small buffer uses: a round trip per
+// call costs here what a block's worth of data costs in seq-write.
+func smallWrites(ctx context.Context, b *bench, t target) ([]metric, error) {
+	path := filepath.Join(t.Mountpoint(), "small-writes.dat")
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if err := dropCaches(); err != nil {
+		return nil, err
+	}
+	size := min(b.cfg.size, 256<<20)
+	var pre []byte
+	if b.bigData != nil {
+		pre = b.bigData[:size]
+	}
+	d, err := writeRandomFileIn(ctx, path, bigRand(), size, pre, pageSize)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(path); err != nil {
+		return nil, err
+	}
+	return []metric{throughput("throughput", "MiB/s", mibPerSec(size, d))}, nil
 }
 
 func seqRead(ctx context.Context, b *bench, t target) ([]metric, error) {
