@@ -47,6 +47,18 @@ func newLinkedSite(t *testing.T, name string) *linkedSite {
 	return &linkedSite{site: s, addr: addr, id: strings.TrimSpace(s.geofs("id", s.store))}
 }
 
+// mountedPair returns two mounted sites, a and b, linked both ways: a
+// dials b, b waits for a.
+func mountedPair(t *testing.T) (a, b *linkedSite) {
+	t.Helper()
+	a, b = newLinkedSite(t, "a"), newLinkedSite(t, "b")
+	a.link(b, b.addr)
+	b.link(a, "")
+	a.mount()
+	b.mount()
+	return a, b
+}
+
 func freeUDP(t *testing.T, host string) string {
 	c, err := net.ListenPacket("udp", host+":0")
 	if err != nil {
@@ -349,11 +361,7 @@ func (s *linkedSite) statusQuiet() linkStatusJSON {
 // A reader holding a file open at b keeps reading the version it opened
 // while a new version arrives from a; a new open reads the new one.
 func TestOpenReaderKeepsItsVersion(t *testing.T) {
-	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
-	a.link(b, b.addr)
-	b.link(a, "")
-	a.mount()
-	b.mount()
+	a, b := mountedPair(t)
 	v1, v2 := bytes.Repeat([]byte("1"), 8<<20), bytes.Repeat([]byte("2"), 8<<20)
 	os.WriteFile(a.path("f"), v1, 0o644)
 	eventually(t, "v1 at b", hasContent(b.path("f"), v1))
@@ -415,11 +423,7 @@ func TestTriangleConverges(t *testing.T) {
 
 // Renaming a directory of 1,000 files sends one record.
 func TestRenamingALargeDirectorySendsOneRecord(t *testing.T) {
-	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
-	a.link(b, b.addr)
-	b.link(a, "")
-	a.mount()
-	b.mount()
+	a, b := mountedPair(t)
 	os.Mkdir(a.path("big"), 0o755)
 	for i := range 1000 {
 		os.WriteFile(a.path(fmt.Sprintf("big/f%04d", i)), nil, 0o644)
@@ -517,11 +521,7 @@ func TestLossyLinkConverges(t *testing.T) {
 // when they came from a peer after this kernel had found the file without
 // any (and stopped asking, S_NOSEC): the mount drops them (fs/killpriv.go).
 func TestPeersCapabilitiesGoOnWrite(t *testing.T) {
-	a, b := newLinkedSite(t, "a"), newLinkedSite(t, "b")
-	a.link(b, b.addr)
-	b.link(a, "")
-	a.mount()
-	b.mount()
+	a, b := mountedPair(t)
 	os.WriteFile(a.path("bin"), []byte("v1"), 0o755)
 	eventually(t, "the file at b", hasContent(b.path("bin"), []byte("v1")))
 	f, err := os.OpenFile(b.path("bin"), os.O_WRONLY|os.O_APPEND, 0)
