@@ -50,7 +50,7 @@ func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (go
 	}
 	if flags&syscall.O_TRUNC != 0 { // like ext4, even with O_RDONLY
 		of.truncate(0)
-		if err := n.killPrivs(ctx, of, n.fsys.unprivileged(ctx)); err != nil {
+		if err := n.killPrivs(ctx, of, func() bool { return n.fsys.unprivileged(ctx) }); err != nil {
 			n.fsys.release(of)
 			return nil, 0, n.errno(ctx, err, "open")
 		}
@@ -88,10 +88,12 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}
-	if err := h.of.write(data, uint64(off)); err != nil {
+	// Bits first: the write may commit at once (a full buffer), and no
+	// version may hold this caller's bytes with bits it clears.
+	if err := h.node.killPrivs(ctx, h.of, func() bool { return h.node.fsys.unprivileged(ctx) }); err != nil {
 		return 0, h.errno(ctx, err, "write")
 	}
-	if err := h.node.killPrivs(ctx, h.of, h.node.fsys.unprivileged(ctx)); err != nil {
+	if err := h.of.write(data, uint64(off)); err != nil {
 		return 0, h.errno(ctx, err, "write")
 	}
 	return uint32(len(data)), 0
@@ -136,7 +138,8 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 // FALLOC_FL_KEEP_SIZE. Space is not reserved: chunks are written when data
 // is, so preallocation cannot promise later writes will fit.
 // Like a write, it clears setuid, setgid and capabilities; its request
-// does not say whether the caller holds CAP_FSETID, so /proc does.
+// does not say whether the caller holds CAP_FSETID, so /proc does (only
+// for a file with setuid or setgid set).
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
 	switch mode {
 	case 0:
@@ -145,7 +148,7 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 	default:
 		return syscall.EOPNOTSUPP
 	}
-	return h.errno(ctx, h.node.killPrivs(ctx, h.of, !callerCapable(ctx)), "fallocate")
+	return h.errno(ctx, h.node.killPrivs(ctx, h.of, func() bool { return !callerCapable(ctx) }), "fallocate")
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the committed extents (holes
@@ -179,15 +182,19 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if err != nil {
 		return n.errno(ctx, err, "setattr")
 	}
-	if size, ok := in.GetSize(); ok {
-		if errno := n.setSize(ctx, size); errno != 0 {
-			return errno
-		}
-	}
 	if kill.caps {
 		if err := n.dropCaps(); err != nil {
 			return n.errno(ctx, err, "setattr")
 		}
+	}
+	if size, ok := in.GetSize(); ok {
+		// The new size and the rest (cleared setuid and setgid bits,
+		// times) make one version: none holds the shorter content with
+		// the bits a truncation by this caller clears.
+		if errno := n.setSize(ctx, size, kill.apply(attrChangeOf(in, time.Now().UnixNano()))); errno != 0 {
+			return errno
+		}
+		return n.errno(ctx, n.fsys.currentAttr(n.id, &out.Attr), "setattr")
 	}
 	if of := n.fsys.hold(n.id); of != nil {
 		of.setattr(kill.apply(attrChangeOf(in, time.Now().UnixNano())))
@@ -260,8 +267,8 @@ func attrChangeOf(in *fuse.SetAttrIn, now int64) attrChange {
 	return c
 }
 
-// setSize truncates or extends a file and commits it.
-func (n *Node) setSize(ctx context.Context, size uint64) syscall.Errno {
+// setSize truncates or extends a file and commits it, with the changes c.
+func (n *Node) setSize(ctx context.Context, size uint64, c attrChange) syscall.Errno {
 	v, errno := n.head(ctx)
 	if errno != 0 {
 		return errno
@@ -275,5 +282,8 @@ func (n *Node) setSize(ctx context.Context, size uint64) syscall.Errno {
 	}
 	defer n.fsys.release(of)
 	of.truncate(size)
+	if c.any() {
+		of.setattr(c)
+	}
 	return n.errno(ctx, of.commit(), "truncate")
 }

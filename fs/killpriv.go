@@ -142,13 +142,15 @@ func callerCapable(ctx context.Context) bool {
 
 type creds struct {
 	groups    []uint32
-	capFsetid bool
+	capFsetid bool // in CapEff, and the thread is in the mount's user namespace
 }
 
 const capFsetid = 4 // CAP_FSETID's bit in CapEff
 
-// readCreds reads a thread's supplementary groups and whether CAP_FSETID
-// is among its effective capabilities.
+// readCreds reads a thread's supplementary groups and whether it holds
+// CAP_FSETID. CapEff counts only in the mount's own user namespace: root
+// of a namespace any user can make (unshare -Ur) holds it there, which is
+// not what the kernel's capable() asks.
 func readCreds(tid int) (creds, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", tid))
 	if err != nil {
@@ -158,6 +160,11 @@ func readCreds(tid int) (creds, error) {
 	c, err := parseCreds(f)
 	if err != nil {
 		return c, fmt.Errorf("/proc/%d/status: %w", tid, err)
+	}
+	if c.capFsetid {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", tid))
+		own, err2 := os.Readlink("/proc/self/ns/user")
+		c.capFsetid = err == nil && err2 == nil && ns == own
 	}
 	return c, nil
 }
@@ -193,26 +200,25 @@ func parseCreds(r io.Reader) (creds, error) {
 	return c, nil
 }
 
-// killPrivs applies a change of an open regular file's content (a write,
-// an O_TRUNC open, fallocate): unless the caller may keep them, the
-// setuid and setgid bits go in the file's next commit; its capabilities
-// go now. The kernel is told to drop the attributes it cached.
-func (n *Node) killPrivs(ctx context.Context, of *openFile, unprivileged bool) error {
+// killPrivs prepares a change of an open regular file's content (a write,
+// an O_TRUNC open, fallocate): unless the caller may keep them (asked of
+// unprivileged only when the file has either bit), the setuid and setgid
+// bits go in the file's next commit; its capabilities go now. The kernel is
+// told to drop the attributes it cached.
+func (n *Node) killPrivs(ctx context.Context, of *openFile, unprivileged func() bool) error {
 	v, err := n.fsys.s.Head(n.id)
 	if err != nil {
 		return err
 	}
 	changed := false
-	if unprivileged {
-		var a fuse.Attr
-		if err := n.fsys.fillAttrWith(v, of.changes(), &a); err != nil {
-			return err
-		}
-		if mode := a.Mode & 0o7777; mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 {
-			if m := killedMode(ctx, mode, a.Gid); m != mode {
-				of.setattr(attrChange{setMode: true, mode: m})
-				changed = true
-			}
+	var a fuse.Attr
+	if err := n.fsys.fillAttrWith(v, of.changes(), &a); err != nil {
+		return err
+	}
+	if mode := a.Mode & 0o7777; mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 && unprivileged() {
+		if m := killedMode(ctx, mode, a.Gid); m != mode {
+			of.setattr(attrChange{setMode: true, mode: m})
+			changed = true
 		}
 	}
 	if _, ok := v.Xattr(capXattr); ok {
@@ -260,15 +266,22 @@ func (k setattrKill) apply(c attrChange) attrChange {
 	return c
 }
 
-// setattrKills returns what a truncation or chown clears: the capabilities
-// of anything but a directory, and the setuid and setgid bits if in asks
-// for it (FATTR_KILL_SUIDGID).
+// setattrKills returns what a SETATTR clears on anything but a directory:
+//   - a truncation or chown: the capabilities, and the setuid and setgid
+//     bits if in asks for it (FATTR_KILL_SUIDGID);
+//   - an empty one: the bits, by chown's rule. It is what chown(f, -1, -1)
+//     sends, and what the kernel sends before a write or fallocate that
+//     clears them (it drops the capabilities itself). That is also sent
+//     when only capabilities go, before a write by a caller with
+//     CAP_FSETID to a file with capabilities: then the setuid bit goes
+//     too, which ext4 would keep (docs/DECISIONS.md).
 func (n *Node) setattrKills(ctx context.Context, in *fuse.SetAttrIn) (setattrKill, error) {
 	var k setattrKill
 	_, sized := in.GetSize()
 	_, uid := in.GetUID()
 	_, gid := in.GetGID()
-	if !sized && !uid && !gid {
+	empty := in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER|fuse.FATTR_CTIME) == 0
+	if !sized && !uid && !gid && !empty {
 		return k, nil
 	}
 	var a fuse.Attr
@@ -278,8 +291,8 @@ func (n *Node) setattrKills(ctx context.Context, in *fuse.SetAttrIn) (setattrKil
 	if a.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return k, nil
 	}
-	k.caps = true
-	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+	k.caps = !empty
+	if empty || in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
 		mode := a.Mode & 0o7777
 		if m, ok := in.GetMode(); ok {
 			mode = m & 0o7777

@@ -56,6 +56,7 @@ type versionJSON struct {
 	Site    string    `json:"site"`
 	Size    uint64    `json:"size"`
 	Kind    string    `json:"kind"`
+	Mode    string    `json:"mode"`
 	Deleted bool      `json:"deleted"`
 }
 

@@ -319,6 +319,10 @@ func TestSemanticsKillPrivileges(t *testing.T) {
 			}
 			return errors.Join(unix.Fallocate(int(f.Fd()), 0, 0, 8192), f.Close())
 		}), 0o6777},
+		// Root of a user namespace any user can make holds CAP_FSETID
+		// only there: the kernel clears the bits, and so must the mount.
+		{"fallocate by nobody as root of its own user namespace", 0o6777, nobody("unshare -Ur fallocate -l 8192 F"), 0o0777},
+		{"chown -1 -1 by root", 0o6777, root(func(p string) error { return os.Chown(p, -1, -1) }), 0o0777},
 		{"chown by root", 0o6777, root(func(p string) error { return os.Chown(p, nobodyUID, 0) }), 0o0777},
 		{"chown by root, setgid without group execute", 0o6767, root(func(p string) error { return os.Chown(p, nobodyUID, 0) }), 0o2767},
 		{"chmod by root", 0o6777, root(func(p string) error { return unix.Chmod(p, 0o6775) }), 0o6775},
@@ -392,6 +396,78 @@ func TestSemanticsKillPrivileges(t *testing.T) {
 	for _, c := range capOps {
 		_, err := unix.Getxattr(s.path("cap-"+c.name), "security.capability", make([]byte, 64))
 		wantErrno(t, err, unix.ENODATA, "after remount: "+c.name+": security.capability")
+	}
+	s.finish()
+}
+
+// TestKillPrivilegesNoVersionMixes: no version holds bytes written or
+// cut by a caller without CAP_FSETID together with the setuid bit, not
+// even when that caller's first write fills the open file's buffer (64
+// MiB) and commits at once, or when it truncates.
+func TestKillPrivilegesNoVersionMixes(t *testing.T) {
+	s := newSite(t)
+	openTestDir(t, s)
+	s.mount()
+	big, short := s.path("big"), s.path("short")
+	mustWrite(t, big, nil)
+	mustWrite(t, short, []byte("0123456789"))
+	for _, p := range []string{big, short} {
+		if err := unix.Chmod(p, 0o4777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// nobody's process starts before root opens the file: a child that
+	// inherited root's descriptor would flush (commit) it when it execs.
+	// (One write system call, and no close of a second descriptor before
+	// it, which would commit root's buffer first: dd dup2s its output.)
+	nobody := exec.Command("perl", "-e", `use Fcntl; <STDIN>;
+sysopen(F, $ARGV[0], O_WRONLY|O_APPEND) or die "open: $!";
+syswrite(F, "n" x 1048576) == 1048576 or die "write: $!";
+close(F) or die "close: $!";
+truncate($ARGV[1], 3) or die "truncate: $!";`, big, short)
+	nobody.Dir = "/"
+	nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyGID}}
+	start, err := nobody.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	nobody.Stdout, nobody.Stderr = &out, &out
+	if err := nobody.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(big, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootBytes := 63<<20 + 512<<10 // nobody's 1 MiB write passes 64 MiB
+	if _, err := f.Write(bytes.Repeat([]byte("r"), rootBytes)); err != nil {
+		t.Fatal(err)
+	}
+	start.Write([]byte("go\n"))
+	start.Close()
+	if err := nobody.Wait(); err != nil {
+		t.Fatalf("nobody: %v %s", err, out.Bytes())
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path  string
+		mixed func(v versionJSON) bool
+	}{
+		{big, func(v versionJSON) bool { return v.Size > uint64(rootBytes) }},
+		{short, func(v versionJSON) bool { return v.Size == 3 }},
+	} {
+		vs := versionsJSON(t, c.path)
+		if len(vs) < 3 {
+			t.Errorf("%s: %d versions, want the change by nobody among them", c.path, len(vs))
+		}
+		for _, v := range vs {
+			if c.mixed(v) && strings.HasPrefix(v.Mode, "4") {
+				t.Errorf("%s: version %s of %d bytes by nobody has mode %s", c.path, v.Version[:12], v.Size, v.Mode)
+			}
+		}
 	}
 	s.finish()
 }
