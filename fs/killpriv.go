@@ -32,12 +32,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"github.com/geofs/geofs/store"
+	"golang.org/x/sys/unix"
 )
 
 // capXattr holds a file's capabilities.
@@ -163,11 +163,13 @@ func readCreds(tid int) (creds, error) {
 	}
 	if c.capFsetid {
 		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", tid))
-		own, err2 := os.Readlink("/proc/self/ns/user")
+		own, err2 := ownUserNS()
 		c.capFsetid = err == nil && err2 == nil && ns == own
 	}
 	return c, nil
 }
+
+var ownUserNS = sync.OnceValues(func() (string, error) { return os.Readlink("/proc/self/ns/user") })
 
 // parseCreds reads the Groups and CapEff lines of a /proc status file.
 func parseCreds(r io.Reader) (creds, error) {
@@ -211,12 +213,10 @@ func (n *Node) killPrivs(ctx context.Context, of *openFile, unprivileged func() 
 		return err
 	}
 	changed := false
-	var a fuse.Attr
-	if err := n.fsys.fillAttrWith(v, of.changes(), &a); err != nil {
-		return err
-	}
-	if mode := a.Mode & 0o7777; mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 && unprivileged() {
-		if m := killedMode(ctx, mode, a.Gid); m != mode {
+	a := fileAttrs{mode: v.Mode, uid: v.UID, gid: v.GID}
+	of.overlay(&a)
+	if mode := a.mode; mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 && unprivileged() {
+		if m := killedMode(ctx, mode, a.gid); m != mode {
 			of.setattr(attrChange{setMode: true, mode: m})
 			changed = true
 		}
@@ -235,20 +235,10 @@ func (n *Node) killPrivs(ctx context.Context, of *openFile, unprivileged func() 
 
 // dropCaps removes the file's capabilities, if it still has them.
 func (n *Node) dropCaps() error {
-	return n.fsys.s.Update(store.OpXattr, func(tx *store.Tx) error {
-		v, err := tx.Head(n.id)
-		if err != nil {
-			return err
-		}
-		if _, ok := v.Xattr(capXattr); !ok {
-			return nil
-		}
-		nv := v.Clone()
-		nv.SetXattr(capXattr, nil)
-		nv.Ctime = tx.Wall()
-		_, err = tx.Put(nv)
+	if err := n.putXattr(capXattr, nil, unix.XATTR_REPLACE); !errors.Is(err, syscall.ENODATA) {
 		return err
-	})
+	}
+	return nil
 }
 
 // setattrKill is what a SETATTR clears besides what it asks for.

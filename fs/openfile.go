@@ -201,8 +201,21 @@ func (of *openFile) isDirty() bool {
 
 func (of *openFile) dirtyLocked() bool { return of.cur.changed || of.pending != nil || of.busy }
 
-// overlay applies the uncommitted changes to a's committed attributes.
-func (of *openFile) overlay(a *fileAttrs) { of.changes().apply(a) }
+// overlay applies the uncommitted changes to a's committed attributes
+// (what changes().apply does, without copying the layers: every write asks).
+func (of *openFile) overlay(a *fileAttrs) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if !of.dirtyLocked() {
+		return
+	}
+	a.size = of.cur.size
+	for _, l := range [...]*layer{of.pending, of.cur} {
+		if l != nil && l.changed {
+			l.apply(a)
+		}
+	}
+}
 
 // attrOverlay is what an open file's uncommitted changes do to its
 // attributes, taken at one moment (see FS.fillAttr for why).

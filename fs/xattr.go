@@ -82,7 +82,13 @@ func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 }
 
 func (n *Node) changeXattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	err := n.fsys.s.Update(store.OpXattr, func(tx *store.Tx) error {
+	return n.errno(ctx, n.putXattr(attr, data, flags), "setxattr")
+}
+
+// putXattr sets attr to data (removes it if data is nil) in a new version.
+// Its errors are errnos for XATTR_CREATE, XATTR_REPLACE and a full list.
+func (n *Node) putXattr(attr string, data []byte, flags uint32) error {
+	return n.fsys.s.Update(store.OpXattr, func(tx *store.Tx) error {
 		v, err := tx.Head(n.id)
 		if err != nil {
 			return err
@@ -103,5 +109,4 @@ func (n *Node) changeXattr(ctx context.Context, attr string, data []byte, flags 
 		_, err = tx.Put(nv)
 		return err
 	})
-	return n.errno(ctx, err, "setxattr")
 }

@@ -97,11 +97,16 @@ func wantMissing(t *testing.T, path string) {
 // asNobody runs a shell script as uid/gid 65534 and returns its output.
 func asNobody(t *testing.T, script string) (string, error) {
 	t.Helper()
-	cmd := exec.Command("sh", "-c", script)
+	out, err := nobodyCommand("sh", "-c", script).CombinedOutput()
+	return string(out), err
+}
+
+// nobodyCommand is a command to run as uid/gid 65534, from /.
+func nobodyCommand(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyGID}}
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cmd
 }
 
 // openTestDir makes the site's temporary directory traversable by other
@@ -420,13 +425,11 @@ func TestKillPrivilegesNoVersionMixes(t *testing.T) {
 	// inherited root's descriptor would flush (commit) it when it execs.
 	// (One write system call, and no close of a second descriptor before
 	// it, which would commit root's buffer first: dd dup2s its output.)
-	nobody := exec.Command("perl", "-e", `use Fcntl; <STDIN>;
+	nobody := nobodyCommand("perl", "-e", `use Fcntl; <STDIN>;
 sysopen(F, $ARGV[0], O_WRONLY|O_APPEND) or die "open: $!";
 syswrite(F, "n" x 1048576) == 1048576 or die "write: $!";
 close(F) or die "close: $!";
 truncate($ARGV[1], 3) or die "truncate: $!";`, big, short)
-	nobody.Dir = "/"
-	nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyGID}}
 	start, err := nobody.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
