@@ -28,7 +28,7 @@ func BenchmarkSmallFile(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	for i := 0; b.Loop(); i++ {
 		data[0], data[1], data[2] = byte(i), byte(i>>8), byte(i>>16)
-		x, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
+		x, err := s.Rewrite(&Extents{}, []Patch{{Off: 0, Data: data}}, uint64(len(data)))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -38,7 +38,7 @@ func TestRewriteWritesACrossBatchChunkOnce(t *testing.T) {
 	}
 	size := func() int64 { end, _ := packEnd(t, s); return end }
 	before := size()
-	x, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(len(data)))
+	x, err := s.Rewrite(&Extents{}, []Patch{{Off: 0, Data: data}}, uint64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,13 @@ import (
 type Patch struct {
 	Off  uint64
 	Data []byte
+	// Zeros, when set (and Data empty), makes the patch that many zero
+	// bytes, kept as a hole: a punched hole or a zeroed range (fallocate).
+	Zeros uint64
 }
 
-func (p Patch) end() uint64 { return p.Off + uint64(len(p.Data)) }
+// End is where the patch ends.
+func (p Patch) End() uint64 { return p.Off + uint64(len(p.Data)) + p.Zeros }
 
 // Rewrite returns the content that results from writing patches (sorted by
 // Off, not overlapping) over base and then setting the size to size (bytes
@@ -25,6 +29,8 @@ func (p Patch) end() uint64 { return p.Off + uint64(len(p.Data)) }
 // resynchronises there). Appending re-chunks the old last chunk together
 // with the new bytes, so boundaries do not depend on when commits happened.
 // Holes are kept as holes; a write into a hole is chunked from its offset.
+// A patch of zeros (Patch.Zeros) becomes a hole: the chunk it starts in is
+// cut short before it, and the content after it is chunked from its end.
 func (s *Store) Rewrite(base *Extents, patches []Patch, size uint64) (*Extents, error) {
 	w := &rewriter{s: s, base: base, patches: patches, size: size, params: chunkParams, out: &Extents{}}
 	if err := w.run(); err != nil {
@@ -76,7 +82,13 @@ func (w *rewriter) step(pos uint64) (uint64, error) {
 		w.out.Append(w.base.Refs[k])
 		return pos + w.base.Refs[k].Len, nil
 	}
-	if _, patched := w.patchAt(pos); !patched && w.holeAt(pos) {
+	i, patched := w.patchAt(pos)
+	if patched && w.patches[i].Zeros > 0 {
+		end := min(w.patches[i].End(), w.size)
+		w.out.Append(Ref{Len: end - pos})
+		return end, nil
+	}
+	if !patched && w.holeAt(pos) {
 		end := min(w.holeEnd(pos), w.nextPatch(pos), w.size)
 		w.out.Append(Ref{Len: end - pos})
 		return end, nil
@@ -96,13 +108,13 @@ func (w *rewriter) clean(k int) bool {
 	if last && end < w.size && w.nextPatch(end) == end {
 		return false
 	}
-	i := sort.Search(len(w.patches), func(i int) bool { return w.patches[i].end() > start })
+	i := sort.Search(len(w.patches), func(i int) bool { return w.patches[i].End() > start })
 	return i == len(w.patches) || w.patches[i].Off >= end
 }
 
 // patchAt returns the index of the patch holding byte x.
 func (w *rewriter) patchAt(x uint64) (int, bool) {
-	i := sort.Search(len(w.patches), func(i int) bool { return w.patches[i].end() > x })
+	i := sort.Search(len(w.patches), func(i int) bool { return w.patches[i].End() > x })
 	return i, i < len(w.patches) && w.patches[i].Off <= x
 }
 
@@ -202,17 +214,17 @@ func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 // slice of the patch that holds x; last says it runs to the new size.
 func (w *rewriter) view(x uint64) (b []byte, last, ok bool) {
 	i, in := w.patchAt(x)
-	if !in || x >= w.size {
+	if !in || x >= w.size || w.patches[i].Zeros > 0 {
 		return nil, false, false
 	}
 	p := w.patches[i]
-	end := min(p.end(), w.size, x+uint64(w.params.Max))
+	end := min(p.End(), w.size, x+uint64(w.params.Max))
 	return p.Data[x-p.Off : end-p.Off], end == w.size, true
 }
 
 // fill appends up to want bytes of new content at x to buf. It reports
-// stopped at the end of a data run: a base hole or gap no patch covers, or
-// the new size.
+// stopped at the end of a data run: a base hole or gap no patch covers, a
+// patch of zeros, or the new size.
 func (w *rewriter) fill(buf []byte, x uint64, want int) ([]byte, uint64, bool, error) {
 	if x >= w.size {
 		return buf, x, true, nil
@@ -220,7 +232,10 @@ func (w *rewriter) fill(buf []byte, x uint64, want int) ([]byte, uint64, bool, e
 	limit := min(x+uint64(want), w.size)
 	if i, in := w.patchAt(x); in {
 		p := w.patches[i]
-		end := min(p.end(), limit)
+		if p.Zeros > 0 {
+			return buf, x, true, nil
+		}
+		end := min(p.End(), limit)
 		return append(buf, p.Data[x-p.Off:end-p.Off]...), end, false, nil
 	}
 	if w.holeAt(x) {

@@ -167,10 +167,11 @@ func model(base []byte, patches []Patch, size uint64) []byte {
 	out := make([]byte, max(uint64(len(base)), size))
 	copy(out, base)
 	for _, p := range patches {
-		if p.end() > uint64(len(out)) {
-			out = append(out, make([]byte, p.end()-uint64(len(out)))...)
+		if p.End() > uint64(len(out)) {
+			out = append(out, make([]byte, p.End()-uint64(len(out)))...)
 		}
 		copy(out[p.Off:], p.Data)
+		clear(out[p.Off+uint64(len(p.Data)) : p.End()])
 	}
 	return out[:size]
 }
@@ -198,12 +199,15 @@ func TestRewriteMatchesModel(t *testing.T) {
 		for range r.IntN(4) {
 			off += uint64(r.IntN(200_000))
 			p := Patch{Off: off, Data: randBytes(r, 1+r.IntN(40_000))}
-			if r.IntN(4) == 0 {
+			switch r.IntN(5) {
+			case 0:
 				p.Data = make([]byte, len(p.Data)) // zeros, to mix with holes
+			case 1:
+				p = Patch{Off: off, Zeros: 1 + uint64(r.IntN(60_000))} // a punched hole
 			}
 			patches = append(patches, p)
-			off = p.end() + 1
-			size = max(size, p.end())
+			off = p.End() + 1
+			size = max(size, p.End())
 		}
 		if r.IntN(5) == 0 {
 			size = uint64(r.IntN(int(size) + 100_000)) // truncate or extend
@@ -221,6 +225,16 @@ func TestRewriteMatchesModel(t *testing.T) {
 				t.Fatalf("round %d: chunk %d is %d bytes", round, i, ref.Len)
 			}
 		}
+		for _, p := range patches {
+			// A patch of zeros is a hole, not stored zeros.
+			for x := p.Off; p.Zeros > 0 && x < min(p.End(), size); {
+				k := next.Find(x)
+				if !next.Refs[k].IsHole() {
+					t.Fatalf("round %d: zeros at %d are stored, not a hole", round, x)
+				}
+				x = next.Offs[k] + next.Refs[k].Len
+			}
+		}
 		x, content = next, want
 	}
 }
@@ -229,7 +243,7 @@ func TestRewriteMatchesModel(t *testing.T) {
 func rewriteRandom(t *testing.T, s *Store, src rand.Source, n int) ([]byte, *Extents) {
 	t.Helper()
 	data := randBytes(rand.New(src), n)
-	x, err := s.Rewrite(&Extents{}, []Patch{{0, data}}, uint64(n))
+	x, err := s.Rewrite(&Extents{}, []Patch{{Off: 0, Data: data}}, uint64(n))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +253,7 @@ func rewriteRandom(t *testing.T, s *Store, src rand.Source, n int) ([]byte, *Ext
 func TestRewriteSmallWriteRechunksLittle(t *testing.T) {
 	s := newTestStore(t)
 	_, x := rewriteRandom(t, s, rand.NewPCG(3, 4), 64<<20)
-	y, err := s.Rewrite(x, []Patch{{32 << 20, []byte("hello")}}, x.Size)
+	y, err := s.Rewrite(x, []Patch{{Off: 32 << 20, Data: []byte("hello")}}, x.Size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +289,7 @@ func TestAppendInPiecesChunksLikeOneWrite(t *testing.T) {
 	x, err := &Extents{}, error(nil)
 	for off := 0; off < len(data); off += 3 << 20 {
 		piece := data[off:min(off+3<<20, len(data))]
-		if x, err = s.Rewrite(x, []Patch{{uint64(off), piece}}, uint64(off+len(piece))); err != nil {
+		if x, err = s.Rewrite(x, []Patch{{Off: uint64(off), Data: piece}}, uint64(off+len(piece))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -297,7 +311,7 @@ func TestPatchLayoutDoesNotMoveBoundaries(t *testing.T) {
 	for _, piece := range []int{1 << 20, 16 << 20, 333_333} {
 		var patches []Patch
 		for off := 0; off < len(data); off += piece {
-			patches = append(patches, Patch{uint64(off), data[off:min(off+piece, len(data))]})
+			patches = append(patches, Patch{Off: uint64(off), Data: data[off:min(off+piece, len(data))]})
 		}
 		x, err := s.Rewrite(&Extents{}, patches, uint64(len(data)))
 		if err != nil {
