@@ -134,21 +134,36 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	return h.node.Getattr(ctx, h, out)
 }
 
-// Allocate supports plain preallocation (which may extend the file) and
-// FALLOC_FL_KEEP_SIZE. Space is not reserved: chunks are written when data
-// is, so preallocation cannot promise later writes will fit.
+// Allocate supports plain preallocation (which may extend the file),
+// FALLOC_FL_KEEP_SIZE, PUNCH_HOLE and ZERO_RANGE. Space is not reserved:
+// chunks are written when data is, so preallocation cannot promise later
+// writes will fit. A punched hole or a zeroed range becomes a hole in the
+// file's extents, like a hole left by seeking past the end: it stores
+// nothing and reads as zeros. COLLAPSE_RANGE and INSERT_RANGE would shift
+// every later byte; they are refused (EOPNOTSUPP), as on most file systems.
 // Like a write, it clears setuid, setgid and capabilities; its request
 // does not say whether the caller holds CAP_FSETID, so /proc does (only
 // for a file with setuid or setgid set).
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	const keep = unix.FALLOC_FL_KEEP_SIZE
+	var change func()
 	switch mode {
 	case 0:
-		h.of.extend(off + size)
-	case unix.FALLOC_FL_KEEP_SIZE:
-	default:
+		change = func() { h.of.extend(off + size) }
+	case keep: // preallocation beyond the end: nothing to keep
+		change = func() {}
+	case unix.FALLOC_FL_PUNCH_HOLE | keep, unix.FALLOC_FL_ZERO_RANGE | keep:
+		change = func() { h.of.zero(off, off+size, false) }
+	case unix.FALLOC_FL_ZERO_RANGE:
+		change = func() { h.of.zero(off, off+size, true) }
+	default: // COLLAPSE_RANGE, INSERT_RANGE, UNSHARE_RANGE
 		return syscall.EOPNOTSUPP
 	}
-	return h.errno(ctx, h.node.killPrivs(ctx, h.of, func() bool { return !callerCapable(ctx) }), "fallocate")
+	if err := h.node.killPrivs(ctx, h.of, func() bool { return !callerCapable(ctx) }); err != nil {
+		return h.errno(ctx, err, "fallocate")
+	}
+	change()
+	return 0
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the committed extents (holes

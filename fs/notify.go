@@ -56,6 +56,16 @@ func (f *FS) notifyContent(id store.FileID) {
 	}
 }
 
+// notifyAttrs drops the kernel's cached attributes of id (its pages stay).
+func (f *FS) notifyAttrs(id store.FileID) {
+	f.mu.Lock()
+	n := f.nodes[id]
+	f.mu.Unlock()
+	if n != nil {
+		n.NotifyContent(-1, 0)
+	}
+}
+
 // rebase takes the current version as the base, unless a background commit
 // is using the layers (it rebases itself when its commit finds the change).
 func (of *openFile) rebase() error {

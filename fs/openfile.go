@@ -409,9 +409,9 @@ func (l *layer) add(off uint64, data []byte) {
 		l.run = len(data)
 	}
 	l.runEnd = off + uint64(len(data))
-	if n := len(l.patches); n == 0 || patchEnd(l.patches[n-1]) <= off {
+	if n := len(l.patches); n == 0 || l.patches[n-1].End() <= off {
 		size := len(data)
-		if n > 0 && patchEnd(l.patches[n-1]) == off {
+		if n > 0 && l.patches[n-1].End() == off && l.patches[n-1].Zeros == 0 {
 			last := &l.patches[n-1]
 			if cap(last.Data)-len(last.Data) >= len(data) {
 				last.Data = append(last.Data, data...)
@@ -428,24 +428,33 @@ func (l *layer) add(off uint64, data []byte) {
 		l.dirty += len(data)
 		return
 	}
-	p := store.Patch{Off: off, Data: append([]byte(nil), data...)}
-	end := patchEnd(p)
-	i := sort.Search(len(l.patches), func(i int) bool { return patchEnd(l.patches[i]) > p.Off })
+	l.put(store.Patch{Off: off, Data: append([]byte(nil), data...)})
+}
+
+// zero makes bytes [off, end) zeros, kept as a hole (fallocate's
+// PUNCH_HOLE and ZERO_RANGE). The buffered bytes it covers are dropped.
+func (l *layer) zero(off, end uint64) {
+	if end > off {
+		l.put(store.Patch{Off: off, Zeros: end - off})
+	}
+}
+
+// put places p over the patches it overlaps, cutting them where it begins
+// and ends.
+func (l *layer) put(p store.Patch) {
+	end := p.End()
+	i := sort.Search(len(l.patches), func(i int) bool { return l.patches[i].End() > p.Off })
 	j := i
 	for j < len(l.patches) && l.patches[j].Off < end {
 		j++
 	}
-	// Pieces of a split patch are capped (three-index slices) so that no
-	// later append can write into the bytes of another.
 	var mid []store.Patch
 	if i < j && l.patches[i].Off < p.Off {
-		q := l.patches[i]
-		mid = append(mid, store.Patch{Off: q.Off, Data: q.Data[: p.Off-q.Off : p.Off-q.Off]})
+		mid = append(mid, head(l.patches[i], p.Off))
 	}
 	mid = append(mid, p)
-	if i < j && patchEnd(l.patches[j-1]) > end {
-		q := l.patches[j-1]
-		mid = append(mid, store.Patch{Off: end, Data: q.Data[end-q.Off:]})
+	if i < j && l.patches[j-1].End() > end {
+		mid = append(mid, tail(l.patches[j-1], end))
 	}
 	for _, q := range l.patches[i:j] {
 		l.dirty -= len(q.Data)
@@ -456,7 +465,22 @@ func (l *layer) add(off uint64, data []byte) {
 	l.patches = append(l.patches[:i], append(mid, l.patches[j:]...)...)
 }
 
-func patchEnd(p store.Patch) uint64 { return p.Off + uint64(len(p.Data)) }
+// head is the part of q before at. Its bytes are capped (a three-index
+// slice) so that no later append can write into the bytes after them.
+func head(q store.Patch, at uint64) store.Patch {
+	if q.Zeros > 0 {
+		return store.Patch{Off: q.Off, Zeros: at - q.Off}
+	}
+	return store.Patch{Off: q.Off, Data: q.Data[: at-q.Off : at-q.Off]}
+}
+
+// tail is the part of q from at on.
+func tail(q store.Patch, at uint64) store.Patch {
+	if q.Zeros > 0 {
+		return store.Patch{Off: at, Zeros: q.End() - at}
+	}
+	return store.Patch{Off: at, Data: q.Data[at-q.Off:]}
+}
 
 // maxArena bounds the arenas of sequential writers, and the spare capacity
 // of all of a layer's arenas together, which the buffered bytes do not
@@ -477,10 +501,10 @@ func (of *openFile) truncate(size uint64) {
 		switch {
 		case p.Off >= size:
 			l.dirty -= len(p.Data)
-		case patchEnd(p) > size:
-			l.dirty -= int(patchEnd(p) - size)
-			p.Data = p.Data[: size-p.Off : size-p.Off]
-			out = append(out, p)
+		case p.End() > size:
+			q := head(p, size)
+			l.dirty -= len(p.Data) - len(q.Data)
+			out = append(out, q)
 		default:
 			out = append(out, p)
 		}
@@ -499,6 +523,24 @@ func (of *openFile) extend(size uint64) {
 		of.touch()
 		of.cur.size = size
 	}
+}
+
+// zero makes bytes [off, end) of the file zeros, kept as a hole (see
+// layer.zero); with grow set the file grows to end if shorter (ZERO_RANGE
+// without KEEP_SIZE), else nothing past its end changes.
+func (of *openFile) zero(off, end uint64, grow bool) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	if grow {
+		of.cur.size = max(of.cur.size, end)
+	}
+	end = min(end, of.cur.size)
+	if end <= off {
+		return
+	}
+	of.touch()
+	of.cur.zero(off, end)
+	of.account()
 }
 
 // size returns the current size, uncommitted changes included.
@@ -584,13 +626,17 @@ func (l *layer) overlay(p []byte, off uint64) {
 	if l.keep < end {
 		clear(p[max(l.keep, off)-off:])
 	}
-	i := sort.Search(len(l.patches), func(i int) bool { return patchEnd(l.patches[i]) > off })
+	i := sort.Search(len(l.patches), func(i int) bool { return l.patches[i].End() > off })
 	for _, q := range l.patches[i:] {
 		if q.Off >= end {
 			break
 		}
-		lo, hi := max(q.Off, off), min(patchEnd(q), end)
-		copy(p[lo-off:hi-off], q.Data[lo-q.Off:hi-q.Off])
+		lo, hi := max(q.Off, off), min(q.End(), end)
+		if q.Zeros > 0 {
+			clear(p[lo-off : hi-off])
+		} else {
+			copy(p[lo-off:hi-off], q.Data[lo-q.Off:hi-q.Off])
+		}
 	}
 }
 
@@ -699,7 +745,7 @@ func (l *layer) rebase(old, size uint64) {
 	case l.size == old:
 		l.size = size
 		if n := len(l.patches); n > 0 {
-			l.size = max(l.size, patchEnd(l.patches[n-1]))
+			l.size = max(l.size, l.patches[n-1].End())
 		}
 	case l.size > old:
 		l.size = max(l.size, size)
@@ -764,6 +810,11 @@ func (f *FS) build(id store.FileID, base *store.Extents, root store.Hash, l *lay
 	})
 	if err != nil {
 		return built{}, err
+	}
+	if x.Data() != x.Size {
+		// While writes were buffered the file counted every byte as
+		// allocated (see Getattr); the kernel may hold that count.
+		f.notifyAttrs(id)
 	}
 	return built{x, newRoot}, nil
 }

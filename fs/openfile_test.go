@@ -25,7 +25,8 @@ func newTestFS(t *testing.T, maxDirty int) (*FS, *store.Store) {
 }
 
 // TestOpenFileMatchesModel drives one open file with random and
-// sequential writes, truncates and extensions, with a small MaxDirty so that background
+// sequential writes, truncates, extensions, punched holes and zeroed
+// ranges, with a small MaxDirty so that background
 // commits overlap new writes, and checks every read against a model.
 func TestOpenFileMatchesModel(t *testing.T) {
 	f, s := newTestFS(t, 256<<10)
@@ -59,6 +60,14 @@ func TestOpenFileMatchesModel(t *testing.T) {
 			if err := of.commit(); err != nil {
 				t.Fatal(err)
 			}
+		case op == 3 || op == 4: // punch a hole, or zero a range that may grow the file
+			off := r.IntN(len(model) + 50_000)
+			end, grow := off+r.IntN(200_000), op == 4
+			of.zero(uint64(off), uint64(end), grow)
+			if grow {
+				model = resize(model, max(len(model), end))
+			}
+			clear(model[min(off, len(model)):min(end, len(model))])
 		default:
 			off := r.IntN(len(model) + 50_000)
 			if op < 12 {

@@ -1250,6 +1250,83 @@ func TestSemanticsFallocateStatfs(t *testing.T) {
 	s.finish()
 }
 
+// TestSemanticsPunchHoleAndZeroRange punches a hole and zeroes ranges in a
+// file that has committed and buffered bytes, and checks the content
+// through the open file, the holes (SEEK_HOLE, st_blocks), and that they
+// last past a remount.
+func TestSemanticsPunchHoleAndZeroRange(t *testing.T) {
+	s := newSite(t)
+	s.mount()
+	p := s.path("sparse")
+	want := randomBytes(t, 3<<20)
+	mustWrite(t, p, want)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fd := int(f.Fd())
+	// Buffered bytes inside the hole go with it.
+	x := bytes.Repeat([]byte{'x'}, 4096)
+	if _, err := unix.Pwrite(fd, x, 200_000); err != nil {
+		t.Fatal(err)
+	}
+	const keep = unix.FALLOC_FL_KEEP_SIZE
+	ops := []struct {
+		name           string
+		mode           uint32
+		off, n, newLen int64
+	}{
+		{"punch hole", unix.FALLOC_FL_PUNCH_HOLE | keep, 100_000, 1 << 20, 3 << 20},
+		{"zero range past the end", unix.FALLOC_FL_ZERO_RANGE, 3<<20 - 1000, 5000, 3<<20 + 4000},
+		{"zero range to the end, keep size", unix.FALLOC_FL_ZERO_RANGE | keep, 2 << 20, 4 << 20, 3<<20 + 4000},
+		{"punch hole past the end", unix.FALLOC_FL_PUNCH_HOLE | keep, 8 << 20, 4096, 3<<20 + 4000},
+	}
+	for _, op := range ops {
+		if err := unix.Fallocate(fd, op.mode, op.off, op.n); err != nil {
+			t.Fatalf("%s: %v", op.name, err)
+		}
+		want = append(want, make([]byte, max(0, int(op.newLen)-len(want)))...)
+		clear(want[min(op.off, op.newLen):min(op.off+op.n, op.newLen)])
+		got := make([]byte, len(want)+1)
+		if n, err := unix.Pread(fd, got, 0); err != nil || !bytes.Equal(got[:n], want) {
+			t.Fatalf("%s: read %d bytes (%v), want %d, content differs: %v", op.name, n, err, len(want), !bytes.Equal(got[:n], want))
+		}
+	}
+	wantErrno(t, unix.Fallocate(fd, unix.FALLOC_FL_COLLAPSE_RANGE, 0, 4096), unix.EOPNOTSUPP, "collapse range")
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		wantContent(t, p, want)
+		g, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.Close()
+		hole, err := unix.Seek(int(g.Fd()), 0, unix.SEEK_HOLE)
+		if err != nil || hole != 100_000 {
+			t.Errorf("%s: first hole at %d (%v), want 100000", when, hole, err)
+		}
+		data, err := unix.Seek(int(g.Fd()), 100_000, unix.SEEK_DATA)
+		if err != nil || data != 100_000+1<<20 {
+			t.Errorf("%s: data after the hole at %d (%v), want %d", when, data, err, 100_000+1<<20)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		// Data is left in [0, 100000) and [100000 + 1 MiB, 2 MiB).
+		if st.Blocks*512 > 1<<20+64<<10 {
+			t.Errorf("%s: %d blocks of 512 bytes allocated, want about 1 MiB's worth", when, st.Blocks)
+		}
+	}
+	check("before remount")
+	s.remount()
+	check("after remount")
+	s.finish()
+}
+
 // getdents lists a directory with raw getdents64 calls.
 func getdents(t *testing.T, dir string) []string {
 	t.Helper()
