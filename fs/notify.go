@@ -47,22 +47,19 @@ func (f *FS) Changed(id store.FileID) {
 }
 
 // notifyContent drops the kernel's cached pages and attributes of id.
-func (f *FS) notifyContent(id store.FileID) {
-	f.mu.Lock()
-	n := f.nodes[id]
-	f.mu.Unlock()
-	if n != nil {
-		n.NotifyContent(0, 0)
-	}
-}
+func (f *FS) notifyContent(id store.FileID) { f.notify(id, 0) }
 
 // notifyAttrs drops the kernel's cached attributes of id (its pages stay).
-func (f *FS) notifyAttrs(id store.FileID) {
+func (f *FS) notifyAttrs(id store.FileID) { f.notify(id, -1) }
+
+// notify drops the kernel's cached attributes of id, and its pages from
+// off on unless off is negative, if the kernel knows id.
+func (f *FS) notify(id store.FileID, off int64) {
 	f.mu.Lock()
 	n := f.nodes[id]
 	f.mu.Unlock()
 	if n != nil {
-		n.NotifyContent(-1, 0)
+		n.NotifyContent(off, 0)
 	}
 }
 

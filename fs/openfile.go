@@ -48,11 +48,12 @@ const (
 )
 
 // layer is a set of uncommitted changes. Content at byte x, over what lies
-// below: the patch holding x if any; else, below keep, the content below;
-// else zero. size is the file size with the layer applied.
+// below: the patch holding x if any (zeros, for a patch of zeros); else,
+// below keep, the content below; else zero. size is the file size with the
+// layer applied.
 type layer struct {
 	patches []store.Patch // sorted by Off, not overlapping
-	dirty   int           // bytes in patches
+	dirty   int           // bytes of data in patches (a patch of zeros holds none)
 	size    uint64
 	keep    uint64
 	mtime   int64      // new mtime (0: unchanged): of the last write, or as set
