@@ -145,24 +145,23 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 // does not say whether the caller holds CAP_FSETID, so /proc does (only
 // for a file with setuid or setgid set).
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
-	const keep = unix.FALLOC_FL_KEEP_SIZE
-	var change func()
+	const keep, punch, zero = unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_PUNCH_HOLE, unix.FALLOC_FL_ZERO_RANGE
 	switch mode {
-	case 0:
-		change = func() { h.of.extend(off + size) }
-	case keep: // preallocation beyond the end: nothing to keep
-		change = func() {}
-	case unix.FALLOC_FL_PUNCH_HOLE | keep, unix.FALLOC_FL_ZERO_RANGE | keep:
-		change = func() { h.of.zero(off, off+size, false) }
-	case unix.FALLOC_FL_ZERO_RANGE:
-		change = func() { h.of.zero(off, off+size, true) }
+	case 0, keep, punch | keep, zero, zero | keep:
 	default: // COLLAPSE_RANGE, INSERT_RANGE, UNSHARE_RANGE
 		return syscall.EOPNOTSUPP
 	}
 	if err := h.node.killPrivs(ctx, h.of, func() bool { return !callerCapable(ctx) }); err != nil {
 		return h.errno(ctx, err, "fallocate")
 	}
-	change()
+	switch mode {
+	case 0:
+		h.of.extend(off + size)
+	case punch | keep, zero | keep:
+		h.of.zero(off, off+size, false)
+	case zero:
+		h.of.zero(off, off+size, true)
+	} // keep alone preallocates past the end: nothing to do
 	return 0
 }
 

@@ -793,6 +793,7 @@ func (f *FS) build(id store.FileID, base *store.Extents, root store.Hash, l *lay
 	if err != nil {
 		return built{}, err
 	}
+	alloc := x.Data() // a walk of every extent: once, outside the commit
 	err = s.Update(store.OpWrite, func(tx *store.Tx) error {
 		v, err := tx.Head(id)
 		if err != nil {
@@ -802,7 +803,7 @@ func (f *FS) build(id store.FileID, base *store.Extents, root store.Hash, l *lay
 			return errBaseMoved
 		}
 		nv := v.Clone()
-		nv.Content, nv.Size, nv.Alloc = newRoot, x.Size, x.Data()
+		nv.Content, nv.Size, nv.Alloc = newRoot, x.Size, alloc
 		a := fileAttrs{mode: nv.Mode, uid: nv.UID, gid: nv.GID, atime: nv.Atime, mtime: nv.Mtime, ctime: nv.Ctime}
 		l.apply(&a)
 		nv.Mode, nv.UID, nv.GID, nv.Atime, nv.Mtime, nv.Ctime = a.mode, a.uid, a.gid, a.atime, a.mtime, a.ctime
@@ -812,7 +813,7 @@ func (f *FS) build(id store.FileID, base *store.Extents, root store.Hash, l *lay
 	if err != nil {
 		return built{}, err
 	}
-	if x.Data() != x.Size {
+	if alloc != x.Size {
 		// While writes were buffered the file counted every byte as
 		// allocated (see Getattr); the kernel may hold that count.
 		f.notifyAttrs(id)
