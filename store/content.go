@@ -178,11 +178,12 @@ func (w *rewriter) chunkRun(pos uint64) (uint64, error) {
 		if cap(buf)-len(buf) < w.params.Max {
 			// At most 4 chunks' worth, but no more than is left to read:
 			// a small file must not cost a 16 MiB allocation. For a chunk
-			// that runs past a patch, 2: the chunks after it are mostly
-			// cut straight out of the next patch.
+			// that runs past a patch, 1: the chunks after it are mostly
+			// cut straight out of the next patch (a fresh buffer is zeroed
+			// and faulted in, which costs more than the copy).
 			ahead := 4 * w.params.Max
 			if ok {
-				ahead = 2 * w.params.Max
+				ahead = w.params.Max
 			}
 			want := min(uint64(ahead), uint64(len(buf))+w.size-min(x, w.size)) + 1
 			buf = append(make([]byte, 0, want), buf...)
