@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -60,9 +61,10 @@ type layer struct {
 	ctime   int64      // time of the last change (0: unchanged)
 	attrs   attrChange // chmod, chown and atime changes made while open
 	changed bool
-	run     int    // bytes written back to back, ending at runEnd
-	runEnd  uint64 // (they size the arenas; see add)
-	spare   int    // arena bytes allocated and not yet written (at most maxArena)
+	run     int      // bytes written back to back, ending at runEnd
+	runEnd  uint64   // (they size the arenas; see add)
+	spare   int      // arena bytes allocated and not yet written (at most maxArena)
+	arenas  [][]byte // the full-size arenas its patches are cut from (see recycle)
 }
 
 // attrChange holds attribute changes folded into an open file's next
@@ -85,6 +87,15 @@ type fileAttrs struct {
 }
 
 func newLayer(size uint64) *layer { return &layer{size: size, keep: size} }
+
+// successor is the empty layer that takes l's place once l is committed or
+// committing. A sequential writer's run goes on in it, so its first write
+// gets a full-size arena at once.
+func (l *layer) successor() *layer {
+	next := newLayer(l.size)
+	next.run, next.runEnd = l.run, l.runEnd
+	return next
+}
 
 // acquire returns the open state of file id, creating it from the current
 // version. (The caller's earlier read of the version may be stale by now:
@@ -344,9 +355,10 @@ func (of *openFile) write(data []byte, off uint64) error {
 		if err := of.commitLayer(of.pending); err != nil {
 			return err
 		}
+		of.pending.recycle()
 		of.pending = nil
 	}
-	of.pending, of.cur = of.cur, newLayer(of.cur.size)
+	of.pending, of.cur = of.cur, of.cur.successor()
 	of.busy = true
 	go of.background(of.base, of.root, of.pending)
 	return nil
@@ -387,6 +399,7 @@ func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
 	defer of.mu.Unlock()
 	if err == nil {
 		of.base, of.root, of.pending = x.extents, x.root, nil
+		l.recycle()
 	} else {
 		of.err = err
 	}
@@ -411,7 +424,6 @@ func (l *layer) add(off uint64, data []byte) {
 	}
 	l.runEnd = off + uint64(len(data))
 	if n := len(l.patches); n == 0 || l.patches[n-1].End() <= off {
-		size := len(data)
 		if n > 0 && l.patches[n-1].End() == off && l.patches[n-1].Zeros == 0 {
 			last := &l.patches[n-1]
 			if cap(last.Data)-len(last.Data) >= len(data) {
@@ -420,12 +432,22 @@ func (l *layer) add(off uint64, data []byte) {
 				l.spare -= len(data)
 				return
 			}
-			if arena := min(l.run-len(data), maxArena); arena > size && l.spare+arena-size <= maxArena {
-				l.spare += arena - size
-				size = arena
-			}
 		}
-		l.patches = append(l.patches, store.Patch{Off: off, Data: append(make([]byte, 0, size), data...)})
+		// A write that goes on with a run (in this layer or the one
+		// before) starts an arena as large as the run so far.
+		var buf []byte
+		if arena := min(l.run-len(data), maxArena); arena > len(data) && l.spare+arena-len(data) <= maxArena {
+			l.spare += arena - len(data)
+			if arena == maxArena {
+				buf = takeArena()
+				l.arenas = append(l.arenas, buf)
+			} else {
+				buf = make([]byte, 0, arena)
+			}
+		} else {
+			buf = make([]byte, 0, len(data))
+		}
+		l.patches = append(l.patches, store.Patch{Off: off, Data: append(buf, data...)})
 		l.dirty += len(data)
 		return
 	}
@@ -485,8 +507,47 @@ func tail(q store.Patch, at uint64) store.Patch {
 
 // maxArena bounds the arenas of sequential writers, and the spare capacity
 // of all of a layer's arenas together, which the buffered bytes do not
-// count (a writer may leave an arena for a write elsewhere).
-const maxArena = 16 << 20
+// count (a writer may leave an arena for a write elsewhere). Tests lower it.
+var maxArena = 16 << 20
+
+// arenaPool holds full-size arenas of committed layers for the next
+// writer: a fresh one costs its zeroing and a page fault per 4 KiB, about
+// a tenth of a sequential write's CPU (docs/DECISIONS.md). Arenas a GC
+// finds idle twice are freed.
+var arenaPool sync.Pool
+
+// poisonArenas fills recycled arenas with 0xA5, so that a read of a
+// recycled layer's bytes shows in any test that checks content. Tests turn
+// it on (GEOFS_POISON_ARENAS=1 for the mount process).
+var poisonArenas = os.Getenv("GEOFS_POISON_ARENAS") != ""
+
+// takeArena returns an empty arena of capacity maxArena.
+func takeArena() []byte {
+	if a, ok := arenaPool.Get().(*[]byte); ok && cap(*a) == maxArena {
+		return (*a)[:0]
+	}
+	return make([]byte, 0, maxArena)
+}
+
+// recycle hands l's full-size arenas to the next writer. Only a layer that
+// is committed and no longer any open file's may be recycled (with of.mu
+// held, so no reader is copying from it): the store keeps no slices of the
+// patches once a Rewrite returns, and a commit to retry keeps its layer.
+// The layer is emptied, so that a use after this finds no bytes.
+func (l *layer) recycle() {
+	for _, a := range l.arenas {
+		a = a[:0]
+		if poisonArenas {
+			p := a[:cap(a)]
+			p[0] = 0xA5
+			for n := 1; n < len(p); n *= 2 {
+				copy(p[n:], p[:n])
+			}
+		}
+		arenaPool.Put(&a)
+	}
+	l.arenas, l.patches, l.dirty, l.spare = nil, nil, 0, 0
+}
 
 // truncate sets the size, dropping buffered bytes past it.
 func (of *openFile) truncate(size uint64) {
@@ -672,7 +733,11 @@ func (of *openFile) commitLocked() error {
 			}
 		}
 	}
-	of.pending, of.cur = nil, newLayer(of.cur.size)
+	if of.pending != nil {
+		of.pending.recycle()
+	}
+	of.cur.recycle()
+	of.pending, of.cur = nil, of.cur.successor()
 	return nil
 }
 

@@ -30,74 +30,123 @@ func newTestFS(t *testing.T, maxDirty int) (*FS, *store.Store) {
 // commits overlap new writes, and checks every read against a model.
 func TestOpenFileMatchesModel(t *testing.T) {
 	f, s := newTestFS(t, 256<<10)
+	m := newModelFile(t, f, s, "f")
+	r := rand.New(rand.NewPCG(11, 12))
+	for step := range 2000 {
+		m.step(r, step)
+	}
+	m.check()
+}
+
+// TestRecycledArenasKeepContent is the model test with arenas small enough
+// to recycle often and poisoned when recycled, on three files written in
+// turns, so that an arena reused while its layer is still read (by the
+// file, or by a commit in the background) shows as wrong bytes.
+func TestRecycledArenasKeepContent(t *testing.T) {
+	defer func(n int, p bool) { maxArena, poisonArenas = n, p }(maxArena, poisonArenas)
+	maxArena, poisonArenas = 64<<10, true
+	f, s := newTestFS(t, 256<<10)
+	var files []*modelFile
+	for _, name := range []string{"a", "b", "c"} {
+		files = append(files, newModelFile(t, f, s, name))
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	for step := range 3000 {
+		files[r.IntN(len(files))].step(r, step)
+	}
+	for _, m := range files {
+		m.check()
+	}
+}
+
+// modelFile is an open file and what its content should be.
+type modelFile struct {
+	t       *testing.T
+	s       *store.Store
+	id      store.FileID
+	of      *openFile
+	model   []byte
+	lastEnd int
+}
+
+func newModelFile(t *testing.T, f *FS, s *store.Store, name string) *modelFile {
+	t.Helper()
 	id := store.NewFileID()
 	err := s.Update(store.OpCreate, func(tx *store.Tx) error {
-		_, err := tx.Put(&store.Version{ID: id, Kind: store.KindFile, Links: []store.Link{{Parent: store.RootID, Name: "f"}}})
+		_, err := tx.Put(&store.Version{ID: id, Kind: store.KindFile, Links: []store.Link{{Parent: store.RootID, Name: name}}})
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, _ := s.Head(id)
-	of, err := f.acquire(v.ID)
+	of, err := f.acquire(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := rand.New(rand.NewPCG(11, 12))
-	var model []byte
-	lastEnd := 0
-	for step := range 2000 {
-		switch op := r.IntN(20); {
-		case op == 0:
-			size := r.IntN(len(model) + 300_000)
-			of.truncate(uint64(size))
-			model = resize(model, size)
-		case op == 1:
-			size := len(model) + r.IntN(100_000)
-			of.extend(uint64(size))
-			model = resize(model, size)
-		case op == 2:
-			if err := of.commit(); err != nil {
-				t.Fatal(err)
-			}
-		case op == 3 || op == 4: // punch a hole, or zero a range that may grow the file
-			off := r.IntN(len(model) + 50_000)
-			end, grow := off+r.IntN(200_000), op == 4
-			of.zero(uint64(off), uint64(end), grow)
-			if grow {
-				model = resize(model, max(len(model), end))
-			}
-			clear(model[min(off, len(model)):min(end, len(model))])
-		default:
-			off := r.IntN(len(model) + 50_000)
-			if op < 12 {
-				off = min(lastEnd, len(model)) // sequential: fills arenas
-			}
-			data := make([]byte, 1+r.IntN(70_000))
-			for i := range data {
-				data[i] = byte(r.Uint32())
-			}
-			if err := of.write(data, uint64(off)); err != nil {
-				t.Fatal(err)
-			}
-			model = resize(model, max(len(model), off+len(data)))
-			copy(model[off:], data)
-			lastEnd = off + len(data)
+	return &modelFile{t: t, s: s, id: id, of: of}
+}
+
+// step applies one random operation to the file and the model, then
+// checks a random read.
+func (m *modelFile) step(r *rand.Rand, step int) {
+	t, of := m.t, m.of
+	t.Helper()
+	switch op := r.IntN(20); {
+	case op == 0:
+		size := r.IntN(len(m.model) + 300_000)
+		of.truncate(uint64(size))
+		m.model = resize(m.model, size)
+	case op == 1:
+		size := len(m.model) + r.IntN(100_000)
+		of.extend(uint64(size))
+		m.model = resize(m.model, size)
+	case op == 2:
+		if err := of.commit(); err != nil {
+			t.Fatal(err)
 		}
-		checkRead(t, of, model, r, step)
+	case op == 3 || op == 4: // punch a hole, or zero a range that may grow the file
+		off := r.IntN(len(m.model) + 50_000)
+		end, grow := off+r.IntN(200_000), op == 4
+		of.zero(uint64(off), uint64(end), grow)
+		if grow {
+			m.model = resize(m.model, max(len(m.model), end))
+		}
+		clear(m.model[min(off, len(m.model)):min(end, len(m.model))])
+	default:
+		off := r.IntN(len(m.model) + 50_000)
+		if op < 12 {
+			off = min(m.lastEnd, len(m.model)) // sequential: fills arenas
+		}
+		data := make([]byte, 1+r.IntN(70_000))
+		for i := range data {
+			data[i] = byte(r.Uint32())
+		}
+		if err := of.write(data, uint64(off)); err != nil {
+			t.Fatal(err)
+		}
+		m.model = resize(m.model, max(len(m.model), off+len(data)))
+		copy(m.model[off:], data)
+		m.lastEnd = off + len(data)
 	}
-	if err := of.commit(); err != nil {
+	checkRead(t, of, m.model, r, step)
+}
+
+// check commits the file and compares its committed content with the model.
+func (m *modelFile) check() {
+	t := m.t
+	t.Helper()
+	if err := m.of.commit(); err != nil {
 		t.Fatal(err)
 	}
-	v, _ = s.Head(id)
-	x, err := s.Extents(v.Content)
+	v, _ := m.s.Head(m.id)
+	x, err := m.s.Extents(v.Content)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := make([]byte, x.Size)
-	s.ReadAt(x, got, 0)
-	if !bytes.Equal(got, model) {
-		t.Fatalf("committed content (%d bytes) differs from the model (%d bytes)", len(got), len(model))
+	m.s.ReadAt(x, got, 0)
+	if !bytes.Equal(got, m.model) {
+		t.Fatalf("committed content (%d bytes) differs from the model (%d bytes)", len(got), len(m.model))
 	}
 }
 

@@ -38,6 +38,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build geofs:", err)
 		os.Exit(1)
 	}
+	// Recycled write buffers are poisoned, so that a use after recycling
+	// shows as wrong bytes in the tests that check content.
+	os.Setenv("GEOFS_POISON_ARENAS", "1")
 	raceLog := filepath.Join(dir, "race")
 	if os.Getenv("GEOFS_RACE") != "" {
 		os.Setenv("GORACE", "log_path="+raceLog) // inherited by every geofs process
