@@ -84,46 +84,74 @@ func (p Params) scan(buf []byte) int {
 // a boundary was found.
 //
 // Each step h = h<<1 + gear[b] waits for the one before, so one hash runs at
-// about two cycles a byte. roll runs two hashes side by side instead, over
-// neighbouring lanes of the buffer, which is exact because of the window:
-// bit k of h depends only on the last k+1 bytes, so all 64 bits at any
-// offset depend only on the 64 bytes ending there. The second lane starts
-// 64 bytes early with h = 0, and from its first offset on holds exactly the
-// hash a single serial pass would. A hit in the first lane is the answer; a
-// hit in the second is, once the rest of the first lane has none.
+// about two cycles a byte. roll runs three hashes side by side instead, over
+// neighbouring 16 KiB lanes of the buffer, which is exact because of the
+// window: bit k of h depends only on the last k+1 bytes, so all 64 bits at
+// any offset depend only on the 64 bytes ending there. Each later lane
+// starts from the hash of the 64 bytes before it (warm), and holds exactly
+// the hash a single serial pass would. A hit in the first lane is the
+// answer; a hit in a later one is, once the rest of each lane before it has
+// none (laneHit). Four steps a turn keep the loop's own count and bounds
+// checks small; four lanes no longer fit in the registers and are slower.
 func roll(buf []byte, h, mask uint64) (int, uint64, bool) {
 	const lane = 16 << 10
 	g := &gear
 	off := 0
-	for len(buf)-off >= 2*lane {
+	for len(buf)-off >= 3*lane {
 		a := buf[off : off+lane : off+lane]
-		b := buf[off+lane-window : off+2*lane : off+2*lane]
-		var hb uint64
-		for _, c := range b[:window] {
-			hb = 2*hb + g[c]
-		}
-		b = b[window:]
-		ha := h
-		for i := range a {
-			ha = 2*ha + g[a[i]]
-			hb = 2*hb + g[b[i]]
-			if ha&mask == 0 {
-				return off + i + 1, ha, true
+		b := buf[off+lane : off+2*lane : off+2*lane]
+		c := buf[off+2*lane : off+3*lane : off+3*lane]
+		ha, hb, hc := h, warm(a), warm(b)
+		for i := 0; i < lane; i += 4 {
+			x, y, z := a[i:i+4:i+4], b[i:i+4:i+4], c[i:i+4:i+4]
+			ha, hb, hc = 2*ha+g[x[0]], 2*hb+g[y[0]], 2*hc+g[z[0]]
+			if ha&mask == 0 || hb&mask == 0 || hc&mask == 0 {
+				return laneHit(buf[off:off+3*lane], lane, i, [3]uint64{ha, hb, hc}, mask, off)
 			}
-			if hb&mask == 0 {
-				// A boundary at lane+i in the second lane; the first lane
-				// may still have one later in its part.
-				if n, h, ok := rollSerial(a[i+1:], ha, mask); ok {
-					return off + i + 1 + n, h, true
-				}
-				return off + lane + i + 1, hb, true
+			ha, hb, hc = 2*ha+g[x[1]], 2*hb+g[y[1]], 2*hc+g[z[1]]
+			if ha&mask == 0 || hb&mask == 0 || hc&mask == 0 {
+				return laneHit(buf[off:off+3*lane], lane, i+1, [3]uint64{ha, hb, hc}, mask, off)
+			}
+			ha, hb, hc = 2*ha+g[x[2]], 2*hb+g[y[2]], 2*hc+g[z[2]]
+			if ha&mask == 0 || hb&mask == 0 || hc&mask == 0 {
+				return laneHit(buf[off:off+3*lane], lane, i+2, [3]uint64{ha, hb, hc}, mask, off)
+			}
+			ha, hb, hc = 2*ha+g[x[3]], 2*hb+g[y[3]], 2*hc+g[z[3]]
+			if ha&mask == 0 || hb&mask == 0 || hc&mask == 0 {
+				return laneHit(buf[off:off+3*lane], lane, i+3, [3]uint64{ha, hb, hc}, mask, off)
 			}
 		}
-		h = hb
-		off += 2 * lane
+		h = hc
+		off += 3 * lane
 	}
 	n, h, ok := rollSerial(buf[off:], h, mask)
 	return off + n, h, ok
+}
+
+// warm returns the hash after the last window bytes of the lane before.
+func warm(prev []byte) uint64 {
+	var h uint64
+	for _, c := range prev[len(prev)-window:] {
+		h = 2*h + gear[c]
+	}
+	return h
+}
+
+// laneHit is roll's answer once some lane has a boundary at step i (hs the
+// lanes' hashes there): the first lane's, or else the earliest one after
+// it, looking at the rest of each earlier lane first.
+func laneHit(block []byte, lane, i int, hs [3]uint64, mask uint64, off int) (int, uint64, bool) {
+	last := len(hs) - 1
+	for k, h := range hs[:last] {
+		if h&mask == 0 {
+			return off + k*lane + i + 1, h, true
+		}
+		start := k*lane + i + 1
+		if n, h, ok := rollSerial(block[start:(k+1)*lane], h, mask); ok {
+			return off + start + n, h, true
+		}
+	}
+	return off + last*lane + i + 1, hs[last], true
 }
 
 // window is how many trailing bytes the gear hash depends on.
