@@ -53,8 +53,10 @@ func NewFileID() FileID {
 
 func (id FileID) String() string { return hex.EncodeToString(id[:]) }
 
-// Ino is the inode number the mount reports for id: its first 8 bytes (the
-// root is 1). Two random ids share an Ino with probability 2^-64 per pair.
+// Ino is the inode number the mount reports for id: its first 8 bytes
+// without the top bit (the root is 1). Programs that keep inode numbers in
+// a signed 64-bit integer (Java's long, SQL's BIGINT) see them positive.
+// Two random ids share an Ino with probability 2^-63 per pair.
 func (id FileID) Ino() uint64 {
 	if id == RootID {
 		return 1
@@ -63,6 +65,7 @@ func (id FileID) Ino() uint64 {
 	for _, b := range id[:8] {
 		v = v<<8 | uint64(b)
 	}
+	v &^= 1 << 63
 	if v <= 1 {
 		v += 2
 	}

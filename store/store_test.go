@@ -51,6 +51,32 @@ func randBytes(r *rand.Rand, n int) []byte {
 	return b
 }
 
+// TestInodeNumbers checks that inode numbers fit in a signed 64-bit
+// integer, never collide with the root's or zero, and come from the id.
+func TestInodeNumbers(t *testing.T) {
+	if RootID.Ino() != 1 {
+		t.Fatalf("root ino %d, want 1", RootID.Ino())
+	}
+	for _, c := range []struct {
+		id   FileID
+		want uint64
+	}{
+		{FileID{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 9}, 1<<63 - 1},
+		{FileID{0x80, 15: 7}, 2},      // top bit only: 0, moved off 0
+		{FileID{0x80, 7: 1, 8: 3}, 3}, // 1 is the root's
+		{FileID{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0}, 0x123456789abcdef0},
+	} {
+		if got := c.id.Ino(); got != c.want {
+			t.Errorf("%s: ino %#x, want %#x", c.id, got, c.want)
+		}
+	}
+	for range 10000 {
+		if ino := NewFileID().Ino(); ino >= 1<<63 || ino <= 1 {
+			t.Fatalf("ino %#x out of range", ino)
+		}
+	}
+}
+
 func TestVersionRoundTrip(t *testing.T) {
 	v := &Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, "b"}, {RootID, "a"}},
 		Mode: 0o4755, UID: 1000, GID: 100, Size: 1 << 40, Alloc: 1 << 39, Mtime: -5, Ctime: 7,
