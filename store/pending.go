@@ -98,10 +98,9 @@ func (s *Store) addPending(w map[string]txWrite) {
 	p.mu.Lock()
 	p.ops++
 	for k, e := range w {
-		if old, ok := p.tree.Get(pendEntry{key: k}); ok {
+		if old, ok := p.tree.ReplaceOrInsert(pendEntry{key: k, val: e.val, del: e.del, op: p.ops}); ok {
 			p.bytes -= entrySize(old.key, old.val)
 		}
-		p.tree.ReplaceOrInsert(pendEntry{key: k, val: e.val, del: e.del, op: p.ops})
 		p.bytes += entrySize(k, e.val)
 	}
 	p.mu.Unlock()
