@@ -146,6 +146,7 @@ func (s *Store) flush(wait bool) error {
 		batch = append(batch, e)
 		return true
 	})
+	ops := p.ops
 	p.mu.RUnlock()
 	if err := p.failed.Load(); err != nil {
 		return *err
@@ -180,9 +181,17 @@ func (s *Store) flush(wait bool) error {
 		return err
 	}
 	s.swapSnapshot(wait, func() {
+		if p.ops == ops { // nothing joined since: the batch is the whole set
+			p.tree.Clear(false)
+			p.bytes = 0
+			return
+		}
 		for _, e := range batch {
-			if cur, ok := p.tree.Get(e); ok && cur.op == e.op {
-				p.tree.Delete(e)
+			// An entry rewritten since the batch stays (put back: one
+			// walk of the tree in the usual case, not two).
+			if cur, ok := p.tree.Delete(e); ok && cur.op != e.op {
+				p.tree.ReplaceOrInsert(cur)
+			} else if ok {
 				p.bytes -= entrySize(e.key, e.val)
 			}
 		}

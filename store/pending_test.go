@@ -342,3 +342,66 @@ func TestFsckNamespaceRootUnderUpdates(t *testing.T) {
 		t.Fatalf("fsck of a damaged bucket: %+v", problems)
 	}
 }
+
+// TestPendingKeepsRewritesMadeDuringAFlush rewrites one file's head over
+// and over while flushes run: a key written again after a flush took its
+// batch must stay pending when that flush drops what it wrote, so every
+// read sees the newest head, then and after a reopen.
+func TestPendingKeepsRewritesMadeDuringAFlush(t *testing.T) {
+	dir := initTestSite(t)
+	s := openTestSite(t, dir)
+	id := NewFileID()
+	put := func(mtime int64) Hash {
+		var h Hash
+		err := s.Update(OpSetattr, func(tx *Tx) error {
+			var err error
+			h, err = tx.Put(&Version{ID: id, Kind: KindFile, Links: []Link{{RootID, "f"}}, Mode: 0o644, Mtime: mtime})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	done := make(chan struct{})
+	flushes := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-done:
+				flushes <- n
+				return
+			default:
+			}
+			if err := s.Flush(); err != nil {
+				t.Error(err)
+			}
+			n++
+		}
+	}()
+	var last Hash
+	for i := range int64(3000) {
+		last = put(i + 1)
+		got, err := s.viewValue(idKey(pHead, id))
+		if err != nil || Hash(got) != last {
+			t.Fatalf("update %d: head %x (%v), want %x", i, got, err, last)
+		}
+	}
+	close(done)
+	if n := <-flushes; n < 10 {
+		t.Fatalf("only %d flushes ran alongside", n)
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if n := pendingLen(s); n != 0 {
+		t.Fatalf("%d entries pending after a flush with no Update running", n)
+	}
+	s.Close()
+	s = openTestSite(t, dir)
+	defer s.Close()
+	if got, err := s.viewValue(idKey(pHead, id)); err != nil || Hash(got) != last {
+		t.Fatalf("after reopen: head %x (%v), want %x", got, err, last)
+	}
+}
