@@ -328,28 +328,51 @@ func (of *openFile) setattr(c attrChange) {
 	}
 }
 
-// write buffers data at off, handing the buffer to a background commit
-// when it passes MaxDirty (and waiting if one is still running).
+// write buffers data at off. A full buffer goes to a background commit
+// first (after the one before it, which may mean a wait), and over the
+// mount's budget this file's buffer is stored first: any wait comes before
+// this write's bytes and size become visible to the file's other handles.
+// The kernel takes a file's new size from the write's reply, so a reader
+// that stat showed the new size while the write still waited read EOF
+// short of it (docs/DECISIONS.md, "A write is seen when it returns").
 func (of *openFile) write(data []byte, off uint64) error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	if err := of.takeErr(); err != nil {
 		return err
 	}
+	defer of.account()
+	if of.fsys.buffered.Load()+int64(len(data)) > of.fsys.opts.MaxDirtyTotal {
+		// Over the mount's budget: this writer stores its own buffer
+		// now, so memory stays bounded however many files are written.
+		if err := of.commitLocked(); err != nil {
+			return err
+		}
+	} else if of.full() {
+		if err := of.handOff(); err != nil {
+			return err
+		}
+	}
 	of.touch()
 	of.cur.add(off, data)
 	of.cur.size = max(of.cur.size, off+uint64(len(data)))
-	defer of.account()
-	if of.fsys.buffered.Load() > of.fsys.opts.MaxDirtyTotal {
-		// Over the mount's budget: this writer stores its own buffer
-		// now, so memory stays bounded however many files are written.
-		return of.commitLocked()
-	}
-	if of.cur.dirty < of.fsys.opts.MaxDirty && len(of.cur.patches) < 8192 {
-		return nil
-	}
+	return nil
+}
+
+// full reports whether the current layer holds MaxDirty bytes or as many
+// patches as a commit should take.
+func (of *openFile) full() bool {
+	return of.cur.dirty >= of.fsys.opts.MaxDirty || len(of.cur.patches) >= 8192
+}
+
+// handOff starts a background commit of the full current layer, once the
+// one before it has ended (retrying that one first if it failed).
+func (of *openFile) handOff() error {
 	for of.busy {
 		of.cond.Wait()
+	}
+	if !of.full() { // another handle's write handed it on meanwhile
+		return nil
 	}
 	if of.pending != nil { // an earlier background commit failed: retry now
 		if err := of.commitLayer(of.pending); err != nil {

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/geofs/geofs/store"
 )
@@ -254,4 +255,39 @@ func TestArenaSpareStaysBounded(t *testing.T) {
 	if n := len(sequential.patches); n > 200/16+8 {
 		t.Errorf("sequential 1 MiB writes: %d patches, want arenas", n)
 	}
+}
+
+// TestWriteThatWaitsIsNotSeenBeforeItReturns: a write that waits for the
+// background commit before it adds nothing, size or bytes, until the wait
+// ends. The kernel takes the new size from the write's reply; a reader that
+// stat had shown a size the kernel did not have yet read EOF short of it.
+func TestWriteThatWaitsIsNotSeenBeforeItReturns(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	m := newModelFile(t, f, s, "f")
+	of := m.of
+	block := bytes.Repeat([]byte{7}, 1<<20)
+	if err := of.write(block, 0); err != nil { // fills the layer
+		t.Fatal(err)
+	}
+	of.mu.Lock()
+	of.busy = true // as if the commit before were still running
+	of.mu.Unlock()
+	done := make(chan error)
+	go func() { done <- of.write(block, 1<<20) }()
+	time.Sleep(50 * time.Millisecond)
+	if got := of.size(); got != 1<<20 {
+		t.Errorf("size %d while the write waits, want %d", got, 1<<20)
+	}
+	if n, err := of.read(make([]byte, 4096), 1<<20); n != 0 || err != nil {
+		t.Errorf("read past the old end while the write waits: %d bytes, %v", n, err)
+	}
+	of.mu.Lock()
+	of.busy = false
+	of.cond.Broadcast()
+	of.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	m.model = bytes.Repeat([]byte{7}, 2<<20)
+	m.check()
 }
