@@ -400,8 +400,11 @@ func dropLink(tx *store.Tx, id, parent store.FileID, name string) error {
 	return err
 }
 
-// Rename moves name to newName in newParent, honouring RENAME_NOREPLACE and
-// RENAME_EXCHANGE.
+// Rename moves name to newName in newParent, honouring RENAME_NOREPLACE,
+// RENAME_EXCHANGE and RENAME_WHITEOUT. A whiteout (what overlayfs leaves in
+// its upper layer where a lower file was removed or renamed) is a character
+// device 0:0 with mode 0, made at name in the same commit as the move, as
+// ext4 and xfs make it.
 func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	np, ok := newParent.(*Node)
 	if !ok {
@@ -410,8 +413,21 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if !store.ValidName(newName) {
 		return syscall.EINVAL
 	}
+	whiteout := flags&unix.RENAME_WHITEOUT != 0
+	flags &^= unix.RENAME_WHITEOUT
+	if whiteout && flags&unix.RENAME_EXCHANGE != 0 {
+		return syscall.EINVAL
+	}
 	err := n.fsys.s.Update(store.OpRename, func(tx *store.Tx) error {
-		return rename(tx, n.id, name, np.id, newName, flags)
+		if err := rename(tx, n.id, name, np.id, newName, flags); err != nil || !whiteout {
+			return err
+		}
+		w, err := n.newVersion(ctx, tx, store.KindChar, name, 0)
+		if err != nil {
+			return err
+		}
+		_, err = tx.Create(w)
+		return err
 	})
 	return n.errno(ctx, err, "rename")
 }

@@ -716,6 +716,32 @@ func TestSemanticsRename(t *testing.T) {
 				t.Errorf("parent nlink %d after replacing a dir, want 3", n)
 			}
 		}},
+		{"whiteout", func(t *testing.T, dir string) {
+			a, b, c := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(dir, "c")
+			mustWrite(t, a, []byte("moved"))
+			mustWrite(t, c, []byte("stays"))
+			ino := lstat(t, a).Ino
+			if err := renameat2(a, b, unix.RENAME_WHITEOUT); err != nil {
+				t.Fatal(err)
+			}
+			wantContent(t, b, []byte("moved"))
+			wantWhiteout(t, a)
+			if lstat(t, b).Ino != ino || lstat(t, a).Ino == ino {
+				t.Error("the whiteout took the moved file's inode number")
+			}
+			// Over an existing target, and refused without change.
+			mustWrite(t, a+"2", []byte("second"))
+			if err := renameat2(a+"2", c, unix.RENAME_WHITEOUT); err != nil {
+				t.Fatal(err)
+			}
+			wantContent(t, c, []byte("second"))
+			wantWhiteout(t, a+"2")
+			mustWrite(t, a+"3", []byte("third"))
+			wantErrno(t, renameat2(a+"3", b, unix.RENAME_WHITEOUT|unix.RENAME_NOREPLACE), unix.EEXIST, "RENAME_WHITEOUT|RENAME_NOREPLACE onto a file")
+			wantErrno(t, renameat2(a+"3", b, unix.RENAME_WHITEOUT|unix.RENAME_EXCHANGE), unix.EINVAL, "RENAME_WHITEOUT|RENAME_EXCHANGE")
+			wantContent(t, a+"3", []byte("third"))
+			wantContent(t, b, []byte("moved"))
+		}},
 		{"type mismatches", func(t *testing.T, dir string) {
 			f, d := filepath.Join(dir, "f"), filepath.Join(dir, "d")
 			mustWrite(t, f, []byte("f"))
@@ -740,7 +766,21 @@ func TestSemanticsRename(t *testing.T) {
 	wantContent(t, s.path("exchange-directories/d2/x"), []byte("x in d1"))
 	wantContent(t, s.path("directory-with-contents/elsewhere/moved/a/b/leaf"), []byte("leaf"))
 	wantContent(t, s.path("dir-over-empty-dir/b/fa"), []byte("fa"))
+	wantContent(t, s.path("whiteout/b"), []byte("moved"))
+	wantWhiteout(t, s.path("whiteout/a"))
+	wantWhiteout(t, s.path("whiteout/a2"))
 	s.finish()
+}
+
+// wantWhiteout checks that path is an overlayfs whiteout: a character
+// device 0:0 with mode 0, owned by the caller (root here). (Overlayfs
+// links one whiteout to many names, so the link count is not checked.)
+func wantWhiteout(t *testing.T, path string) {
+	t.Helper()
+	st := lstat(t, path)
+	if st.Mode != unix.S_IFCHR || st.Rdev != 0 || st.Uid != 0 {
+		t.Errorf("%s: mode %#o rdev %d uid %d, want a whiteout (%#o, 0, 0)", path, st.Mode, st.Rdev, st.Uid, unix.S_IFCHR)
+	}
 }
 
 func TestSemanticsDeepPaths(t *testing.T) {
