@@ -18,6 +18,11 @@ type handle struct {
 	node *Node
 	of   *openFile
 	once sync.Once
+	// readOnly: opened O_RDONLY without O_TRUNC. Closing it does not
+	// commit what the file's other handles buffered: a reader's close
+	// would otherwise make a version of a file being written (one per
+	// read of a growing log, say) and wait for the writer's commit.
+	readOnly bool
 }
 
 var (
@@ -55,13 +60,20 @@ func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (go
 			return nil, 0, n.errno(ctx, err, "open")
 		}
 	}
+	h := &handle{node: n, of: of, readOnly: flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0}
+	var fuseFlags uint32 = fuse.FOPEN_KEEP_CACHE
+	if h.readOnly {
+		// Nothing to commit at close: the kernel need not ask (one
+		// request fewer for every file read).
+		fuseFlags |= fuse.FOPEN_NOFLUSH
+	}
 	// The kernel's cached pages stay valid while only this mount changes
 	// files, so keep them across opens; but while a reader still reads an
 	// older version (a peer's version arrived), the pages are its: bypass.
 	if n.fsys.pagesShared(v.ID) {
-		return &handle{node: n, of: of}, fuse.FOPEN_DIRECT_IO, 0
+		fuseFlags = fuseFlags&^fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO
 	}
-	return &handle{node: n, of: of}, fuse.FOPEN_KEEP_CACHE, 0
+	return h, fuseFlags, 0
 }
 
 func (h *handle) errno(ctx context.Context, err error, op string) syscall.Errno {
@@ -99,13 +111,14 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	return uint32(len(data)), 0
 }
 
-// Flush (every close) commits buffered writes, so close reports errors.
-// A truncation with nothing written after it waits for the next write's
+// Flush (every close of a writable handle) commits buffered writes, so
+// close reports errors; read-only handles are opened with FOPEN_NOFLUSH and
+// commit nothing here (see handle.readOnly). A truncation with nothing written after it waits for the next write's
 // commit or the release: a shell's 'echo x > f' opens with O_TRUNC, closes
 // a duplicate of the descriptor, then writes, and committing at that first
 // close would make an empty version in between, which peers would see.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	if h.of.onlyTruncated() {
+	if h.readOnly || h.of.onlyTruncated() {
 		return 0
 	}
 	return h.errno(ctx, h.of.commit(), "flush")
@@ -119,10 +132,16 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	return h.errno(ctx, h.node.fsys.s.Sync(), "fsync")
 }
 
-// Release commits what is left and drops the handle.
+// Release commits what is left and drops the handle. A read-only handle
+// commits only as the file's last one (an attribute change made through
+// it, say); otherwise the writers' own closes and the periodic commit do.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	var errno syscall.Errno
 	h.once.Do(func() {
+		if h.readOnly {
+			errno = h.errno(ctx, h.node.fsys.drop(h.of), "release")
+			return
+		}
 		errno = h.errno(ctx, h.of.commit(), "release")
 		h.node.fsys.release(h.of)
 	})

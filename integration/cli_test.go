@@ -669,6 +669,42 @@ func TestCLIFsckClean(t *testing.T) {
 	}
 }
 
+// Closing a reader commits nothing of what another handle has buffered: a
+// file read while it is written (a log being tailed) gets no version per
+// read, and the writer's close makes the one version.
+func TestReaderCloseCommitsNothing(t *testing.T) {
+	s := newSite(t)
+	s.mount()
+	want := []byte("first line\n")
+	if err := os.WriteFile(s.path("log"), want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := len(versionsJSON(t, s.path("log")))
+	w, err := os.OpenFile(s.path("log"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		line := fmt.Sprintf("line %d\n", i)
+		if _, err := w.WriteString(line); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, line...)
+		wantContent(t, s.path("log"), want) // open, read, close
+	}
+	// (Not counted while w is open: running geofs would close a copy of
+	// w in the child, and that close commits.)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(versionsJSON(t, s.path("log"))); n != before+1 {
+		t.Errorf("20 reads while writing, then the writer's close, made %d versions, want 1", n-before)
+	}
+	s.remount()
+	wantContent(t, s.path("log"), want)
+	s.finish()
+}
+
 // Overwriting a file (open with O_TRUNC, write, close) makes one version,
 // with no empty one in between that a peer could see.
 func TestOverwriteMakesOneVersion(t *testing.T) {
