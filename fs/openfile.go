@@ -88,9 +88,11 @@ type fileAttrs struct {
 
 func newLayer(size uint64) *layer { return &layer{size: size, keep: size} }
 
-// successor is the empty layer that takes l's place once l is committed or
-// committing. A sequential writer's run goes on in it, so its first write
-// gets a full-size arena at once.
+// successor is the empty layer that takes l's place when l, full, goes
+// to a background commit. The writer's run goes on in it, so its next write
+// gets a full-size arena at once. (Not after other commits: an fsync or a
+// close between small appends would give each append an arena as large as
+// the run, spare capacity the mount's budget does not count.)
 func (l *layer) successor() *layer {
 	next := newLayer(l.size)
 	next.run, next.runEnd = l.run, l.runEnd
@@ -760,7 +762,7 @@ func (of *openFile) commitLocked() error {
 		of.pending.recycle()
 	}
 	of.cur.recycle()
-	of.pending, of.cur = nil, of.cur.successor()
+	of.pending, of.cur = nil, newLayer(of.cur.size)
 	return nil
 }
 
