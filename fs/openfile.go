@@ -134,7 +134,9 @@ func (f *FS) hold(id store.FileID) *openFile {
 	return of
 }
 
-// drop releases a reference taken by hold, committing when it was the last.
+// drop releases a reference taken by hold (or a read-only handle's),
+// committing when it was the last. Two drops at once may each see the
+// other's reference; whichever finds none left after its release commits.
 func (f *FS) drop(of *openFile) error {
 	f.mu.Lock()
 	last := of.refs == 1
@@ -144,6 +146,15 @@ func (f *FS) drop(of *openFile) error {
 		err = of.commit()
 	}
 	f.release(of)
+	if !last {
+		f.mu.Lock()
+		last = of.refs == 0
+		f.mu.Unlock()
+		if last && of.isDirty() {
+			err = of.commit()
+			f.forgetIfIdle(of)
+		}
+	}
 	return err
 }
 
