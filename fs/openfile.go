@@ -388,6 +388,7 @@ func (of *openFile) handOff() error {
 		return nil
 	}
 	if of.pending != nil { // an earlier background commit failed: retry now
+		of.err = nil // the retry reports it instead, if it fails too
 		if err := of.commitLayer(of.pending); err != nil {
 			return err
 		}
