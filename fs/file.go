@@ -113,10 +113,11 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 // Flush (every close of a writable handle) commits buffered writes, so
 // close reports errors; read-only handles are opened with FOPEN_NOFLUSH and
-// commit nothing here (see handle.readOnly). A truncation with nothing written after it waits for the next write's
-// commit or the release: a shell's 'echo x > f' opens with O_TRUNC, closes
-// a duplicate of the descriptor, then writes, and committing at that first
-// close would make an empty version in between, which peers would see.
+// commit nothing here (see handle.readOnly). A truncation with nothing
+// written after it waits for the next write's commit or the release: a
+// shell's 'echo x > f' opens with O_TRUNC, closes a duplicate of the
+// descriptor, then writes, and committing at that first close would make an
+// empty version in between, which peers would see.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	if h.readOnly || h.of.onlyTruncated() {
 		return 0
