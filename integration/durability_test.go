@@ -166,6 +166,11 @@ func TestSIGKILLKeepsFsyncedData(t *testing.T) {
 	started := map[string]int{}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	// Registered after the mount's cleanup, so it runs first: a test that
+	// fails before the kill must not leave writers filling the bare
+	// mountpoint directory once the mount is gone.
+	t.Cleanup(halt)
 	for w := range 4 {
 		wg.Go(func() {
 			for i := w * 100000; ; i++ {
@@ -194,8 +199,7 @@ func TestSIGKILLKeepsFsyncedData(t *testing.T) {
 		t.Fatalf("want one geofs process, found %v", pids)
 	}
 	syscall.Kill(pids[0], syscall.SIGKILL)
-	close(stop)
-	wg.Wait()
+	halt()
 	if len(synced) == 0 {
 		t.Fatal("no write was fsynced before the kill: the test proved nothing")
 	}
