@@ -19,6 +19,36 @@ type encodedChunk struct {
 // its pack, and its location submitted to Badger ahead of any later Update,
 // before PutChunks returns (invariant 1).
 func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
+	enc := s.encodeChunks(chunks)
+	// The new chunks' records are laid out for the pack before the lock
+	// (see image); should a batch written meanwhile have stored one of
+	// them, writeChunks lays them out again.
+	var img *image
+	if cand := freshOf(enc, func(Hash) bool { return false }); len(cand) > 0 {
+		if img = s.packs.prepareEarly(cand); img != nil {
+			defer s.packs.release(img)
+		}
+	}
+	// Deciding what is new and writing it is one step across batches (a
+	// rewrite stores two at once, and files are written side by side), so
+	// that a chunk that two batches hold is written once; so is a chunk
+	// repeated within a batch (a repeated pattern, say).
+	s.putMu.Lock()
+	err := s.writeChunks(freshOf(enc, s.HasChunk), img)
+	s.putMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	refs := make([]Ref, len(chunks))
+	for i, c := range chunks {
+		refs[i] = Ref{enc[i].hdr.id, uint64(len(c))}
+	}
+	return refs, nil
+}
+
+// encodeChunks hashes the chunks and, for those not stored yet, decides
+// how each block is stored, on every core.
+func (s *Store) encodeChunks(chunks [][]byte) []encodedChunk {
 	enc := make([]encodedChunk, len(chunks))
 	parallel(len(chunks), func(i int) {
 		leaves := blockHashes(chunks[i])
@@ -29,29 +59,7 @@ func (s *Store) PutChunks(chunks [][]byte) ([]Ref, error) {
 			s.encodeBlocks(&enc[i], chunks[i], leaves)
 		}
 	})
-	// Deciding what is new and writing it is one step across batches (a
-	// rewrite stores two at once, and files are written side by side), so
-	// that a chunk that two batches hold is written once; so is a chunk
-	// repeated within a batch (a repeated pattern, say).
-	s.putMu.Lock()
-	seen := make(map[Hash]bool, len(enc))
-	for i := range enc {
-		id := enc[i].hdr.id
-		if enc[i].fresh && (seen[id] || s.HasChunk(id)) {
-			enc[i].fresh = false
-		}
-		seen[id] = true
-	}
-	err := s.writeChunks(enc)
-	s.putMu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	refs := make([]Ref, len(chunks))
-	for i, c := range chunks {
-		refs[i] = Ref{enc[i].hdr.id, uint64(len(c))}
-	}
-	return refs, nil
+	return enc
 }
 
 // encodeBlocks fills in how each block is stored. Chunks under 16 KiB stay
@@ -76,23 +84,41 @@ func (s *Store) encodeBlocks(e *encodedChunk, data []byte, leaves []Hash) {
 	}
 }
 
-func (s *Store) writeChunks(enc []encodedChunk) error {
+// freshOf returns the chunks of enc to write: those not stored before
+// (fresh) nor now (stored), each once.
+func freshOf(enc []encodedChunk, stored func(Hash) bool) []encodedChunk {
 	var fresh []encodedChunk
-	var need uint64
+	seen := make(map[Hash]bool, len(enc))
 	for _, e := range enc {
-		if e.fresh {
+		if e.fresh && !seen[e.hdr.id] && !stored(e.hdr.id) {
 			fresh = append(fresh, e)
-			need += uint64(recordFixed + len(e.hdr.blocks)*recordPerBlock + e.hdr.dataLen())
 		}
+		seen[e.hdr.id] = true
 	}
+	return fresh
+}
+
+// writeChunks appends the fresh chunks to a pack, from img when it holds
+// exactly them, and indexes them.
+func (s *Store) writeChunks(fresh []encodedChunk, img *image) error {
 	if len(fresh) == 0 {
 		return nil
+	}
+	var need uint64
+	for _, e := range fresh {
+		need += uint64(recordFixed + len(e.hdr.blocks)*recordPerBlock + e.hdr.dataLen())
 	}
 	need += 2 * directAlign // a direct append's alignment and padding
 	if err := s.checkSpace(need); err != nil {
 		return err
 	}
-	locs, err := s.packs.append(fresh)
+	var locs []chunkLoc
+	var err error
+	if img != nil && img.holds(fresh) {
+		locs, err = s.packs.appendImage(img)
+	} else {
+		locs, err = s.packs.append(fresh)
+	}
 	if err != nil {
 		return classifyBadger(err)
 	}

@@ -96,8 +96,7 @@ func TestPackDirectAndBufferedAppends(t *testing.T) {
 func TestPackBufferedWithoutDirectIO(t *testing.T) {
 	s := newTestStore(t)
 	s.packs.mu.Lock()
-	s.packs.direct.Close()
-	s.packs.direct, s.packs.noDirect = nil, true
+	s.packs.stopDirect()
 	s.packs.mu.Unlock()
 	start, _ := packEnd(t, s)
 	_, small := cacheChunk(1, 1000)
@@ -107,5 +106,37 @@ func TestPackBufferedWithoutDirectIO(t *testing.T) {
 	want := start + int64(1000+3<<20) + 2*recordFixed + (1+(3<<20)/BlockSize)*recordPerBlock
 	if end, size := packEnd(t, s); end != size || end != want {
 		t.Fatalf("buffered appends: end %d, file size %d, want %d", end, size, want)
+	}
+}
+
+// A batch is laid out for the pack before the write lock (see image). A
+// chunk that another batch stored meanwhile is not written again: the
+// batch is laid out anew without it.
+func TestLaidOutBatchSkipsAChunkStoredMeanwhile(t *testing.T) {
+	s := newTestStore(t)
+	_, a := cacheChunk(1, 1<<20)
+	_, b := cacheChunk(2, 1<<20+7)
+	enc := s.encodeChunks([][]byte{a, b})
+	img := s.packs.prepareEarly(freshOf(enc, func(Hash) bool { return false }))
+	if img == nil {
+		t.Fatal("a 2 MiB batch was not laid out for a direct append")
+	}
+	defer s.packs.release(img)
+	putAndCheck(t, s, a) // another batch, in between
+	before, _ := packEnd(t, s)
+	s.putMu.Lock()
+	err := s.writeChunks(freshOf(enc, s.HasChunk), img)
+	s.putMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := packEnd(t, s)
+	if grew := after - before; grew > int64(len(b))+directAlign+recordMaxHeader {
+		t.Fatalf("the pack grew by %d bytes for one new chunk of %d", grew, len(b))
+	}
+	for i, c := range [][]byte{a, b} {
+		if got, err := s.ReadChunk(enc[i].hdr.id); err != nil || !sameBytes(got, c) {
+			t.Fatalf("chunk %d read back: %v", i, err)
+		}
 	}
 }

@@ -392,7 +392,7 @@ func (s *Store) keep(req FetchRequest, b []byte, header []byte) error {
 		// Held here but damaged or lost: repair in place. (A site without
 		// metadata-only links holds every chunk for good.)
 		s.headers.Delete(id)
-		if err := s.writeChunks([]encodedChunk{e}); err != nil {
+		if err := s.writeChunks([]encodedChunk{e}, nil); err != nil {
 			return fmt.Errorf("repair %s: %w", req, err)
 		}
 		if err := s.packs.sync(); err != nil {
