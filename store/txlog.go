@@ -27,9 +27,10 @@ const (
 	OpRestore
 	OpMerge   // a merge of concurrent versions made here (merge.go)
 	OpResolve // a record derived to resolve a conflict: a conflict copy, a rename out of a name clash, a directory kept alive, a cycle broken
+	OpCopy    // content made from another file's chunks, without copying bytes (copy_file_range)
 )
 
-var opNames = [...]string{"", "create", "mkdir", "symlink", "write", "setattr", "rename", "link", "unlink", "rmdir", "xattr", "restore", "merge", "resolve"}
+var opNames = [...]string{"", "create", "mkdir", "symlink", "write", "setattr", "rename", "link", "unlink", "rmdir", "xattr", "restore", "merge", "resolve", "copy"}
 
 func (o Op) String() string {
 	if int(o) < len(opNames) && o != 0 {
