@@ -62,7 +62,11 @@ type FS struct {
 	// detached counts, per file, open states left serving an older version
 	// to their readers after a peer's version arrived (notify.go).
 	detached map[store.FileID]int
-	nodes    map[store.FileID]*Node // see notify.go
+	// nodes has a lock of its own: notifications are sent with an open
+	// file's lock held (a commit that leaves a file sparse), and detach
+	// takes that lock with mu held.
+	nodesMu sync.Mutex
+	nodes   map[store.FileID]*Node // see notify.go
 	listings *listings
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)

@@ -16,8 +16,8 @@ import (
 var _ = (gofs.NodeOnForgetter)((*Node)(nil))
 
 func (f *FS) remember(n *Node) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.nodesMu.Lock()
+	defer f.nodesMu.Unlock()
 	if f.nodes == nil {
 		f.nodes = map[store.FileID]*Node{}
 	}
@@ -26,8 +26,8 @@ func (f *FS) remember(n *Node) {
 
 // OnForget drops the node when the kernel forgets it.
 func (n *Node) OnForget() {
-	n.fsys.mu.Lock()
-	defer n.fsys.mu.Unlock()
+	n.fsys.nodesMu.Lock()
+	defer n.fsys.nodesMu.Unlock()
 	if n.fsys.nodes[n.id] == n {
 		delete(n.fsys.nodes, n.id)
 	}
@@ -55,9 +55,9 @@ func (f *FS) notifyAttrs(id store.FileID) { f.notify(id, -1) }
 // notify drops the kernel's cached attributes of id, and its pages from
 // off on unless off is negative, if the kernel knows id.
 func (f *FS) notify(id store.FileID, off int64) {
-	f.mu.Lock()
+	f.nodesMu.Lock()
 	n := f.nodes[id]
-	f.mu.Unlock()
+	f.nodesMu.Unlock()
 	if n != nil {
 		n.NotifyContent(off, 0)
 	}
@@ -103,9 +103,9 @@ func (f *FS) Applied(changes []store.Change) {
 
 // forgetName drops the kernel's entry for l (in a directory it knows).
 func (f *FS) forgetName(l store.Link, child store.FileID) {
-	f.mu.Lock()
+	f.nodesMu.Lock()
 	parent, node := f.nodes[l.Parent], f.nodes[child]
-	f.mu.Unlock()
+	f.nodesMu.Unlock()
 	if parent == nil {
 		return
 	}

@@ -326,3 +326,30 @@ func TestSmallAppendsAfterACommitGetNoArena(t *testing.T) {
 		}
 	}
 }
+
+// A commit that leaves a file sparse notifies the kernel with the open
+// file's lock held, while a peer's version arriving detaches open files
+// with the FS's lock held, then takes the open file's: the notification
+// must not wait for the FS's lock.
+func TestSparseCommitDoesNotWaitForDetach(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	m := newModelFile(t, f, s, "f")
+	m.of.extend(1 << 20) // a hole: the commit notifies
+	m.of.mu.Lock()
+	detached := make(chan bool)
+	go func() { detached <- f.detach(m.id) }()
+	time.Sleep(50 * time.Millisecond) // detach now holds f.mu and waits for of.mu
+	committed := make(chan error)
+	go func() { committed <- m.of.commitLocked() }()
+	select {
+	case err := <-committed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		m.of.mu.Unlock() // let both go, so that the test ends
+		t.Fatal("the commit waits for detach, which waits for the commit: deadlock")
+	}
+	m.of.mu.Unlock()
+	<-detached
+}
