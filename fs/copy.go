@@ -30,19 +30,23 @@ var _ = (gofs.NodeCopyFileRanger)((*Node)(nil))
 // It does so for the copies cp makes: a file's bytes from its start, at
 // the same offsets, into a file that holds nothing yet (or what an earlier
 // such call copied, as cp copies in pieces of at most 4 GiB), with nothing
-// buffered over either file. Any other copy is left to the kernel, which
-// copies the bytes through reads and writes.
+// buffered over the source. Each such call is a version and may store the
+// chunk its end cuts, so a piece must reach the source's end or be as
+// large as a write buffer (MaxDirty): a program copying in small pieces
+// would otherwise make a version and a chunk of up to 4 MiB per piece. On
+// a site that holds only some chunks (a fog node), every chunk copied must
+// be stored here: the copy's version cannot name the source's to fetch
+// them by, and pins would not fetch them. Any other copy is left to the
+// kernel, which copies the bytes through reads and writes.
 func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
 	src, okIn := fhIn.(*handle)
 	dst, okOut := fhOut.(*handle)
 	if !okIn || !okOut || flags != 0 || offIn != offOut || src.of == dst.of {
 		return 0, syscall.EOPNOTSUPP
 	}
-	// As for a write: no version may hold this caller's bytes with the
-	// bits it clears.
-	if err := dst.node.killPrivs(ctx, dst.of, func() bool { return n.fsys.unprivileged(ctx) }); err != nil {
-		return 0, dst.errno(ctx, err, "copy_file_range")
-	}
+	// Setuid and setgid bits need no killing here, unlike in Write: the
+	// kernel clears them with a SETATTR before it sends the copy
+	// (file_modified), which it does not do before a write.
 	done, err := n.fsys.copyPrefix(src.of, dst.of, offIn, min(length, maxCopy))
 	if errors.Is(err, errCopyBytes) {
 		return 0, syscall.EOPNOTSUPP
@@ -74,6 +78,12 @@ func (f *FS) copyPrefix(src, dst *openFile, at, n uint64) (uint64, error) {
 		return 0, nil
 	}
 	end := at + min(n, from.Size-at)
+	if end < from.Size && end-at < uint64(f.opts.MaxDirty) {
+		return 0, errCopyBytes
+	}
+	if f.s.Partial() && !f.holdsAll(from, end) {
+		return 0, errCopyBytes
+	}
 
 	dst.mu.Lock()
 	defer dst.mu.Unlock()
@@ -138,4 +148,18 @@ func (f *FS) copyPrefix(src, dst *openFile, at, n uint64) (uint64, error) {
 		f.notifyAttrs(dst.id) // see build
 	}
 	return end - at, nil
+}
+
+// holdsAll reports whether every data chunk of x before end is stored on
+// this site for good (in a pack, not in the cache).
+func (f *FS) holdsAll(x *store.Extents, end uint64) bool {
+	for k, r := range x.Refs {
+		if x.Offs[k] >= end {
+			break
+		}
+		if !r.IsHole() && !f.s.HasChunk(r.Hash) {
+			return false
+		}
+	}
+	return true
 }

@@ -73,7 +73,7 @@ func TestCopyIsMadeFromChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, 60<<20, 0)
+		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, 64<<20, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +99,31 @@ func TestCopyIsMadeFromChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	if vs := versionsJSON(t, s.path("pieces")); len(vs) != 5 {
-		t.Fatalf("copied in 3 pieces and written: %d versions, want 5: %+v", len(vs), vs)
+		t.Fatalf("copied in 3 pieces of 64 MiB and written: %d versions, want 5: %+v", len(vs), vs)
+	}
+
+	// Small pieces: the kernel copies the bytes (a version and a cut
+	// chunk per piece would pile up).
+	small, err := os.Create(s.path("small-pieces"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var from int64 // in's own offset is at its end by now
+	for {
+		n, err := unix.CopyFileRange(int(in.Fd()), &from, int(small.Fd()), nil, 1<<20, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if err := small.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustRead(t, s.path("small-pieces"), data)
+	if vs := versionsJSON(t, s.path("small-pieces")); len(vs) > 5 {
+		t.Fatalf("copied in 150 pieces: %d versions, want at most 5 (created, one per 64 MiB)", len(vs))
 	}
 
 	// Not a copy from the start: the kernel copies the bytes.
@@ -164,6 +188,30 @@ func TestCopyIsMadeFromChunks(t *testing.T) {
 	mustRead(t, s.path("sparse2"), sparse)
 	mustRead(t, s.path("pieces"), want)
 	mustRead(t, s.path("other"), appended)
+}
+
+// On a fog node the source's chunks are mostly not stored here: the
+// kernel copies the bytes, and the copy reads back after a remount (a
+// copy made of chunks could not name a version to fetch them by).
+func TestFogCopyReadsBackAfterRemount(t *testing.T) {
+	a := newLinkedSite(t, "a")
+	f := newFogSite(t, "f", "64MiB")
+	a.link(f, "", "--path", "/pub")
+	f.link(a, a.addr, "--direction", "receive", "--metadata-only", "all", "--path", "/pub")
+	a.mount()
+	f.mount()
+	x := map[string][]byte{"pub/x": randomBytes(t, 4<<20)}
+	putFiles(t, a, x)
+	waitMetadata(t, f, x)
+	if out, err := exec.Command("cp", f.path("pub/x"), f.path("pub/y")).CombinedOutput(); err != nil {
+		t.Fatalf("cp at f: %v\n%s", err, out)
+	}
+	f.unmount()
+	f.mount()
+	got, err := readFresh(f.path("pub/y"))
+	if err != nil || !bytes.Equal(got, x["pub/x"]) {
+		t.Fatalf("the copy at f after a remount: %v, equal %v", err, bytes.Equal(got, x["pub/x"]))
+	}
 }
 
 // copyFile copies src to a new file dst with copy_file_range, as cp does.

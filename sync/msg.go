@@ -54,8 +54,9 @@ const (
 )
 
 // protoVersion is the version of this protocol; a hello with another is
-// refused.
-const protoVersion = 2
+// refused. 3: txlog entries may carry op copy (14), which a site of
+// version 2 takes for corruption.
+const protoVersion = 3
 
 // Limits a decoder enforces (a frame is at most MaxFrame bytes anyway).
 const (
