@@ -65,8 +65,8 @@ type FS struct {
 	// nodes has a lock of its own: notifications are sent with an open
 	// file's lock held (a commit that leaves a file sparse), and detach
 	// takes that lock with mu held.
-	nodesMu sync.Mutex
-	nodes   map[store.FileID]*Node // see notify.go
+	nodesMu  sync.Mutex
+	nodes    map[store.FileID]*Node // see notify.go
 	listings *listings
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)
