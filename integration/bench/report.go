@@ -115,6 +115,8 @@ func (b *bench) finishReport() {
 
 func fmtValue(v float64, unit string) string {
 	switch {
+	case unit == "s" && v < 0.1:
+		return fmt.Sprintf("%.4f", v) // a copy made from chunks: milliseconds
 	case unit == "s" || strings.HasPrefix(unit, "%"):
 		return fmt.Sprintf("%.2f", v)
 	case unit == "MiB/s", unit == "KiB":
