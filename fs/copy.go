@@ -60,8 +60,9 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 // copyPrefix makes dst's content src's bytes up to at+n (or src's end) and
 // returns how many bytes that added. dst must hold src's first at bytes,
 // chunked as src's prefix is chunked: nothing, or what an earlier
-// copyPrefix made. Otherwise, or with changes buffered over either file,
-// it returns errCopyBytes.
+// copyPrefix made. Otherwise, with anything buffered over src, or with
+// data buffered over dst, it returns errCopyBytes (a truncation and
+// attribute changes buffered over dst go into the copy's version).
 //
 // The new content is src's, cut at the copy's end (store.Rewrite re-chunks
 // only the chunk the cut falls in), so it is what writing the same bytes
