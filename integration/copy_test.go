@@ -72,15 +72,7 @@ func TestCopyIsMadeFromChunks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, 64<<20, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
+	copyPieces(t, in, nil, out, 64<<20)
 	// Writes through the same descriptor land over the copy.
 	patch := content(12, 0, 5000)
 	if _, err := out.WriteAt(patch, 70<<20+123); err != nil {
@@ -109,15 +101,7 @@ func TestCopyIsMadeFromChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	var from int64 // in's own offset is at its end by now
-	for {
-		n, err := unix.CopyFileRange(int(in.Fd()), &from, int(small.Fd()), nil, 1<<20, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-	}
+	copyPieces(t, in, &from, small, 1<<20)
 	if err := small.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -226,17 +210,25 @@ func copyFile(t *testing.T, src, dst string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	copyPieces(t, in, nil, out, 1<<30)
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyPieces calls copy_file_range from in (at *offIn, or at its file
+// offset when offIn is nil) to out's file offset, piece bytes at a time,
+// until in's end.
+func copyPieces(t *testing.T, in *os.File, offIn *int64, out *os.File, piece int) {
+	t.Helper()
 	for {
-		n, err := unix.CopyFileRange(int(in.Fd()), nil, int(out.Fd()), nil, 1<<30, 0)
+		n, err := unix.CopyFileRange(int(in.Fd()), offIn, int(out.Fd()), nil, piece, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if n == 0 {
-			break
+			return
 		}
-	}
-	if err := out.Close(); err != nil {
-		t.Fatal(err)
 	}
 }
 
