@@ -3,7 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"slices"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -58,9 +57,9 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 }
 
 // copyPrefix makes dst's content src's bytes up to at+n (or src's end) and
-// returns how many bytes that added. dst must hold src's first at bytes,
-// chunked as src's prefix is chunked: nothing, or what an earlier
-// copyPrefix made. Otherwise, with anything buffered over src, or with
+// returns how many bytes that added. dst must hold nothing, or exactly
+// what an earlier copyPrefix from the same content made (it remembers
+// that in dst.copied). Otherwise, with anything buffered over src, or with
 // data buffered over dst, it returns errCopyBytes (a truncation and
 // attribute changes buffered over dst go into the copy's version).
 //
@@ -73,7 +72,7 @@ func (f *FS) copyPrefix(src, dst *openFile, at, n uint64) (uint64, error) {
 		src.mu.Unlock()
 		return 0, errCopyBytes
 	}
-	from, origin := src.base, src.origin
+	from, fromRoot, origin := src.base, src.root, src.origin
 	src.mu.Unlock()
 	if at >= from.Size || n == 0 {
 		return 0, nil
@@ -96,17 +95,8 @@ func (f *FS) copyPrefix(src, dst *openFile, at, n uint64) (uint64, error) {
 		return 0, errCopyBytes
 	}
 	s := f.s
-	if at > 0 {
-		if l.keep < at || dst.base.Size != at {
-			return 0, errCopyBytes
-		}
-		want, err := s.Rewrite(from, nil, at)
-		if err != nil {
-			return 0, err
-		}
-		if !slices.Equal(want.Refs, dst.base.Refs) {
-			return 0, errCopyBytes
-		}
+	if at > 0 && (l.keep < at || dst.base.Size != at || dst.copied.from != fromRoot || dst.copied.root != dst.root) {
+		return 0, errCopyBytes // not the continuation of a copy of this content
 	}
 	x, err := s.Rewrite(from, nil, end)
 	if err != nil {
@@ -144,6 +134,7 @@ func (f *FS) copyPrefix(src, dst *openFile, at, n uint64) (uint64, error) {
 	// The copy's chunks are src's: fetch them in the name of src's
 	// version until this one reaches the peers.
 	dst.base, dst.root, dst.origin, dst.cur = x, root, origin, newLayer(end)
+	dst.copied.from, dst.copied.root = fromRoot, root
 	dst.account()
 	if alloc != end {
 		f.notifyAttrs(dst.id) // see build

@@ -36,6 +36,10 @@ type openFile struct {
 	err     error // from the last background commit, not yet reported
 	since   time.Time
 	lastEnd uint64 // where the last read ended (sequential reads read ahead)
+	// copied says base is a prefix of the content whose manifest root is
+	// copied.from, made by copyPrefix, with root copied.root: the next
+	// piece of the copy may continue from chunks.
+	copied struct{ from, root store.Hash }
 
 	accounted int64 // buffered bytes counted in fsys.buffered
 	detached  bool  // no longer the file's open state (see FS.detach)

@@ -145,6 +145,29 @@ func TestCopyIsMadeFromChunks(t *testing.T) {
 	}
 	appended := append(bytes.Clone(other), data[10<<20:30<<20]...)
 	mustRead(t, s.path("other"), appended)
+	// The same, to the source's end (a piece that may be made from chunks
+	// when it continues a copy, which this is not).
+	if err := os.WriteFile(s.path("other3"), other, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out4, err := os.OpenFile(s.path("other3"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offIn, offOut = 10<<20, 10<<20
+	for {
+		n, err := unix.CopyFileRange(int(in.Fd()), &offIn, int(out4.Fd()), &offOut, 1<<30, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if err := out4.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustRead(t, s.path("other3"), append(bytes.Clone(other), data[10<<20:]...))
 	in.Close()
 
 	// A source with writes still buffered: the copy has them.
