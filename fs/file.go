@@ -315,9 +315,5 @@ func (n *Node) setSize(ctx context.Context, size uint64, c attrChange) syscall.E
 		return n.errno(ctx, err, "truncate")
 	}
 	defer n.fsys.release(of)
-	of.truncate(size)
-	if c.any() {
-		of.setattr(c)
-	}
-	return n.errno(ctx, of.commit(), "truncate")
+	return n.errno(ctx, of.resize(size, c), "truncate")
 }

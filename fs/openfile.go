@@ -326,6 +326,10 @@ func (of *openFile) touch() {
 func (of *openFile) setattr(c attrChange) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
+	of.setattrLocked(c)
+}
+
+func (of *openFile) setattrLocked(c attrChange) {
 	of.change(time.Now().UnixNano())
 	l := &of.cur.attrs
 	if c.setMode {
@@ -594,6 +598,30 @@ func (l *layer) recycle() {
 func (of *openFile) truncate(size uint64) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
+	of.truncateLocked(size)
+}
+
+// resize is ftruncate: it sets the size, makes the attribute changes c,
+// and commits both as one version. The new size becomes visible to the
+// file's readers only once nothing is left to wait for: the wait for a
+// background commit comes first, and the commit runs with the lock held.
+// The kernel keeps the file's old size until the reply and fills a read
+// that comes back short of it with zeros (docs/DECISIONS.md, "A
+// truncation is seen when it returns").
+func (of *openFile) resize(size uint64, c attrChange) error {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	for of.busy {
+		of.cond.Wait()
+	}
+	of.truncateLocked(size)
+	if c.any() {
+		of.setattrLocked(c)
+	}
+	return of.commitLocked()
+}
+
+func (of *openFile) truncateLocked(size uint64) {
 	if size == of.cur.size {
 		return
 	}

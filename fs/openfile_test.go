@@ -292,6 +292,46 @@ func TestWriteThatWaitsIsNotSeenBeforeItReturns(t *testing.T) {
 	m.check()
 }
 
+// TestTruncationThatWaitsIsNotSeenBeforeItReturns: ftruncate that waits for
+// the background commit before it shows readers the old size and bytes
+// until the wait ends. The kernel keeps the old size until the reply and
+// fills a read that came back short of it with zeros: a stress run's
+// O_DIRECT reader got whole MiBs of zeros from a file being truncated.
+func TestTruncationThatWaitsIsNotSeenBeforeItReturns(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	m := newModelFile(t, f, s, "f")
+	of := m.of
+	block := bytes.Repeat([]byte{7}, 2<<20)
+	if err := of.write(block, 0); err != nil {
+		t.Fatal(err)
+	}
+	of.mu.Lock()
+	of.busy = true // as if a background commit were running
+	of.mu.Unlock()
+	done := make(chan error)
+	go func() { done <- of.resize(4096, attrChange{}) }()
+	time.Sleep(50 * time.Millisecond)
+	if got := of.size(); got != 2<<20 {
+		t.Errorf("size %d while the truncation waits, want %d", got, 2<<20)
+	}
+	p := make([]byte, 4096)
+	if n, err := of.read(p, 1<<20); n != len(p) || err != nil || !bytes.Equal(p, block[:len(p)]) {
+		t.Errorf("read past the new end while the truncation waits: %d bytes, %v, want the old bytes", n, err)
+	}
+	of.mu.Lock()
+	of.busy = false
+	of.cond.Broadcast()
+	of.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if of.isDirty() {
+		t.Error("the truncation is still buffered after it returned")
+	}
+	m.model = block[:4096]
+	m.check()
+}
+
 // TestSmallAppendsAfterACommitGetNoArena: after an fsync or a close, the
 // next small append gets a patch of its own size, not an arena as large as
 // the run before the commit. Each arena's spare capacity is memory the
