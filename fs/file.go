@@ -54,13 +54,17 @@ func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (go
 		return nil, 0, n.errno(ctx, err, "open")
 	}
 	if flags&syscall.O_TRUNC != 0 { // like ext4, even with O_RDONLY
-		of.truncate(0)
+		// Bits first: an open that fails truncates nothing.
 		if err := n.killPrivs(ctx, of, func() bool { return n.fsys.unprivileged(ctx) }); err != nil {
 			n.fsys.release(of)
 			return nil, 0, n.errno(ctx, err, "open")
 		}
+		of.truncate(0)
 	}
 	h := &handle{node: n, of: of, readOnly: flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0}
+	if !h.readOnly {
+		n.fsys.addWriter(of)
+	}
 	var fuseFlags uint32 = fuse.FOPEN_KEEP_CACHE
 	if h.readOnly {
 		// Nothing to commit at close: the kernel need not ask (one
@@ -144,7 +148,7 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 			return
 		}
 		errno = h.errno(ctx, h.of.commit(), "release")
-		h.node.fsys.release(h.of)
+		h.node.fsys.releaseWriter(h.of)
 	})
 	return errno
 }
@@ -225,7 +229,7 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		// The new size and the rest (cleared setuid and setgid bits,
 		// times) make one version: none holds the shorter content with
 		// the bits a truncation by this caller clears.
-		if errno := n.setSize(ctx, size, kill.apply(attrChangeOf(in, time.Now().UnixNano()))); errno != 0 {
+		if errno := n.setSize(ctx, fh, size, kill.apply(attrChangeOf(in, time.Now().UnixNano()))); errno != 0 {
 			return errno
 		}
 		return n.errno(ctx, n.fsys.currentAttr(n.id, &out.Attr), "setattr")
@@ -301,8 +305,12 @@ func attrChangeOf(in *fuse.SetAttrIn, now int64) attrChange {
 	return c
 }
 
-// setSize truncates or extends a file and commits it, with the changes c.
-func (n *Node) setSize(ctx context.Context, size uint64, c attrChange) syscall.Errno {
+// setSize truncates or extends a file and commits it, with the changes c:
+// through the descriptor's open state for ftruncate (fh), else the file's.
+func (n *Node) setSize(ctx context.Context, fh gofs.FileHandle, size uint64, c attrChange) syscall.Errno {
+	if h, ok := fh.(*handle); ok {
+		return n.errno(ctx, h.of.resize(size, c), "truncate")
+	}
 	v, errno := n.head(ctx)
 	if errno != 0 {
 		return errno

@@ -75,10 +75,10 @@ func (of *openFile) rebase() error {
 }
 
 // Applied tells the mount about heads moved by records from a peer. A file
-// open only for reading (nothing buffered) keeps serving the version its
-// handles opened, so a reader sees one consistent version; the next open
-// gets the new one. A file with buffered writes rebases them onto the new
-// version. Either way the kernel drops the file's cached pages and
+// open only for reading keeps serving the version its handles opened, so a
+// reader sees one consistent version; the next open gets the new one. A
+// file open for writing takes the new version as its base, with any
+// buffered writes on top (see detach). Either way the kernel drops the file's cached pages and
 // attributes, and forgets the names that went or came (its entry cache,
 // and the parent directories' listings).
 func (f *FS) Applied(changes []store.Change) {

@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ type openFile struct {
 	mu      sync.Mutex
 	cond    *sync.Cond // signalled when a background commit ends
 	refs    int        // open handles
+	writers int        // open handles that may write (FS.mu): such a state is never detached
 	base    *store.Extents
 	root    store.Hash   // manifest root of base: commits are made over it
 	origin  store.Origin // the version base's content is fetched in the name of (store.OriginOf)
@@ -175,6 +177,25 @@ func (f *FS) forgetIfIdle(of *openFile) {
 func (f *FS) release(of *openFile) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.releaseLocked(of)
+}
+
+// releaseWriter is release for a handle that was open for writing.
+func (f *FS) releaseWriter(of *openFile) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	of.writers--
+	f.releaseLocked(of)
+}
+
+// addWriter counts a handle open for writing (see detach).
+func (f *FS) addWriter(of *openFile) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	of.writers++
+}
+
+func (f *FS) releaseLocked(of *openFile) {
 	of.refs--
 	if of.refs == 0 && !of.isDirty() && f.open[of.id] == of {
 		delete(f.open, of.id)
@@ -189,14 +210,17 @@ func (f *FS) release(of *openFile) {
 	}
 }
 
-// detach lets the open state of id go its own way if it has nothing
-// buffered: its handles keep reading the version they opened, and the next
-// open starts from the current version. It reports whether it did.
+// detach lets the open state of id go its own way if it is open only for
+// reading: its handles keep reading the version they opened, and the next
+// open starts from the current version. It reports whether it did. (A
+// state open for writing stays the file's, even with nothing buffered: a
+// write through it must be seen by the next open, committed by the
+// periodic commit, and cut by another process's truncation.)
 func (f *FS) detach(id store.FileID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	of := f.open[id]
-	if of == nil || of.isDirty() {
+	if of == nil || of.writers > 0 || of.isDirty() {
 		return false
 	}
 	delete(f.open, id)
@@ -397,8 +421,11 @@ func (of *openFile) handOff() error {
 	}
 	if of.pending != nil { // an earlier background commit failed: retry now
 		of.err = nil // the retry reports it instead, if it fails too
-		if err := of.commitLayer(of.pending); err != nil {
-			return err
+		// (unless a commit that then failed on cur committed it)
+		if of.pending.changed {
+			if err := of.commitLayer(of.pending); err != nil {
+				return err
+			}
 		}
 		of.pending.recycle()
 		of.pending = nil
@@ -614,11 +641,31 @@ func (of *openFile) resize(size uint64, c attrChange) error {
 	for of.busy {
 		of.cond.Wait()
 	}
+	// A failed ftruncate changes nothing: the kernel keeps the old size,
+	// and the truncation must not be committed later with other changes.
+	saved, since, below := *of.cur, of.since, of.below()
+	saved.patches = slices.Clone(of.cur.patches) // truncateLocked cuts them in place
 	of.truncateLocked(size)
 	if c.any() {
 		of.setattrLocked(c)
 	}
-	return of.commitLocked()
+	err := of.commitLocked()
+	if err != nil {
+		*of.cur, of.since = saved, since
+		if now := of.below(); now != below { // the commit rebased before it failed
+			of.cur.rebase(below, now)
+		}
+		of.account()
+	}
+	return err
+}
+
+// below is the size of the content under the current layer.
+func (of *openFile) below() uint64 {
+	if of.pending != nil {
+		return of.pending.size
+	}
+	return of.base.Size
 }
 
 func (of *openFile) truncateLocked(size uint64) {

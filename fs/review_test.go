@@ -163,15 +163,7 @@ func TestReviewRestoreLostUnderDirtyOpenFile(t *testing.T) {
 // read see a file that is shorter than what was written and committed.
 func TestReviewReaddirplusReportsStaleAttrs(t *testing.T) {
 	f, _ := newTestFS(t, 1<<20)
-	mnt := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := f.Mount(mnt, f.MountOptions("geofs-review", false, nil))
-	if err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
-	defer srv.Unmount()
+	mnt := mountTestFS(t, f)
 	name := filepath.Join(mnt, "a")
 	if err := os.WriteFile(name, nil, 0o644); err != nil {
 		t.Fatal(err)

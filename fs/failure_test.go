@@ -1,0 +1,495 @@
+package fs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/geofs/geofs/store"
+)
+
+// diskFiller takes the free space of a small tmpfs that holds a store, so
+// that the store's writes fail with ENOSPC (the store keeps a 128 MiB
+// reserve free and refuses writes that would cut into it).
+type diskFiller struct {
+	t    *testing.T
+	path string
+}
+
+// fill leaves free bytes free on the tmpfs.
+func (d diskFiller) fill(free uint64) {
+	d.t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(d.path), &st); err != nil {
+		d.t.Fatal(err)
+	}
+	avail := st.Bavail * uint64(st.Bsize)
+	if avail <= free {
+		d.t.Fatalf("only %d bytes free", avail)
+	}
+	fd, err := unix.Open(d.path, unix.O_CREAT|unix.O_WRONLY, 0o600)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var cur unix.Stat_t
+	unix.Fstat(fd, &cur)
+	if err := unix.Fallocate(fd, 0, 0, cur.Size+int64(avail-free)); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d diskFiller) empty() {
+	d.t.Helper()
+	if err := os.Remove(d.path); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// tmpfsTestFS is newTestFS on a tmpfs of 256 MiB (root only).
+func tmpfsTestFS(t *testing.T, maxDirty int) (*FS, *store.Store, diskFiller) {
+	t.Helper()
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=256m"); err != nil {
+		unavailable(t, "mounting a tmpfs (needs root): %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	dir := filepath.Join(mnt, "site")
+	if _, err := store.Init(dir, store.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := New(s, Options{MaxDirty: maxDirty})
+	t.Cleanup(func() { f.Close(); s.Close() })
+	return f, s, diskFiller{t: t, path: filepath.Join(mnt, "filler")}
+}
+
+// unavailable skips a test that needs what this machine lacks (root,
+// FUSE), or fails it in CI, where everything must run.
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// mountTestFS mounts f on a fresh directory until the test ends.
+func mountTestFS(t *testing.T, f *FS) string {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := f.Mount(mnt, f.MountOptions("geofs-test", false, nil))
+	if err != nil {
+		unavailable(t, "mounting FUSE: %v", err)
+	}
+	t.Cleanup(func() { srv.Unmount() })
+	return mnt
+}
+
+func randomBytes(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// TestFailedFtruncateChangesNothing: an ftruncate whose commit fails
+// (ENOSPC) returns the error to the kernel, which keeps the file's old size;
+// the daemon must then still show the old size and bytes, and must not
+// commit the truncation later.
+func TestFailedFtruncateChangesNothing(t *testing.T) {
+	f, s, disk := tmpfsTestFS(t, 64<<20)
+	id := reviewFile(t, s, "f")
+	of, err := f.acquire(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(3<<20, 1)
+	if err := of.write(data[:2<<20], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := of.write(data[2<<20:], 2<<20); err != nil { // buffered
+		t.Fatal(err)
+	}
+
+	disk.fill(64 << 20) // under the store's reserve: its writes fail
+	err = of.resize(1<<20, attrChange{})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("ftruncate on a full disk: %v, want ENOSPC", err)
+	}
+	// SETATTR failed: the kernel keeps size 3 MiB.
+	if got := of.size(); got != 3<<20 {
+		t.Errorf("size %d after the failed ftruncate, want %d (what the kernel still has)", got, 3<<20)
+	}
+	var a fuse.Attr
+	if err := f.currentAttr(id, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Size != 3<<20 {
+		t.Errorf("getattr size %d after the failed ftruncate, want %d", a.Size, 3<<20)
+	}
+	p := make([]byte, 4096)
+	n, err := of.read(p, 2<<20)
+	if err != nil || n != len(p) || !bytes.Equal(p, data[2<<20:2<<20+4096]) {
+		t.Errorf("read at 2 MiB after the failed ftruncate: %d bytes, %v, equal %v; want the written bytes",
+			n, err, bytes.Equal(p[:n], data[2<<20:2<<20+n]))
+	}
+
+	disk.empty()
+	if err := of.commit(); err != nil { // close
+		t.Fatal(err)
+	}
+	f.release(of)
+	if got := reviewContent(t, s, id); !bytes.Equal(got, data) {
+		t.Errorf("committed content %d bytes after a failed ftruncate and a close, want the %d bytes written", len(got), len(data))
+	}
+}
+
+// TestFailedTruncatingOpenChangesNothing: open(O_TRUNC) of a file
+// with capabilities, on a full disk: dropping the capabilities fails, the
+// open fails with ENOSPC, and the file must be as it was.
+func TestFailedTruncatingOpenChangesNothing(t *testing.T) {
+	f, s, disk := tmpfsTestFS(t, 64<<20)
+	id := reviewFile(t, s, "f")
+	of, err := f.acquire(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := of.write([]byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.release(of)
+	n := &Node{fsys: f, id: id}
+	if err := n.putXattr(capXattr, []byte{1, 2, 3, 4}, 0); err != nil {
+		t.Fatal(err)
+	}
+
+	disk.fill(64 << 20)
+	v, _ := s.Head(id)
+	if _, _, errno := n.openFile(context.Background(), v, syscall.O_WRONLY|syscall.O_TRUNC); errno != syscall.ENOSPC {
+		t.Fatalf("open(O_TRUNC) on a full disk: %v, want ENOSPC", errno)
+	}
+	var a fuse.Attr
+	if err := f.currentAttr(id, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Size != 5 {
+		t.Errorf("getattr size %d after the failed open(O_TRUNC), want 5", a.Size)
+	}
+
+	disk.empty()
+	f.commitOld(time.Now().Add(time.Hour)) // the periodic committer
+	if got := reviewContent(t, s, id); string(got) != "hello" {
+		t.Errorf("content %q after a failed open(O_TRUNC) and the periodic commit, want %q", got, "hello")
+	}
+}
+
+// TestFtruncateTruncatesTheDescriptorsState: a file is open for writing
+// (nothing buffered) when a peer's version arrives; the program then
+// writes through its descriptor and ftruncates it to 0. The truncation
+// must drop the write (it truncated another open state, and the write came
+// back at close).
+func TestFtruncateTruncatesTheDescriptorsState(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "f")
+	n := &Node{fsys: f, id: id}
+	v0, _ := s.Head(id)
+	fh, _, errno := n.openFile(context.Background(), v0, syscall.O_RDWR)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	h := fh.(*handle)
+	a := h.of
+
+	// A peer's version arrives (here a mode change, as FS.Applied sees it).
+	err := s.Update(store.OpSetattr, func(tx *store.Tx) error {
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Mode = 0o640
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Applied([]store.Change{{ID: id}})
+
+	// write(fd, "xxxx"); ftruncate(fd, 0); close(fd)
+	if err := a.write([]byte("xxxx"), 0); err != nil {
+		t.Fatal(err)
+	}
+	in := &fuse.SetAttrIn{}
+	in.Valid = fuse.FATTR_SIZE | fuse.FATTR_FH
+	in.Size = 0
+	var out fuse.AttrOut
+	if errno := n.Setattr(context.Background(), h, in, &out); errno != 0 {
+		t.Fatalf("ftruncate: %v", errno)
+	}
+	if out.Size != 0 {
+		t.Errorf("ftruncate's reply: size %d, want 0", out.Size)
+	}
+	if got := a.size(); got != 0 {
+		t.Errorf("the descriptor's open state has size %d after ftruncate(fd, 0)", got)
+	}
+	if errno := h.Flush(context.Background()); errno != 0 {
+		t.Fatal(errno)
+	}
+	if errno := h.Release(context.Background()); errno != 0 {
+		t.Fatal(errno)
+	}
+	if got := reviewContent(t, s, id); len(got) != 0 {
+		t.Errorf("content after write, ftruncate(0) and close on one descriptor: %q, want empty", got)
+	}
+}
+
+// TestTruncatingOpenAfterAWriteDuringAPeersVersion: as above, but the
+// truncation is another process's open(O_TRUNC) after the first process's
+// write returned: it drops the buffered bytes, as on a local file system.
+// (The writer's open state was detached by the peer's version and went its
+// own way: its bytes came back when it closed.)
+func TestTruncatingOpenAfterAWriteDuringAPeersVersion(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "f")
+	n := &Node{fsys: f, id: id}
+	v0, _ := s.Head(id)
+	fh1, _, errno := n.openFile(context.Background(), v0, syscall.O_RDWR) // P1: open(O_RDWR)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	h1 := fh1.(*handle)
+	a := h1.of
+	var err error
+	err = s.Update(store.OpSetattr, func(tx *store.Tx) error {
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Mode = 0o640
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Applied([]store.Change{{ID: id}}) // a peer's version: P1's state is detached
+
+	if err := a.write([]byte("xxxx"), 0); err != nil { // P1: write returns
+		t.Fatal(err)
+	}
+	v, _ := s.Head(id)
+	var fh gofs.FileHandle
+	fh, _, errno = n.openFile(context.Background(), v, syscall.O_WRONLY|syscall.O_TRUNC) // P2: echo yy > f
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	h2 := fh.(*handle)
+	if err := h2.of.write([]byte("yy"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if errno := h2.Flush(context.Background()); errno != 0 {
+		t.Fatal(errno)
+	}
+	h2.Release(context.Background())
+	if got := reviewContent(t, s, id); string(got) != "yy" {
+		t.Fatalf("after P2's close: %q", got)
+	}
+	h1.Flush(context.Background()) // P1: close
+	h1.Release(context.Background())
+	if got := reviewContent(t, s, id); string(got) != "yy" {
+		t.Errorf("content %q after P1 wrote, P2 truncated and wrote %q, and P1 closed; want %q", got, "yy", "yy")
+	}
+}
+
+// TestRetriedHandOffMakesOneVersion: a background commit fails (ENOSPC);
+// the next flush commits that layer and then fails on the current one, so
+// the pending layer stays, committed. The next hand-off must not commit it
+// again (it made a version that changed nothing).
+func TestRetriedHandOffMakesOneVersion(t *testing.T) {
+	f, s, disk := tmpfsTestFS(t, 1<<20)
+	id := reviewFile(t, s, "f")
+	a, err := f.acquire(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := randomBytes(3<<20, 2)
+	idle := func() {
+		for {
+			a.mu.Lock()
+			busy := a.busy
+			a.mu.Unlock()
+			if !busy {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := a.write(d[:1<<20], 0); err != nil { // fills the layer
+		t.Fatal(err)
+	}
+	disk.fill(64 << 20)
+	if err := a.write(d[1<<20:2<<20], 1<<20); err != nil { // hands it off: the background commit fails
+		t.Fatal(err)
+	}
+	idle()
+	disk.empty()
+	disk.fill(128<<20 + 1536<<10) // room for the pending layer's chunk, not for both
+	err = a.commit()
+	a.mu.Lock()
+	partial := a.pending != nil && !a.pending.changed
+	a.mu.Unlock()
+	if err == nil || !partial {
+		t.Skipf("wanted the pending layer committed and the current one failed: err %v, partial %v", err, partial)
+	}
+	disk.empty()
+	_, before, _ := s.History(id)
+	if err := a.write(d[2<<20:2<<20+1], 2<<20); err != nil { // full: hands off
+		t.Fatal(err)
+	}
+	idle()
+	_, after, _ := s.History(id)
+	vs, _, _ := s.History(id)
+	if len(after)-len(before) != 1 {
+		t.Errorf("%d versions made by one background commit of the current layer, want 1 (newest first: %v)", len(after)-len(before), contents(vs))
+	}
+	if err := a.commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.release(a)
+	if got := reviewContent(t, s, id); !bytes.Equal(got, d[:2<<20+1]) {
+		t.Errorf("content differs")
+	}
+}
+
+func contents(vs []*store.Version) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Content.String()[:8])
+	}
+	return out
+}
+
+// TestFailedFtruncateThroughTheMount: the same as
+// TestFailedFtruncateChangesNothing through a FUSE mount, with the
+// disk nearly full (room for a metadata update, not for the chunk the
+// truncation's commit must write).
+func TestFailedFtruncateThroughTheMount(t *testing.T) {
+	f, _, disk := tmpfsTestFS(t, 64<<20)
+	mnt := mountTestFS(t, f)
+	name := filepath.Join(mnt, "f")
+	data := randomBytes(3<<20, 3)
+	fd, err := unix.Open(name, unix.O_CREAT|unix.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Pwrite(fd, data[:2<<20], 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fsync(fd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.Pwrite(fd, data[2<<20:], 2<<20); err != nil { // buffered in the mount
+		t.Fatal(err)
+	}
+	disk.fill(128<<20 + 256<<10)
+	if err := unix.Ftruncate(fd, 1<<20); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("ftruncate(fd, 1 MiB) on a nearly full disk: %v, want ENOSPC", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Size != int64(len(data)) {
+		t.Errorf("fstat after the failed ftruncate: size %d (%v), want %d", st.Size, err, len(data))
+	}
+	dfd, err := unix.Open(name, unix.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS) // aligned
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(p)
+	if n, err := unix.Pread(dfd, p, 2<<20); n != len(p) || !bytes.Equal(p, data[2<<20:]) {
+		t.Errorf("O_DIRECT read of the last MiB after the failed ftruncate: %d bytes (%v), equal %v", n, err, bytes.Equal(p[:max(n, 0)], data[2<<20:2<<20+max(n, 0)]))
+	}
+	unix.Close(dfd)
+	disk.empty()
+	if err := unix.Close(fd); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(name); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("after close: %d bytes (%v), want the %d bytes written", len(got), err, len(data))
+	}
+}
+
+// TestWriterStaysSharedAfterAPeersVersion: a peer's version arrives while
+// a file is open for writing with nothing buffered. The writes made
+// through it afterwards must be seen by a new open and committed by the
+// periodic commit (the open state was detached, in no list the committer
+// reads, and a new open started from the head).
+func TestWriterStaysSharedAfterAPeersVersion(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "log")
+	v0, _ := s.Head(id)
+	fh, _, errno := (&Node{fsys: f, id: id}).openFile(context.Background(), v0, syscall.O_WRONLY) // open for writing
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	a := fh.(*handle).of
+	var err error
+	err = s.Update(store.OpSetattr, func(tx *store.Tx) error {
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Mode = 0o640
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Applied([]store.Change{{ID: id}})
+	if err := a.write([]byte("a line\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.acquire(id) // another process opens the file
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reviewRead(t, b); string(got) != "a line\n" {
+		t.Errorf("a second open reads %q after the first one's write returned, want %q", got, "a line\n")
+	}
+	f.release(b)
+	f.commitOld(time.Now().Add(time.Hour)) // the periodic committer, long after the write
+	if got := reviewContent(t, s, id); string(got) != "a line\n" {
+		t.Errorf("committed content %q after the periodic commit, want %q", got, "a line\n")
+	}
+}
