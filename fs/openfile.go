@@ -107,26 +107,51 @@ func (l *layer) successor() *layer {
 
 // acquire returns the open state of file id, creating it from the current
 // version. (The caller's earlier read of the version may be stale by now:
-// another handle's close may have committed and dropped the state.)
+// another handle's close may have committed and dropped the state.) The
+// content's extents are read without holding f.mu: on a fog node they may
+// be fetched from a peer, for up to the fetch timeout, and opens, closes
+// and stat of other open files must not wait for that.
 func (f *FS) acquire(id store.FileID) (*openFile, error) {
+	for {
+		if of := f.hold(id); of != nil {
+			return of, nil
+		}
+		v, err := f.s.Head(id)
+		if err != nil {
+			return nil, err
+		}
+		x, err := f.s.ContentOf(v)
+		if err != nil {
+			return nil, err
+		}
+		if of, ok, err := f.create(id, v, x); ok || err != nil {
+			return of, err
+		}
+		// A commit moved the file meanwhile: read its new head.
+	}
+}
+
+// create makes the open state of id from version v with extents x, unless
+// there is one by now (which it holds and returns) or v is no longer id's
+// current content (ok false).
+func (f *FS) create(id store.FileID, v *store.Version, x *store.Extents) (of *openFile, ok bool, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if of := f.open[id]; of != nil {
 		of.refs++
-		return of, nil
+		return of, true, nil
 	}
-	v, err := f.s.Head(id)
+	now, err := f.s.Head(id)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	x, err := f.s.ContentOf(v)
-	if err != nil {
-		return nil, err
+	if now.Content != v.Content || now.Size != v.Size {
+		return nil, false, nil
 	}
-	of := &openFile{fsys: f, id: id, refs: 1, base: x, root: v.Content, origin: f.s.OriginOf(v), cur: newLayer(v.Size)}
+	of = &openFile{fsys: f, id: id, refs: 1, base: x, root: now.Content, origin: f.s.OriginOf(now), cur: newLayer(now.Size)}
 	of.cond = sync.NewCond(&of.mu)
 	f.open[id] = of
-	return of, nil
+	return of, true, nil
 }
 
 // hold takes a reference on id's open state if there is one.

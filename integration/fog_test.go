@@ -758,6 +758,36 @@ func TestFogWithoutPeersFailsUncachedReadsWithEIO(t *testing.T) {
 	}
 }
 
+// On a fog node whose peer is gone, an open that waits for the file's
+// manifest from peers holds up no other open or close: acquire used to
+// hold the mount's table of open files for the whole fetch.
+func TestFogOpenWaitingForAPeerHoldsUpNothingElse(t *testing.T) {
+	a, f := newFog(t, "versions", "64MiB")
+	a.mount()
+	f.mount()
+	cached, uncached := randomBytes(t, 3<<20), randomBytes(t, 3<<20)
+	files := map[string][]byte{"d/cached": cached, "d/uncached": uncached}
+	putFiles(t, a, files)
+	waitMetadata(t, f, files)
+	checkFiles(t, f, map[string][]byte{"d/cached": cached})
+	a.unmount()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := readUncached(f.path("d/uncached"))
+		done <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // its open waits for peers by now (fetch timeout 5 s)
+	checkFiles(t, f, map[string][]byte{"d/cached": cached})
+	select {
+	case err := <-done:
+		t.Fatalf("the uncached open ended (%v) before an open of a cached file: that open waited for its fetch", err)
+	default:
+	}
+	if err := <-done; !errors.Is(err, syscall.EIO) {
+		t.Fatalf("reading uncached data with no peer: %v, want EIO", err)
+	}
+}
+
 // repairPair makes full sites a and b linked both ways, with a 2 MiB file
 // at both, a unmounted and one block of the file damaged in a's packs.
 func repairPair(t *testing.T) (a, b *linkedSite, want []byte) {
