@@ -81,6 +81,7 @@ type packs struct {
 	direct   *os.File   // cur opened O_DIRECT, or nil where that is refused
 	noDirect bool       // the file system refused a direct write: stay buffered
 	unsync   []*os.File // written since the last sync (cur, and any rotated)
+	failed   error      // the fsync that failed (syncMu): every later sync reports it
 
 	directOK atomic.Bool // direct != nil, for prepare (which runs without mu)
 	bufMu    sync.Mutex
@@ -469,21 +470,25 @@ func (p *packs) reader(id uint32) (*os.File, error) {
 // sync makes every appended record durable.
 //
 // One sync runs at a time (syncMu), so a caller never returns while data
-// written before its call is still being synced by another; a file leaves
-// the list only once its fsync succeeded.
+// written before its call is still being synced by another. A failed fsync
+// is final: Linux reports a writeback error once and marks the pages
+// clean, so a second fsync of the same file succeeds with the data lost.
+// Every later sync returns the first failure (the store stops taking
+// changes, see Store.Sync).
 func (p *packs) sync() error {
 	p.syncMu.Lock()
 	defer p.syncMu.Unlock()
+	if p.failed != nil {
+		return p.failed
+	}
 	p.mu.Lock()
 	files := p.unsync
 	p.unsync = nil
 	p.mu.Unlock()
-	for i, f := range files {
+	for _, f := range files {
 		if err := f.Sync(); err != nil {
-			p.mu.Lock()
-			p.unsync = append(files[i:], p.unsync...) // try them again next time
-			p.mu.Unlock()
-			return fmt.Errorf("sync pack: %w", err)
+			p.failed = fmt.Errorf("sync pack %s (chunks written since the last sync may be lost; reopen the store): %w", filepath.Base(f.Name()), err)
+			return p.failed
 		}
 	}
 	return nil

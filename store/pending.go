@@ -252,6 +252,14 @@ func (s *Store) closePending() error {
 	return err
 }
 
+// stop makes the store take no more changes until it is reopened, after a
+// failure that may have lost what it acknowledged (err says what).
+func (s *Store) stop(err error) {
+	if s.pend.failed.CompareAndSwap(nil, &err) {
+		s.log.Error("the store takes no more changes until it is reopened", "err", err)
+	}
+}
+
 // pendingErr is the failure that stopped the store taking changes.
 func (s *Store) pendingErr() error {
 	if err := s.pend.failed.Load(); err != nil {

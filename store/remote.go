@@ -396,6 +396,7 @@ func (s *Store) keep(req FetchRequest, b []byte, header []byte) error {
 			return fmt.Errorf("repair %s: %w", req, err)
 		}
 		if err := s.packs.sync(); err != nil {
+			s.stop(err)
 			return fmt.Errorf("repair %s: %w", req, err)
 		}
 		s.rem.mu.Lock()

@@ -257,6 +257,7 @@ func (s *Store) Sync() error {
 		return err
 	}
 	if err := s.packs.sync(); err != nil {
+		s.stop(err)
 		return err
 	}
 	if err := s.db.Sync(); err != nil {

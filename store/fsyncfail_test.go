@@ -1,0 +1,103 @@
+package store
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// TestSyncAfterAFailedFsyncFails: the packs live on an ext4 image whose
+// backing tmpfs is full, so writing back a pack fails on the device. Linux
+// reports that to one fsync and marks the pages clean: a second fsync of
+// the same file succeeds with the data lost. So the first failure must be
+// final: every later Sync reports it (an application's next fsync must not
+// succeed), and the store takes no more changes until it is reopened.
+func TestSyncAfterAFailedFsyncFails(t *testing.T) {
+	for _, tool := range []string{"mkfs.ext4", "fstrim", "losetup"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			unavailable(t, "%s: %v", tool, err)
+		}
+	}
+	run := func(name string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+			unavailable(t, "%s %v: %v %s", name, args, err, out)
+		}
+	}
+	back := filepath.Join(t.TempDir(), "back")
+	if err := os.Mkdir(back, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", back)
+	t.Cleanup(func() { exec.Command("umount", back).Run() })
+	img := filepath.Join(back, "img")
+	run("truncate", "-s", "128M", img)
+	run("mkfs.ext4", "-F", "-q", "-O", "^has_journal", img)
+	dir := initTestSite(t)
+	packDir := filepath.Join(dir, PackDir)
+	if err := os.MkdirAll(packDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	run("mount", "-o", "loop", img, packDir)
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", packDir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", packDir, err, out)
+		}
+	})
+	run("fstrim", packDir) // the image's free blocks become holes in the tmpfs
+	s := openTestSite(t, dir)
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			s.Close()
+		}
+	})
+
+	filler := filepath.Join(back, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(make([]byte, 64<<10)); err != nil {
+			break // the tmpfs is full: the image cannot take new blocks
+		}
+	}
+	f.Close()
+	_, data := cacheChunk(77, 600_000) // under 1 MiB: a buffered append, in the page cache
+	if _, err := s.PutChunks([][]byte{data}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err == nil {
+		t.Fatal("Sync succeeded with the pack's device full: the test made no failure")
+	}
+	if err := os.Remove(filler); err != nil { // room again; the lost pages stay lost
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err == nil {
+		t.Error("a second Sync succeeded after a failed one: the chunk written before it is not on the device")
+	}
+	err = s.Update(OpCreate, func(tx *Tx) error {
+		_, err := tx.Create(&Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, "f"}}, Mode: 0o644})
+		return err
+	})
+	if err == nil {
+		t.Error("the store took a change after a failed fsync")
+	}
+	closed = true
+	if err := s.Close(); err == nil {
+		t.Error("Close reported nothing after a failed fsync")
+	}
+}
+
+// unavailable skips a test that needs what this machine lacks, or fails it
+// in CI, where everything must run.
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf(format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
