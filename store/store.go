@@ -260,8 +260,45 @@ func (s *Store) Sync() error {
 		s.stop(err)
 		return err
 	}
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("sync store: %w", err)
+	err := s.db.Sync()
+	if err == nil {
+		err = s.syncLogs()
+	}
+	if err != nil {
+		err = fmt.Errorf("sync store: %w", err)
+		s.stop(err) // final, as for packs
+	}
+	return err
+}
+
+// syncLogs fsyncs every Badger log file. Badger's Sync syncs the active
+// memtable's log and value log only: a memtable that filled up since the
+// last Sync waits in a log nobody synced until it is written out as a
+// table, and a full value log file is not synced when the next one
+// starts. (Badger writes them through mmap; an fsync of the file writes
+// back the pages dirtied through the mapping.) Those that are clean cost
+// a system call each.
+func (s *Store) syncLogs() error {
+	dir := filepath.Join(s.dir, DBDir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if name := e.Name(); strings.HasSuffix(name, ".mem") || strings.HasSuffix(name, ".vlog") {
+			f, err := os.Open(filepath.Join(dir, name))
+			if errors.Is(err, os.ErrNotExist) {
+				continue // written out as a table meanwhile (and synced)
+			}
+			if err != nil {
+				return err
+			}
+			err = f.Sync()
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
