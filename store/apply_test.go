@@ -198,7 +198,7 @@ func setContent(t testing.TB, s *Store, v *Version, data []byte) {
 		t.Fatal(err)
 	}
 	v.Size, v.Alloc = uint64(len(data)), x.Data()
-	s.async.Wait()
+	s.async.wait()
 }
 
 func change(t testing.TB, s *Store, op Op, id FileID, fn func(v *Version)) {

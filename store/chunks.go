@@ -19,7 +19,11 @@ type kv struct{ k, v []byte }
 // writeAsync submits a Badger transaction that sets kvs and returns without
 // waiting for it. Badger applies commits in the order they are submitted
 // (one write channel), so a later Update that references these keys is
-// applied after them; a failure is reported by the next Update.
+// applied after them. A failure stops the store (Store.stop): no Update
+// after it commits, and Sync, which waits for the commits submitted before
+// it, reports it. (It used to be reported to the next Update alone: a
+// retry then found the chunk in the header cache, did not write its
+// location again, and committed a version naming a chunk with none.)
 func (s *Store) writeAsync(kvs []kv) error {
 	if len(kvs) == 0 {
 		return nil
@@ -31,14 +35,81 @@ func (s *Store) writeAsync(kvs []kv) error {
 			return s.writeBatch(kvs) // too big for one transaction
 		}
 	}
-	s.async.Add(1)
+	n := s.async.start()
+	failed := func(err error) {
+		s.stop(fmt.Errorf("store index: %w", classifyBadger(err)))
+		s.async.end(n)
+	}
+	if testCommitFail != nil {
+		if err, after := testCommitFail(); err != nil {
+			txn.Discard()
+			go func() {
+				<-after
+				failed(err)
+			}()
+			return nil
+		}
+	}
 	txn.CommitWith(func(err error) {
 		if err != nil {
-			s.asyncErr.CompareAndSwap(nil, &err)
+			failed(err)
+			return
 		}
-		s.async.Done()
+		s.async.end(n)
 	})
 	return nil
+}
+
+// testCommitFail, set by tests, makes writeAsync's commit fail as a failed
+// Badger write would: nothing written, the error reported once after is
+// closed.
+var testCommitFail func() (err error, after <-chan struct{})
+
+// asyncCommits tracks the writeAsync commits in flight, so that Sync can
+// wait for those submitted before it while others start.
+type asyncCommits struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	next uint64              // the number of the next commit
+	open map[uint64]struct{} // started and not ended
+}
+
+func (a *asyncCommits) start() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.open == nil {
+		a.open, a.cond = map[uint64]struct{}{}, sync.NewCond(&a.mu)
+	}
+	n := a.next
+	a.next++
+	a.open[n] = struct{}{}
+	return n
+}
+
+func (a *asyncCommits) end(n uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.open, n)
+	a.cond.Broadcast()
+}
+
+// wait returns once every commit started before the call has ended.
+func (a *asyncCommits) wait() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	before := a.next
+	for a.open != nil && a.oldest() < before {
+		a.cond.Wait()
+	}
+}
+
+// oldest is the number of the oldest commit in flight (next if none).
+func (a *asyncCommits) oldest() uint64 {
+	o := a.next
+	for n := range a.open {
+		o = min(o, n)
+	}
+	return o
 }
 
 func (s *Store) writeBatch(kvs []kv) error {
@@ -51,14 +122,6 @@ func (s *Store) writeBatch(kvs []kv) error {
 	}
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("store index: %w", classifyBadger(err))
-	}
-	return nil
-}
-
-// takeAsyncErr returns (and clears) the failure of an earlier writeAsync.
-func (s *Store) takeAsyncErr() error {
-	if p := s.asyncErr.Swap(nil); p != nil {
-		return fmt.Errorf("store index: %w", classifyBadger(*p))
 	}
 	return nil
 }

@@ -1,7 +1,9 @@
 package store
 
 import (
+	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sys/unix"
 	"os"
@@ -152,5 +154,59 @@ func TestSyncSyncsFullMemtableLogs(t *testing.T) {
 		if st.Dirty+st.Writeback > 0 {
 			t.Errorf("%s: %d dirty pages after Sync", filepath.Base(p), st.Dirty+st.Writeback)
 		}
+	}
+}
+
+// A failed commit of chunk locations (a Badger write failure, injected:
+// this machine cannot make Badger fail a small commit on purpose) stops the
+// store. Before, it was reported to the next Update alone: its retry found
+// the chunk in the header cache, wrote no location, and committed a
+// version whose chunk was gone after a reopen; and a failure reported
+// after the Update had begun left Sync reporting success.
+func TestFailedLocationCommitStopsTheStore(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		t.Run(fmt.Sprint("late=", late), func(t *testing.T) {
+			s := openTestSite(t, initTestSite(t))
+			defer s.Close()
+			reported := make(chan struct{})
+			report := sync.OnceFunc(func() { close(reported) })
+			var once sync.Once
+			testCommitFail = func() (err error, after <-chan struct{}) {
+				once.Do(func() { err = errors.New("injected: badger write failed") })
+				return err, reported
+			}
+			defer func() { testCommitFail = nil }()
+			_, data := cacheChunk(5, 300_000)
+			create := func() error {
+				x, err := s.Rewrite(&Extents{}, []Patch{{Off: 0, Data: data}}, uint64(len(data)))
+				if err != nil {
+					return err
+				}
+				root, err := s.PutManifest(x.Refs)
+				if err != nil {
+					return err
+				}
+				if !late {
+					report()
+					s.async.wait()
+				}
+				return s.Update(OpCreate, func(tx *Tx) error {
+					_, err := tx.Create(&Version{ID: NewFileID(), Kind: KindFile, Links: []Link{{RootID, "f"}},
+						Mode: 0o644, Size: uint64(len(data)), Alloc: uint64(len(data)), Content: root})
+					return err
+				})
+			}
+			err := create()
+			if !late && err == nil {
+				t.Error("an Update committed after a chunk location it names failed to commit")
+			}
+			report()
+			if err := s.Sync(); err == nil {
+				t.Error("Sync succeeded after a chunk location failed to commit")
+			}
+			if err := create(); err == nil {
+				t.Error("a retry committed after a chunk location failed to commit")
+			}
+		})
 	}
 }

@@ -92,8 +92,7 @@ type Store struct {
 	newsMu sync.Mutex
 	news   chan struct{} // closed at the next txlog commit (Committed)
 
-	async    sync.WaitGroup        // writeAsync commits in flight
-	asyncErr atomic.Pointer[error] // the first failure among them
+	async asyncCommits // writeAsync commits in flight
 
 	pend *pending // Updates not yet written to Badger (pending.go)
 }
@@ -237,11 +236,11 @@ func (s *Store) load() error {
 // Close flushes and closes the database.
 func (s *Store) Close() error {
 	s.stopFetching()
-	s.async.Wait()
+	s.async.wait()
 	ferr := s.closePending()
 	s.zenc.Close()
 	s.zdec.Close()
-	perr := errors.Join(ferr, s.packs.sync(), s.takeAsyncErr())
+	perr := errors.Join(ferr, s.packs.sync())
 	if s.cache != nil {
 		perr = errors.Join(perr, s.cache.close())
 	}
@@ -260,6 +259,7 @@ func (s *Store) Sync() error {
 		s.stop(err)
 		return err
 	}
+	s.async.wait() // the chunk locations written before this call
 	err := s.db.Sync()
 	if err == nil {
 		err = s.syncLogs()
@@ -267,8 +267,9 @@ func (s *Store) Sync() error {
 	if err != nil {
 		err = fmt.Errorf("sync store: %w", err)
 		s.stop(err) // final, as for packs
+		return err
 	}
-	return err
+	return s.pendingErr() // a location's commit failed, say
 }
 
 // syncLogs fsyncs every Badger log file. Badger's Sync syncs the active

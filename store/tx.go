@@ -65,9 +65,6 @@ func (s *Store) transact(op Op, from SiteID, fn func(tx *Tx) error) (*Tx, error)
 	if err := s.checkSpace(4096); err != nil {
 		return nil, err
 	}
-	if err := s.takeAsyncErr(); err != nil {
-		return nil, err
-	}
 	tx := &Tx{s: s, gen0: s.generation(), op: op, now: s.clock.Now(),
 		wall: time.Now().UnixNano(), seq: s.seq, seq0: s.seq, buckets: s.buckets, from: from}
 	err := s.view(func(r *reader) error {
