@@ -143,6 +143,12 @@ func (p *packs) openForAppend(id uint32) error {
 		f.Close()
 		return fmt.Errorf("open pack: %w", err)
 	}
+	// The new pack's name must survive a crash with its records: sync the
+	// directory (ext4 happens to with the file's fsync; POSIX does not say).
+	if err := syncDir(p.dir); err != nil {
+		f.Close()
+		return fmt.Errorf("open pack: %w", err)
+	}
 	p.cur, p.curID, p.curSize = f, id, st.Size()
 	p.readMu.Lock()
 	p.readers[id] = f
@@ -157,6 +163,15 @@ func (p *packs) openForAppend(id uint32) error {
 	}
 	p.directOK.Store(p.direct != nil)
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // append writes records for the chunks and returns their locations:
