@@ -33,3 +33,7 @@ require (
 	golang.org/x/net v0.60.0 // indirect
 	google.golang.org/protobuf v1.36.7 // indirect
 )
+
+// go-fuse v2.12.1 with one fix (third_party/go-fuse/GEOFS.md): a directory
+// read resumed in READDIRPLUS after READDIR lost entries.
+replace github.com/hanwen/go-fuse/v2 => ./third_party/go-fuse
