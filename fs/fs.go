@@ -118,6 +118,14 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 		// (0755 for directories), and chmod 0 would not lock anyone out.
 		NullPermissions: true,
 		MountOptions: fuse.MountOptions{
+			// The kernel drops a file's cached pages only when told
+			// (notify.go: a peer's version, a restore), not whenever
+			// getattr shows a new mtime or size: that dropped them after
+			// nearly every write, and a page dropped while another
+			// descriptor's write to it was in flight was read back from
+			// the mount before the write arrived and kept, stale
+			// (docs/DECISIONS.md, "The mount says when pages are stale").
+			ExplicitDataCacheControl: true,
 			FsName:       fsname,
 			Name:         "geofs",
 			AllowOther:   allowOther,
