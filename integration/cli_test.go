@@ -818,3 +818,31 @@ func TestMountRightAfterUnmount(t *testing.T) {
 	}
 	s.unmount()
 }
+
+// Right after umount, the mount process may take more than 10 s to close a
+// large store (11 s in a stress run, and fsck was refused): commands wait
+// while the process the database names as its holder is alive.
+func TestCLIWaitsForAProcessClosingTheStore(t *testing.T) {
+	s := newSite(t)
+	db := filepath.Join(s.store, "db")
+	lock := filepath.Join(db, "LOCK")
+	// A stand-in for a mount process that is closing: it holds the
+	// database's lock, as Badger does, for 12 s.
+	hold := exec.Command("flock", db, "sh", "-c", "echo $$ > "+lock+"; exec sleep 12")
+	if err := hold.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hold.Process.Kill(); hold.Wait() })
+	eventually(t, "the lock held", func() bool {
+		b, err := os.ReadFile(lock)
+		return err == nil && len(b) > 1 && exec.Command("flock", "-n", db, "true").Run() != nil
+	})
+	start := time.Now()
+	out, err := runGeofs("fsck", s.store)
+	if err != nil {
+		t.Fatalf("fsck while a live process held the store for 12 s: %v after %v\n%s", err, time.Since(start).Round(time.Second), out)
+	}
+	if !strings.Contains(out, "waiting for process") {
+		t.Errorf("fsck did not say what it waited for:\n%s", out)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/geofs/geofs/internal/admin"
@@ -34,20 +35,50 @@ func openSite(storeDir string) (admin.Site, func(), error) {
 }
 
 // openWhenFree opens the store in dir. Just after an unmount the mount
-// process may still hold the store while it shuts down (its admin socket
-// already gone), so while no socket is there it tries again for up to
-// 10 s. With a socket, a site is running: it returns store.ErrLocked at
-// once.
+// process may still be closing the store (its admin socket already gone;
+// a large store can take seconds), so while no socket is there it tries
+// again: for 10 s, and longer, up to closeWait, while the process the
+// database's LOCK file names is alive. With a socket, a site is running:
+// it returns store.ErrLocked at once.
 func openWhenFree(dir string, log *slog.Logger) (*store.Store, error) {
+	start, told := time.Now(), false
 	s, err := store.Open(dir, log)
-	for deadline := time.Now().Add(10 * time.Second); errors.Is(err, store.ErrLocked) && time.Now().Before(deadline); {
+	for errors.Is(err, store.ErrLocked) {
 		if _, serr := os.Stat(admin.SocketPath(dir)); serr == nil {
 			return nil, err
+		}
+		waited, holder := time.Since(start), lockHolder(dir)
+		if waited > closeWait || waited > 10*time.Second && holder == 0 {
+			break
+		}
+		if !told && waited > 2*time.Second && holder != 0 {
+			fmt.Fprintf(os.Stderr, "geofs: waiting for process %d to finish closing %s\n", holder, dir)
+			told = true
 		}
 		time.Sleep(100 * time.Millisecond)
 		s, err = store.Open(dir, log)
 	}
 	return s, err
+}
+
+// closeWait bounds openWhenFree's wait for a live process to let go.
+const closeWait = 2 * time.Minute
+
+// lockHolder returns the live process that the store's database names as
+// its holder, or 0.
+func lockHolder(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, store.DBDir, "LOCK"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0
+	}
+	return pid
 }
 
 // mount is one geofs mount from /proc/self/mountinfo.
