@@ -64,17 +64,28 @@ func tmpfsTestFS(t *testing.T, maxDirty int) (*FS, *store.Store, diskFiller) {
 		unavailable(t, "mounting a tmpfs (needs root): %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	dir := filepath.Join(mnt, "site")
-	if _, err := store.Init(dir, store.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := store.Open(dir, nil)
+	f, s := newTestFSIn(t, mnt, maxDirty)
+	return f, s, diskFiller{t: t, path: filepath.Join(mnt, "filler")}
+}
+
+// peerVersion makes a new version of id (a mode change) as if it came
+// from a peer, and tells the mount (FS.Applied).
+func peerVersion(t *testing.T, f *FS, s *store.Store, id store.FileID) {
+	t.Helper()
+	err := s.Update(store.OpSetattr, func(tx *store.Tx) error {
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Mode = 0o640
+		_, err = tx.Put(nv)
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := New(s, Options{MaxDirty: maxDirty})
-	t.Cleanup(func() { f.Close(); s.Close() })
-	return f, s, diskFiller{t: t, path: filepath.Join(mnt, "filler")}
+	f.Applied([]store.Change{{ID: id}})
 }
 
 // unavailable skips a test that needs what this machine lacks (root,
@@ -225,21 +236,7 @@ func TestFtruncateTruncatesTheDescriptorsState(t *testing.T) {
 	h := fh.(*handle)
 	a := h.of
 
-	// A peer's version arrives (here a mode change, as FS.Applied sees it).
-	err := s.Update(store.OpSetattr, func(tx *store.Tx) error {
-		v, err := tx.Head(id)
-		if err != nil {
-			return err
-		}
-		nv := v.Clone()
-		nv.Mode = 0o640
-		_, err = tx.Put(nv)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Applied([]store.Change{{ID: id}})
+	peerVersion(t, f, s, id)
 
 	// write(fd, "xxxx"); ftruncate(fd, 0); close(fd)
 	if err := a.write([]byte("xxxx"), 0); err != nil {
@@ -285,21 +282,7 @@ func TestTruncatingOpenAfterAWriteDuringAPeersVersion(t *testing.T) {
 	}
 	h1 := fh1.(*handle)
 	a := h1.of
-	var err error
-	err = s.Update(store.OpSetattr, func(tx *store.Tx) error {
-		v, err := tx.Head(id)
-		if err != nil {
-			return err
-		}
-		nv := v.Clone()
-		nv.Mode = 0o640
-		_, err = tx.Put(nv)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Applied([]store.Change{{ID: id}}) // a peer's version: P1's state is detached
+	peerVersion(t, f, s, id)
 
 	if err := a.write([]byte("xxxx"), 0); err != nil { // P1: write returns
 		t.Fatal(err)
@@ -462,21 +445,7 @@ func TestWriterStaysSharedAfterAPeersVersion(t *testing.T) {
 		t.Fatal(errno)
 	}
 	a := fh.(*handle).of
-	var err error
-	err = s.Update(store.OpSetattr, func(tx *store.Tx) error {
-		v, err := tx.Head(id)
-		if err != nil {
-			return err
-		}
-		nv := v.Clone()
-		nv.Mode = 0o640
-		_, err = tx.Put(nv)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Applied([]store.Change{{ID: id}})
+	peerVersion(t, f, s, id)
 	if err := a.write([]byte("a line\n"), 0); err != nil {
 		t.Fatal(err)
 	}

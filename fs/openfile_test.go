@@ -12,7 +12,13 @@ import (
 
 func newTestFS(t *testing.T, maxDirty int) (*FS, *store.Store) {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "site")
+	return newTestFSIn(t, t.TempDir(), maxDirty)
+}
+
+// newTestFSIn is newTestFS with the store in parent.
+func newTestFSIn(t *testing.T, parent string, maxDirty int) (*FS, *store.Store) {
+	t.Helper()
+	dir := filepath.Join(parent, "site")
 	if _, err := store.Init(dir, store.InitOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -257,6 +263,26 @@ func TestArenaSpareStaysBounded(t *testing.T) {
 	}
 }
 
+// whileBusy runs op as if a background commit were running, calls check
+// while op waits for it, then lets the commit end and op go on.
+func whileBusy(t *testing.T, of *openFile, op func() error, check func()) {
+	t.Helper()
+	of.mu.Lock()
+	of.busy = true
+	of.mu.Unlock()
+	done := make(chan error)
+	go func() { done <- op() }()
+	time.Sleep(50 * time.Millisecond)
+	check()
+	of.mu.Lock()
+	of.busy = false
+	of.cond.Broadcast()
+	of.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWriteThatWaitsIsNotSeenBeforeItReturns: a write that waits for the
 // background commit before it adds nothing, size or bytes, until the wait
 // ends. The kernel takes the new size from the write's reply; a reader that
@@ -269,25 +295,14 @@ func TestWriteThatWaitsIsNotSeenBeforeItReturns(t *testing.T) {
 	if err := of.write(block, 0); err != nil { // fills the layer
 		t.Fatal(err)
 	}
-	of.mu.Lock()
-	of.busy = true // as if the commit before were still running
-	of.mu.Unlock()
-	done := make(chan error)
-	go func() { done <- of.write(block, 1<<20) }()
-	time.Sleep(50 * time.Millisecond)
-	if got := of.size(); got != 1<<20 {
-		t.Errorf("size %d while the write waits, want %d", got, 1<<20)
-	}
-	if n, err := of.read(make([]byte, 4096), 1<<20); n != 0 || err != nil {
-		t.Errorf("read past the old end while the write waits: %d bytes, %v", n, err)
-	}
-	of.mu.Lock()
-	of.busy = false
-	of.cond.Broadcast()
-	of.mu.Unlock()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	whileBusy(t, of, func() error { return of.write(block, 1<<20) }, func() {
+		if got := of.size(); got != 1<<20 {
+			t.Errorf("size %d while the write waits, want %d", got, 1<<20)
+		}
+		if n, err := of.read(make([]byte, 4096), 1<<20); n != 0 || err != nil {
+			t.Errorf("read past the old end while the write waits: %d bytes, %v", n, err)
+		}
+	})
 	m.model = bytes.Repeat([]byte{7}, 2<<20)
 	m.check()
 }
@@ -305,26 +320,15 @@ func TestTruncationThatWaitsIsNotSeenBeforeItReturns(t *testing.T) {
 	if err := of.write(block, 0); err != nil {
 		t.Fatal(err)
 	}
-	of.mu.Lock()
-	of.busy = true // as if a background commit were running
-	of.mu.Unlock()
-	done := make(chan error)
-	go func() { done <- of.resize(4096, attrChange{}) }()
-	time.Sleep(50 * time.Millisecond)
-	if got := of.size(); got != 2<<20 {
-		t.Errorf("size %d while the truncation waits, want %d", got, 2<<20)
-	}
-	p := make([]byte, 4096)
-	if n, err := of.read(p, 1<<20); n != len(p) || err != nil || !bytes.Equal(p, block[:len(p)]) {
-		t.Errorf("read past the new end while the truncation waits: %d bytes, %v, want the old bytes", n, err)
-	}
-	of.mu.Lock()
-	of.busy = false
-	of.cond.Broadcast()
-	of.mu.Unlock()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	whileBusy(t, of, func() error { return of.resize(4096, attrChange{}) }, func() {
+		if got := of.size(); got != 2<<20 {
+			t.Errorf("size %d while the truncation waits, want %d", got, 2<<20)
+		}
+		p := make([]byte, 4096)
+		if n, err := of.read(p, 1<<20); n != len(p) || err != nil || !bytes.Equal(p, block[:len(p)]) {
+			t.Errorf("read past the new end while the truncation waits: %d bytes, %v, want the old bytes", n, err)
+		}
+	})
 	if of.isDirty() {
 		t.Error("the truncation is still buffered after it returned")
 	}

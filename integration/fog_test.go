@@ -708,17 +708,26 @@ func TestFogReadSurvivesAPeerKilledMidRead(t *testing.T) {
 // within a bounded time, while listing, stat and cached files still work,
 // after a restart of f too. In mode "all" the peer is SIGKILLed (f's
 // connection to it is left dangling); in "versions" it unmounts cleanly.
+// fogWithOneFileCached makes a full site a and a mounted fog site f
+// (metadata mode), with two 3 MiB files at a, d/cached and d/uncached, of
+// which f has read d/cached.
+func fogWithOneFileCached(t *testing.T, mode string) (a, f *linkedSite, files map[string][]byte) {
+	t.Helper()
+	a, f = newFog(t, mode, "64MiB")
+	a.mount()
+	f.mount()
+	files = map[string][]byte{"d/cached": randomBytes(t, 3<<20), "d/uncached": randomBytes(t, 3<<20)}
+	putFiles(t, a, files)
+	waitMetadata(t, f, files)
+	checkFiles(t, f, map[string][]byte{"d/cached": files["d/cached"]})
+	return a, f, files
+}
+
 func TestFogWithoutPeersFailsUncachedReadsWithEIO(t *testing.T) {
 	for _, mode := range []string{"all", "versions"} {
 		t.Run(mode, func(t *testing.T) {
-			a, f := newFog(t, mode, "64MiB")
-			a.mount()
-			f.mount()
-			cached, uncached := randomBytes(t, 3<<20), randomBytes(t, 3<<20)
-			files := map[string][]byte{"d/cached": cached, "d/uncached": uncached}
-			putFiles(t, a, files)
-			waitMetadata(t, f, files)
-			checkFiles(t, f, map[string][]byte{"d/cached": cached})
+			a, f, files := fogWithOneFileCached(t, mode)
+			cached := files["d/cached"]
 			if mode == "all" {
 				a.kill()
 			} else {
@@ -762,14 +771,8 @@ func TestFogWithoutPeersFailsUncachedReadsWithEIO(t *testing.T) {
 // manifest from peers holds up no other open or close: acquire used to
 // hold the mount's table of open files for the whole fetch.
 func TestFogOpenWaitingForAPeerHoldsUpNothingElse(t *testing.T) {
-	a, f := newFog(t, "versions", "64MiB")
-	a.mount()
-	f.mount()
-	cached, uncached := randomBytes(t, 3<<20), randomBytes(t, 3<<20)
-	files := map[string][]byte{"d/cached": cached, "d/uncached": uncached}
-	putFiles(t, a, files)
-	waitMetadata(t, f, files)
-	checkFiles(t, f, map[string][]byte{"d/cached": cached})
+	a, f, files := fogWithOneFileCached(t, "versions")
+	cached := files["d/cached"]
 	a.unmount()
 	done := make(chan error, 1)
 	go func() {
