@@ -126,13 +126,13 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 			// the mount before the write arrived and kept, stale
 			// (docs/DECISIONS.md, "The mount says when pages are stale").
 			ExplicitDataCacheControl: true,
-			FsName:       fsname,
-			Name:         "geofs",
-			AllowOther:   allowOther,
-			MaxWrite:     1 << 20,
-			MaxReadAhead: 1 << 20,
-			DirectMount:  true,
-			Options:      append([]string{"default_permissions"}, extra...),
+			FsName:                   fsname,
+			Name:                     "geofs",
+			AllowOther:               allowOther,
+			MaxWrite:                 1 << 20,
+			MaxReadAhead:             1 << 20,
+			DirectMount:              true,
+			Options:                  append([]string{"default_permissions"}, extra...),
 			// Let the kernel choose READDIRPLUS only when the program also
 			// stats the entries (ls -l): a plain listing of a large
 			// directory then skips making 20,000 inodes.
