@@ -129,7 +129,7 @@ func randomBytes(n int, seed uint64) []byte {
 func TestFailedFtruncateChangesNothing(t *testing.T) {
 	f, s, disk := tmpfsTestFS(t, 64<<20)
 	id := reviewFile(t, s, "f")
-	of, err := f.acquire(id)
+	of, err := f.acquire(id, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestFailedFtruncateChangesNothing(t *testing.T) {
 func TestFailedTruncatingOpenChangesNothing(t *testing.T) {
 	f, s, disk := tmpfsTestFS(t, 64<<20)
 	id := reviewFile(t, s, "f")
-	of, err := f.acquire(id)
+	of, err := f.acquire(id, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +318,7 @@ func TestTruncatingOpenAfterAWriteDuringAPeersVersion(t *testing.T) {
 func TestRetriedHandOffMakesOneVersion(t *testing.T) {
 	f, s, disk := tmpfsTestFS(t, 1<<20)
 	id := reviewFile(t, s, "f")
-	a, err := f.acquire(id)
+	a, err := f.acquire(id, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -449,7 +449,7 @@ func TestWriterStaysSharedAfterAPeersVersion(t *testing.T) {
 	if err := a.write([]byte("a line\n"), 0); err != nil {
 		t.Fatal(err)
 	}
-	b, err := f.acquire(id) // another process opens the file
+	b, err := f.acquire(id, false) // another process opens the file
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,4 +461,33 @@ func TestWriterStaysSharedAfterAPeersVersion(t *testing.T) {
 	if got := reviewContent(t, s, id); string(got) != "a line\n" {
 		t.Errorf("committed content %q after the periodic commit, want %q", got, "a line\n")
 	}
+}
+
+// A handle open for writing is counted in the same step that gives it the
+// open state: a peer's version between the two detached the state, and
+// the writes were then invisible to new opens and to the periodic commit.
+func TestWriterCountedWhenItOpens(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "log")
+	w, err := f.acquire(id, true) // what openFile does for a writer
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerVersion(t, f, s, id) // before the handle exists
+	if err := w.write([]byte("a line\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	b, err := f.acquire(id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reviewRead(t, b); string(got) != "a line\n" {
+		t.Errorf("a second open reads %q after the writer's write returned", got)
+	}
+	f.release(b)
+	f.commitOld(time.Now().Add(time.Hour))
+	if got := reviewContent(t, s, id); string(got) != "a line\n" {
+		t.Errorf("committed content %q after the periodic commit", got)
+	}
+	f.releaseWriter(w)
 }

@@ -49,22 +49,20 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 }
 
 func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	of, err := n.fsys.acquire(v.ID)
+	readOnly := flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0
+	of, err := n.fsys.acquire(v.ID, !readOnly)
 	if err != nil {
 		return nil, 0, n.errno(ctx, err, "open")
 	}
 	if flags&syscall.O_TRUNC != 0 { // like ext4, even with O_RDONLY
 		// Bits first: an open that fails truncates nothing.
 		if err := n.killPrivs(ctx, of, func() bool { return n.fsys.unprivileged(ctx) }); err != nil {
-			n.fsys.release(of)
+			n.fsys.releaseWriter(of) // O_TRUNC: counted as a writer
 			return nil, 0, n.errno(ctx, err, "open")
 		}
 		of.truncate(0)
 	}
-	h := &handle{node: n, of: of, readOnly: flags&syscall.O_ACCMODE == syscall.O_RDONLY && flags&syscall.O_TRUNC == 0}
-	if !h.readOnly {
-		n.fsys.addWriter(of)
-	}
+	h := &handle{node: n, of: of, readOnly: readOnly}
 	var fuseFlags uint32 = fuse.FOPEN_KEEP_CACHE
 	if h.readOnly {
 		// Nothing to commit at close: the kernel need not ask (one
@@ -318,7 +316,7 @@ func (n *Node) setSize(ctx context.Context, fh gofs.FileHandle, size uint64, c a
 	if v.Kind == store.KindDir {
 		return syscall.EISDIR
 	}
-	of, err := n.fsys.acquire(v.ID)
+	of, err := n.fsys.acquire(v.ID, false)
 	if err != nil {
 		return n.errno(ctx, err, "truncate")
 	}

@@ -111,9 +111,11 @@ func (l *layer) successor() *layer {
 // content's extents are read without holding f.mu: on a fog node they may
 // be fetched from a peer, for up to the fetch timeout, and opens, closes
 // and stat of other open files must not wait for that.
-func (f *FS) acquire(id store.FileID) (*openFile, error) {
+// A writer (a handle open for writing) is counted in the same step, so
+// that no peer's version detaches the state in between (see detach).
+func (f *FS) acquire(id store.FileID, writer bool) (*openFile, error) {
 	for {
-		if of := f.hold(id); of != nil {
+		if of := f.holdAs(id, writer); of != nil {
 			return of, nil
 		}
 		v, err := f.s.Head(id)
@@ -124,7 +126,7 @@ func (f *FS) acquire(id store.FileID) (*openFile, error) {
 		if err != nil {
 			return nil, err
 		}
-		if of, ok, err := f.create(id, v, x); ok || err != nil {
+		if of, ok, err := f.create(id, v, x, writer); ok || err != nil {
 			return of, err
 		}
 		// A commit moved the file meanwhile: read its new head.
@@ -134,11 +136,11 @@ func (f *FS) acquire(id store.FileID) (*openFile, error) {
 // create makes the open state of id from version v with extents x, unless
 // there is one by now (which it holds and returns) or v is no longer id's
 // current content (ok false).
-func (f *FS) create(id store.FileID, v *store.Version, x *store.Extents) (of *openFile, ok bool, err error) {
+func (f *FS) create(id store.FileID, v *store.Version, x *store.Extents, writer bool) (of *openFile, ok bool, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if of := f.open[id]; of != nil {
-		of.refs++
+		of.take(writer)
 		return of, true, nil
 	}
 	now, err := f.s.Head(id)
@@ -148,21 +150,32 @@ func (f *FS) create(id store.FileID, v *store.Version, x *store.Extents) (of *op
 	if now.Content != v.Content || now.Size != v.Size {
 		return nil, false, nil
 	}
-	of = &openFile{fsys: f, id: id, refs: 1, base: x, root: now.Content, origin: f.s.OriginOf(now), cur: newLayer(now.Size)}
+	of = &openFile{fsys: f, id: id, base: x, root: now.Content, origin: f.s.OriginOf(now), cur: newLayer(now.Size)}
+	of.take(writer)
 	of.cond = sync.NewCond(&of.mu)
 	f.open[id] = of
 	return of, true, nil
 }
 
 // hold takes a reference on id's open state if there is one.
-func (f *FS) hold(id store.FileID) *openFile {
+func (f *FS) hold(id store.FileID) *openFile { return f.holdAs(id, false) }
+
+func (f *FS) holdAs(id store.FileID, writer bool) *openFile {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	of := f.open[id]
 	if of != nil {
-		of.refs++
+		of.take(writer)
 	}
 	return of
+}
+
+// take counts a reference (with f.mu held), and a writer's.
+func (of *openFile) take(writer bool) {
+	of.refs++
+	if writer {
+		of.writers++
+	}
 }
 
 // drop releases a reference taken by hold (or a read-only handle's),
@@ -213,13 +226,6 @@ func (f *FS) releaseWriter(of *openFile) {
 	f.releaseLocked(of)
 }
 
-// addWriter counts a handle open for writing (see detach).
-func (f *FS) addWriter(of *openFile) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	of.writers++
-}
-
 func (f *FS) releaseLocked(of *openFile) {
 	of.refs--
 	if of.refs == 0 && !of.isDirty() && f.open[of.id] == of {
@@ -227,11 +233,17 @@ func (f *FS) releaseLocked(of *openFile) {
 	}
 	if of.refs == 0 && of.detached {
 		of.detached = false
-		if f.detached[of.id]--; f.detached[of.id] <= 0 {
-			delete(f.detached, of.id)
-		}
-		// Its readers filled the page cache with the old version.
-		go f.notifyContent(of.id)
+		// Its readers filled the page cache with the old version: new
+		// opens bypass the page cache (pagesShared) until it is dropped.
+		id := of.id
+		go func() {
+			f.notifyContent(id)
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if f.detached[id]--; f.detached[id] <= 0 {
+				delete(f.detached, id)
+			}
+		}()
 	}
 }
 
@@ -483,14 +495,22 @@ func (of *openFile) takeErr() error {
 // builds again.
 func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
 	x, err := of.fsys.build(of.id, base, root, l)
+	rebased := false
 	for tries := 0; errors.Is(err, errBaseMoved) && tries < 8; tries++ {
 		of.mu.Lock()
 		err = of.rebaseLocked()
 		base, root = of.base, of.root
 		of.mu.Unlock()
+		rebased = true
 		if err == nil {
 			x, err = of.fsys.build(of.id, base, root, l)
 		}
+	}
+	if rebased {
+		// Readers may have cached pages of the content this commit
+		// was first built over since FS.Changed, which found it
+		// running, dropped them: the kernel drops pages only when told.
+		defer of.fsys.notifyContent(of.id)
 	}
 	of.mu.Lock()
 	defer of.mu.Unlock()

@@ -86,7 +86,7 @@ func newModelFile(t *testing.T, f *FS, s *store.Store, name string) *modelFile {
 	if err != nil {
 		t.Fatal(err)
 	}
-	of, err := f.acquire(id)
+	of, err := f.acquire(id, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestBufferedBytesStayWithinTheMountBudget(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		of, err := f.acquire(id)
+		of, err := f.acquire(id, false)
 		if err != nil {
 			t.Fatal(err)
 		}

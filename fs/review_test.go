@@ -62,7 +62,7 @@ func TestReviewOpenAfterLastCloseSeesStaleBase(t *testing.T) {
 
 	// Process B has the file open and has written to it.
 	v0, _ := s.Head(id)
-	ofB, err := f.acquire(v0.ID)
+	ofB, err := f.acquire(v0.ID, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestReviewOpenAfterLastCloseSeesStaleBase(t *testing.T) {
 	f.release(ofB)
 
 	// ... and A's open goes on to acquire with the version it read.
-	ofA, err := f.acquire(vA.ID)
+	ofA, err := f.acquire(vA.ID, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestReviewRestoreLostUnderDirtyOpenFile(t *testing.T) {
 	f, s := newTestFS(t, 1<<20)
 	id := reviewFile(t, s, "f")
 	v0, _ := s.Head(id)
-	of, err := f.acquire(v0.ID)
+	of, err := f.acquire(v0.ID, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestReviewSetattrFoldedIntoReleasedOpenFileIsLost(t *testing.T) {
 	f, s := newTestFS(t, 1<<20)
 	id := reviewFile(t, s, "f")
 	v, _ := s.Head(id)
-	of, err := f.acquire(v.ID) // a process has the file open
+	of, err := f.acquire(v.ID, false) // a process has the file open
 	if err != nil {
 		t.Fatal(err)
 	}
