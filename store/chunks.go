@@ -20,8 +20,9 @@ type kv struct{ k, v []byte }
 // waiting for it. Badger applies commits in the order they are submitted
 // (one write channel), so a later Update that references these keys is
 // applied after them. A failure stops the store (Store.stop): no Update
-// after it commits, and Sync, which waits for the commits submitted before
-// it, reports it. (It used to be reported to the next Update alone: a
+// after it commits, a flush waits for the outcome of the location commits
+// submitted before it (so no record naming a chunk whose location failed
+// reaches Badger), and Sync reports it. (It used to be reported to the next Update alone: a
 // retry then found the chunk in the header cache, did not write its
 // location again, and committed a version naming a chunk with none.)
 func (s *Store) writeAsync(kvs []kv) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 	"os"
@@ -199,6 +200,18 @@ func TestFailedLocationCommitStopsTheStore(t *testing.T) {
 			err := create()
 			if !late && err == nil {
 				t.Error("an Update committed after a chunk location it names failed to commit")
+			}
+			if late {
+				// The Update was taken before the failure was known; a
+				// flush must wait for the location's outcome and write
+				// nothing to Badger.
+				flushed := make(chan error)
+				go func() { flushed <- s.Flush() }()
+				time.Sleep(100 * time.Millisecond)
+				report()
+				if err := <-flushed; err == nil {
+					t.Error("a flush wrote a record naming a chunk whose location failed to commit")
+				}
 			}
 			report()
 			if err := s.Sync(); err == nil {

@@ -148,11 +148,15 @@ func (s *Store) flush(wait bool) error {
 	})
 	ops := p.ops
 	p.mu.RUnlock()
-	if err := p.failed.Load(); err != nil {
-		return *err
-	}
 	if len(batch) == 0 {
-		return nil
+		return p.pendingFailure()
+	}
+	// The chunk locations the batch's records name were submitted before
+	// them; wait for their outcome, so that no record naming a chunk
+	// whose location failed reaches Badger (writeAsync stops the store).
+	s.async.wait()
+	if err := p.pendingFailure(); err != nil {
+		return err
 	}
 	if p.closed {
 		return fmt.Errorf("flush: %w", badger.ErrDBClosed)
@@ -250,6 +254,13 @@ func (s *Store) closePending() error {
 	}
 	p.mu.Unlock()
 	return err
+}
+
+func (p *pending) pendingFailure() error {
+	if err := p.failed.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 // stop makes the store take no more changes until it is reopened, after a

@@ -260,14 +260,13 @@ func (s *Store) Sync() error {
 		return err
 	}
 	s.async.wait() // the chunk locations written before this call
-	err := s.db.Sync()
-	if err == nil {
-		err = s.syncLogs()
-	}
-	if err != nil {
+	if err := s.db.Sync(); err != nil {
 		err = fmt.Errorf("sync store: %w", err)
 		s.stop(err) // final, as for packs
 		return err
+	}
+	if err := s.syncLogs(); err != nil {
+		return fmt.Errorf("sync store: %w", err)
 	}
 	return s.pendingErr() // a location's commit failed, say
 }
@@ -297,6 +296,8 @@ func (s *Store) syncLogs() error {
 			err = f.Sync()
 			f.Close()
 			if err != nil {
+				err = fmt.Errorf("%s: %w", name, err)
+				s.stop(err) // final, as for packs
 				return err
 			}
 		}
