@@ -1174,17 +1174,22 @@ func (b *rawBridge) readDirMaybeLookup(cancel <-chan struct{}, input *fuse.ReadI
 
 	ctx := &fuse.Context{Caller: input.Caller, Cancel: cancel}
 	interruptedRead := false
-	_, seeker := f.file.(FileSeekdirer)
-	if input.Offset != f.dirOffset && !seeker {
+	if sd, ok := f.file.(FileSeekdirer); ok && input.Offset != f.dirOffset {
+		// geofs: a handle that can seek goes back to the offset
+		// instead of replaying the last reply below. A replay in
+		// READDIRPLUS of entries that READDIR sent does not always
+		// fit, and the replay lost the entries after the one that
+		// did not fit, and the one waiting in f.overflow.
+		if sd.Seekdir(ctx, input.Offset) == 0 {
+			f.dirOffset = input.Offset
+			f.overflowErrno = 0
+			f.hasOverflow = false
+		}
+	}
+	if input.Offset != f.dirOffset {
 		// If the last readdir(plus) was interrupted, the
 		// kernel may consume just one entry from the readdir,
 		// and redo it.
-		//
-		// (geofs: not for a FileSeekdirer, which goes back to
-		// the offset below. A replay in READDIRPLUS of entries
-		// that READDIR sent does not always fit, and the replay
-		// lost the entries after the one that did not fit, and
-		// the one waiting in f.overflow.)
 		for i, e := range f.lastRead {
 			if e.Off == input.Offset {
 				interruptedRead = true
