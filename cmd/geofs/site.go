@@ -58,6 +58,9 @@ func openWhenFree(dir string, log *slog.Logger) (*store.Store, error) {
 		time.Sleep(100 * time.Millisecond)
 		s, err = store.Open(dir, log)
 	}
+	if errors.Is(err, store.ErrLocked) { // the holder may have gone just now
+		s, err = store.Open(dir, log)
+	}
 	return s, err
 }
 
