@@ -68,6 +68,15 @@ func tmpfsTestFS(t *testing.T, maxDirty int) (*FS, *store.Store, diskFiller) {
 	return f, s, diskFiller{t: t, path: filepath.Join(mnt, "filler")}
 }
 
+// waitIdle waits for of's background commit, if one runs.
+func (of *openFile) waitIdle() {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	for of.busy {
+		of.cond.Wait()
+	}
+}
+
 // peerVersion makes a new version of id (a mode change) as if it came
 // from a peer, and tells the mount (FS.Applied).
 func peerVersion(t *testing.T, f *FS, s *store.Store, id store.FileID) {
@@ -323,17 +332,6 @@ func TestRetriedHandOffMakesOneVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := randomBytes(3<<20, 2)
-	idle := func() {
-		for {
-			a.mu.Lock()
-			busy := a.busy
-			a.mu.Unlock()
-			if !busy {
-				return
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	if err := a.write(d[:1<<20], 0); err != nil { // fills the layer
 		t.Fatal(err)
 	}
@@ -341,7 +339,7 @@ func TestRetriedHandOffMakesOneVersion(t *testing.T) {
 	if err := a.write(d[1<<20:2<<20], 1<<20); err != nil { // hands it off: the background commit fails
 		t.Fatal(err)
 	}
-	idle()
+	a.waitIdle()
 	disk.empty()
 	disk.fill(128<<20 + 1536<<10) // room for the pending layer's chunk, not for both
 	err = a.commit()
@@ -356,7 +354,7 @@ func TestRetriedHandOffMakesOneVersion(t *testing.T) {
 	if err := a.write(d[2<<20:2<<20+1], 2<<20); err != nil { // full: hands off
 		t.Fatal(err)
 	}
-	idle()
+	a.waitIdle()
 	_, after, _ := s.History(id)
 	vs, _, _ := s.History(id)
 	if len(after)-len(before) != 1 {

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/geofs/geofs/store"
 )
 
 // A getattr that shows the mtime of the mount's own write keeps the file's
@@ -44,5 +46,94 @@ func TestGetattrAfterAWriteKeepsCachedPages(t *testing.T) {
 	}
 	if after := cached(); after < before {
 		t.Errorf("%d of %d cached pages dropped by a getattr after the mount's own write", before-after, before)
+	}
+}
+
+// A peer's version arrives while a writer's background commit runs:
+// FS.Changed drops the kernel's pages but cannot rebase (the commit is
+// using the layers); a reader then caches pages of the old content, and
+// the commit rebases later. With explicit invalidation the kernel drops
+// those pages only if the commit says so.
+func TestBackgroundRebaseDropsCachedPages(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	mnt := mountTestFS(t, f)
+	name := filepath.Join(mnt, "f")
+	const size = 4 << 20
+	if err := os.WriteFile(name, bytes.Repeat([]byte("A"), size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Resolve("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: bytes.Repeat([]byte("B"), size)}}, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.PutManifest(x.Refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := s.Update(store.OpMerge, func(tx *store.Tx) error { // the peer's version: all B
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Content, nv.Size, nv.Alloc = root, size, x.Data()
+		_, err = tx.Put(nv)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	started, unblock, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() { // holds Store.mu: the background commit waits in its Update
+		defer close(done)
+		s.Update(store.OpSetattr, func(tx *store.Tx) error { close(started); <-unblock; return nil })
+	}()
+	<-started
+	if _, err := w.WriteAt(bytes.Repeat([]byte("w"), 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("w"), 1<<20); err != nil { // hands the full layer off: busy
+		t.Fatal(err)
+	}
+	of := f.lookupOpen(id)
+	f.Applied([]store.Change{{ID: id}}) // Changed: busy, no rebase; pages dropped
+	r, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := make([]byte, 4)
+	if _, err := r.ReadAt(p, 2<<20); err != nil { // served from the old base, cached
+		t.Fatal(err)
+	}
+	close(unblock)
+	<-done
+	of.waitIdle()
+	if _, err := r.ReadAt(p, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	d, err := os.OpenFile(name, os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	q, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS) // aligned
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(q)
+	if _, err := unix.Pread(int(d.Fd()), q, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(p, q[:4]) {
+		t.Errorf("the page cache holds %q at 2 MiB, the file holds %q", p, q[:4])
 	}
 }
