@@ -22,9 +22,10 @@ type kv struct{ k, v []byte }
 // applied after them. A failure stops the store (Store.stop): no Update
 // after it commits, a flush waits for the outcome of the location commits
 // submitted before it (so no record naming a chunk whose location failed
-// reaches Badger), and Sync reports it. (It used to be reported to the next Update alone: a
-// retry then found the chunk in the header cache, did not write its
-// location again, and committed a version naming a chunk with none.)
+// reaches Badger), and Sync reports it. (It used to be reported to the
+// next Update alone: a retry then found the chunk in the header cache,
+// did not write its location again, and committed a version naming a
+// chunk with none.)
 func (s *Store) writeAsync(kvs []kv) error {
 	if len(kvs) == 0 {
 		return nil
