@@ -38,6 +38,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/geofs/geofs/store"
 )
 
 // capXattr holds a file's capabilities.
@@ -208,18 +210,17 @@ func parseCreds(r io.Reader) (creds, error) {
 // bits go in the file's next commit; its capabilities go now. The kernel is
 // told to drop the attributes it cached.
 func (n *Node) killPrivs(ctx context.Context, of *openFile, unprivileged func() bool) error {
-	v, err := n.fsys.s.Head(n.id)
+	var v *store.Version
+	changed, err := of.killMode(func(head *store.Version, a fileAttrs) (uint32, bool) {
+		v = head
+		if a.mode&(syscall.S_ISUID|syscall.S_ISGID) == 0 || !unprivileged() {
+			return 0, false
+		}
+		m := killedMode(ctx, a.mode, a.gid)
+		return m, m != a.mode
+	})
 	if err != nil {
 		return err
-	}
-	changed := false
-	a := fileAttrs{mode: v.Mode, uid: v.UID, gid: v.GID}
-	of.overlay(&a)
-	if mode := a.mode; mode&(syscall.S_ISUID|syscall.S_ISGID) != 0 && unprivileged() {
-		if m := killedMode(ctx, mode, a.gid); m != mode {
-			of.setattr(attrChange{setMode: true, mode: m})
-			changed = true
-		}
 	}
 	if _, ok := v.Xattr(capXattr); ok {
 		if err := n.dropCaps(); err != nil {

@@ -3,10 +3,14 @@ package fs
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/geofs/geofs/store"
 )
 
 func TestParseCreds(t *testing.T) {
@@ -57,5 +61,75 @@ func TestKilledMode(t *testing.T) {
 		if got := killedMode(self, 0o6765, 7); got != 0o2765 {
 			t.Errorf("caller with CAP_FSETID: killedMode(6765) = %04o, want 2765", got)
 		}
+	}
+}
+
+// TestChmodDuringKillPrivsIsKept: an open with O_TRUNC by a caller without
+// CAP_FSETID clears the file's setuid and setgid bits, and the kernel does
+// not serialize that open with a chmod of the same file. A chmod that comes
+// while the open works out the cleared mode must not be undone by it: in
+// either order the file ends with the chmod's mode, which has no bits to
+// clear.
+func TestChmodDuringKillPrivsIsKept(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "f")
+	err := s.Update(store.OpSetattr, func(tx *store.Tx) error {
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Mode = 0o6755
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// killPrivs tells the kernel the attributes changed: the node must be
+	// one the kernel knows.
+	mnt := mountTestFS(t, f)
+	if _, err := os.Stat(filepath.Join(mnt, "f")); err != nil {
+		t.Fatal(err)
+	}
+	f.nodesMu.Lock()
+	n := f.nodes[id]
+	f.nodesMu.Unlock()
+	of, err := f.acquire(id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.releaseWriter(of)
+
+	// The chmod runs as Setattr runs it for an open file, while the open
+	// asks whether its caller is unprivileged: after the open has read the
+	// mode. With the mode read and set under one hold of the open file's
+	// lock, the chmod waits for the open instead.
+	chmodded := make(chan error, 1)
+	unprivileged := func() bool {
+		go func() {
+			o := f.hold(id)
+			o.setattr(attrChange{setMode: true, mode: 0o700})
+			chmodded <- f.drop(o)
+		}()
+		select {
+		case err := <-chmodded:
+			chmodded <- err
+		case <-time.After(200 * time.Millisecond):
+		}
+		return true
+	}
+	if err := n.killPrivs(context.Background(), of, unprivileged); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-chmodded; err != nil {
+		t.Fatal(err)
+	}
+	var a fuse.Attr
+	if err := f.currentAttr(id, &a); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Mode & 0o7777; got != 0o700 {
+		t.Errorf("mode %#o after a chmod to 0700 raced an open that clears setuid and setgid, want 0700", got)
 	}
 }
