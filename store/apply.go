@@ -96,7 +96,6 @@ func (s *Store) ApplyWithoutContent(from SiteID, cur PeerCursor, recs []Incoming
 }
 
 func (s *Store) applyBatch(from SiteID, cur PeerCursor, recs []Incoming, lazy bool) (ApplyResult, error) {
-	var res ApplyResult
 	// A record that a later record of the batch descends from is only
 	// recorded: merging it first would make a merge (and maybe a conflict
 	// copy) of a state its own site had already moved past.
@@ -107,7 +106,7 @@ func (s *Store) applyBatch(from SiteID, cur PeerCursor, recs []Incoming, lazy bo
 		hs[i] = Sum(in.Rec)
 		v, err := DecodeVersion(in.Rec)
 		if err != nil {
-			return res, fmt.Errorf("record %s from %s: %w: %w", hs[i].Short(), from, ErrCorrupt, err)
+			return ApplyResult{}, fmt.Errorf("record %s from %s: %w: %w", hs[i].Short(), from, ErrCorrupt, err)
 		}
 		vs[i] = v
 		superseded[v.Prev] = true
@@ -115,11 +114,59 @@ func (s *Store) applyBatch(from SiteID, cur PeerCursor, recs []Incoming, lazy bo
 			superseded[m] = true
 		}
 	}
-	tx, err := s.transact(OpMerge, from, func(tx *Tx) error {
-		tx.superseded = superseded
-		tx.lazyContent = lazy
-		for i, in := range recs {
-			applied, err := tx.apply(in, vs[i], hs[i])
+	b := applyParts{s: s, from: from, lazy: lazy, superseded: superseded, recs: recs, vs: vs, hs: hs}
+	res, err := b.apply(0, len(recs), cur)
+	if res.Applied > 0 {
+		s.repinSoon()
+	}
+	return res, err
+}
+
+// applyParts applies a batch in as few transactions as fit. A batch that
+// fits one transaction when its origin wrote it may not fit one here: each
+// record is written with its directory entries, log entry and indexes, and
+// concurrent ones add a merge record and a conflict copy. A batch too big
+// for one transaction is applied in halves (recursively), in order, and
+// only the last part records the cursor: after a crash in between, the
+// peer sends the batch again and the parts already applied are known. Every
+// part skips integrating the records a later record of the whole batch
+// descends from, as one transaction would.
+type applyParts struct {
+	s          *Store
+	from       SiteID
+	lazy       bool
+	superseded map[Hash]bool
+	recs       []Incoming
+	vs         []*Version
+	hs         []Hash
+}
+
+// apply applies records [i, j), then records cur (unless it is zero).
+func (b *applyParts) apply(i, j int, cur PeerCursor) (ApplyResult, error) {
+	res, err := b.applyOne(i, j, cur)
+	if !errors.Is(err, badger.ErrTxnTooBig) || j-i < 2 {
+		return res, err
+	}
+	mid := i + (j-i)/2
+	first, err := b.apply(i, mid, PeerCursor{})
+	if err != nil {
+		return first, err
+	}
+	rest, err := b.apply(mid, j, cur)
+	rest.Applied += first.Applied
+	rest.Known += first.Known
+	rest.Changes = append(first.Changes, rest.Changes...)
+	return rest, err
+}
+
+// applyOne applies records [i, j) and records cur in one transaction.
+func (b *applyParts) applyOne(i, j int, cur PeerCursor) (ApplyResult, error) {
+	var res ApplyResult
+	tx, err := b.s.transact(OpMerge, b.from, func(tx *Tx) error {
+		tx.superseded = b.superseded
+		tx.lazyContent = b.lazy
+		for k := i; k < j; k++ {
+			applied, err := tx.apply(b.recs[k], b.vs[k], b.hs[k])
 			if err != nil {
 				return err
 			}
@@ -132,14 +179,14 @@ func (s *Store) applyBatch(from SiteID, cur PeerCursor, recs []Incoming, lazy bo
 		if cur.Seq == 0 {
 			return nil
 		}
-		return tx.set(cursorKey(pCursor, from), append(binary.BigEndian.AppendUint64(nil, cur.Seq), cur.Version[:]...))
+		return tx.set(cursorKey(pCursor, b.from), append(binary.BigEndian.AppendUint64(nil, cur.Seq), cur.Version[:]...))
 	})
-	if tx != nil {
-		res.Changes = tx.changes
+	if tx == nil {
+		return ApplyResult{}, err
 	}
-	if err == nil && res.Applied > 0 {
-		s.repinSoon()
-	}
+	// Applied, though maybe not flushed (err): the mount still needs the
+	// changes for its caches.
+	res.Changes = tx.changes
 	return res, err
 }
 

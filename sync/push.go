@@ -13,10 +13,15 @@ import (
 	"github.com/geofs/geofs/store"
 )
 
-// Batch limits: a batch ends at whichever comes first.
+// Batch limits: a batch ends at whichever comes first. The receiver
+// applies a batch in one transaction when it can, and writes each record
+// there at least twice (the version and its directory entries, with log
+// and index entries, and for a concurrent one a merge record and a
+// conflict copy), so a batch stays well inside one transaction's bound
+// (store.Apply splits one that is not).
 const (
 	batchRecords = 2048
-	batchBytes   = 4 << 20
+	batchBytes   = 1 << 20
 )
 
 // heartbeat is how often an idle sender sends an empty batch, so the
