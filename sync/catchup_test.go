@@ -140,3 +140,46 @@ func TestCatchUpOfLargeRecords(t *testing.T) {
 		t.Error("the namespaces differ after the receiver acknowledged everything")
 	}
 }
+
+// One site saves one file 600 times while its link is down (an editor's
+// autosave, a log closed after each append). Nothing is concurrent, but
+// the receiver gets the whole run in one batch, and its head lies more
+// than the merge's ancestor walk (512 versions) behind the newest: the
+// receiver used to take them for concurrent, merge them, and keep its own
+// head's content as a conflict copy the sender never had.
+func TestLongRunOfVersionsInOneBatchIsNotAConflict(t *testing.T) {
+	a, b := newSite(t), newSite(t)
+	r0 := manifestOf(t, a, []byte("version zero"))
+	id := store.NewFileID()
+	if err := a.Update(store.OpCreate, func(tx *store.Tx) error {
+		_, err := tx.Create(&store.Version{ID: id, Kind: store.KindFile, Links: []store.Link{{Parent: store.RootID, Name: "log.txt"}},
+			Mode: 0o644, Content: r0, Size: 12, Alloc: 12})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
+	waitSame(t, a, b)
+	ss.stop()
+
+	roots := []store.Hash{manifestOf(t, a, []byte("edit one")), manifestOf(t, a, []byte("edit two"))}
+	for i := range 600 {
+		setAll(t, a, []store.FileID{id}, roots[i%2], 8)
+	}
+	ss = push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
+	waitAcked(t, a, b, ss)
+	ents, err := b.ReadDir(store.RootID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name)
+		}
+		t.Fatalf("the receiver lists %q, the sender only log.txt", names)
+	}
+	if hb, ha := headOf(t, b, "/log.txt"), headOf(t, a, "/log.txt"); hb.Hash() != ha.Hash() {
+		t.Fatalf("the receiver's head is %s (merging %d), the sender's %s", hb.Hash().Short(), len(hb.Merged), ha.Hash().Short())
+	}
+}
