@@ -96,12 +96,8 @@ func (s *Store) ApplyWithoutContent(from SiteID, cur PeerCursor, recs []Incoming
 }
 
 func (s *Store) applyBatch(from SiteID, cur PeerCursor, recs []Incoming, lazy bool) (ApplyResult, error) {
-	// A record that a later record of the batch descends from is only
-	// recorded: merging it first would make a merge (and maybe a conflict
-	// copy) of a state its own site had already moved past.
 	vs := make([]*Version, len(recs))
 	hs := make([]Hash, len(recs))
-	superseded := map[Hash]bool{}
 	for i, in := range recs {
 		hs[i] = Sum(in.Rec)
 		v, err := DecodeVersion(in.Rec)
@@ -109,12 +105,8 @@ func (s *Store) applyBatch(from SiteID, cur PeerCursor, recs []Incoming, lazy bo
 			return ApplyResult{}, fmt.Errorf("record %s from %s: %w: %w", hs[i].Short(), from, ErrCorrupt, err)
 		}
 		vs[i] = v
-		superseded[v.Prev] = true
-		for _, m := range v.Merged {
-			superseded[m] = true
-		}
 	}
-	b := applyParts{s: s, from: from, lazy: lazy, superseded: superseded, recs: recs, vs: vs, hs: hs}
+	b := applyParts{s: s, from: from, lazy: lazy, recs: recs, vs: vs, hs: hs}
 	res, err := b.apply(0, len(recs), cur)
 	if res.Applied > 0 {
 		s.repinSoon()
@@ -128,17 +120,21 @@ func (s *Store) applyBatch(from SiteID, cur PeerCursor, recs []Incoming, lazy bo
 // concurrent ones add a merge record and a conflict copy. A batch too big
 // for one transaction is applied in halves (recursively), in order, and
 // only the last part records the cursor: after a crash in between, the
-// peer sends the batch again and the parts already applied are known. Every
-// part skips integrating the records a later record of the whole batch
-// descends from, as one transaction would.
+// peer sends the batch again and the parts already applied are known.
+//
+// Each part is applied as a batch of its own, as the sender's batches are:
+// every state committed keeps Apply's invariant (each version known is the
+// head or its ancestor), whether or not the rest ever comes. Where a part
+// ends between a concurrent record and a later one descending from it, the
+// first is merged on its own; its merge record, and a conflict copy it may
+// keep, go to peers like any other record.
 type applyParts struct {
-	s          *Store
-	from       SiteID
-	lazy       bool
-	superseded map[Hash]bool
-	recs       []Incoming
-	vs         []*Version
-	hs         []Hash
+	s    *Store
+	from SiteID
+	lazy bool
+	recs []Incoming
+	vs   []*Version
+	hs   []Hash
 }
 
 // apply applies records [i, j), then records cur (unless it is zero).
@@ -161,9 +157,19 @@ func (b *applyParts) apply(i, j int, cur PeerCursor) (ApplyResult, error) {
 
 // applyOne applies records [i, j) and records cur in one transaction.
 func (b *applyParts) applyOne(i, j int, cur PeerCursor) (ApplyResult, error) {
+	// A record that a later record of the part descends from is only
+	// recorded: merging it first would make a merge (and maybe a conflict
+	// copy) of a state its own site had already moved past.
+	superseded := map[Hash]bool{}
+	for _, v := range b.vs[i:j] {
+		superseded[v.Prev] = true
+		for _, m := range v.Merged {
+			superseded[m] = true
+		}
+	}
 	var res ApplyResult
 	tx, err := b.s.transact(OpMerge, b.from, func(tx *Tx) error {
-		tx.superseded = b.superseded
+		tx.superseded = superseded
 		tx.lazyContent = b.lazy
 		for k := i; k < j; k++ {
 			applied, err := tx.apply(b.recs[k], b.vs[k], b.hs[k])
