@@ -245,20 +245,35 @@ func (l *Links) run(ctx context.Context, k *link) {
 	}
 }
 
-// attach serves connection c (dialed by this site if byMe) for link k.
-// When both ends dial, each keeps the connection dialed by the site with
-// the smaller id, so both settle on the same one.
-func (l *Links) attach(ctx context.Context, k *link, c *Conn, byMe bool) {
-	me, peer := l.Store.Site(), c.Peer
+// replaces reports whether a new connection, dialed by this site (me) if
+// byMe, takes the place of a link's current one, dialed by this site if
+// curByMe. When both ends dial, each keeps the connection dialed by the
+// site with the smaller id, so both settle on the same one. A new
+// connection from the same end as the current one replaces it: an end
+// dials again only when it lost its connection (it restarted, or the
+// connection timed out there), which this end may not have noticed yet.
+// Keeping the old one made a peer restarted after SIGKILL wait for its
+// dead connection's idle timeout here, then its own redial delay.
+func replaces(me, peer store.SiteID, byMe, curByMe bool) bool {
+	if byMe == curByMe {
+		return true
+	}
 	dialer := func(mine bool) []byte {
 		if mine {
 			return me[:]
 		}
 		return peer[:]
 	}
+	return bytes.Compare(dialer(byMe), dialer(curByMe)) < 0
+}
+
+// attach serves connection c (dialed by this site if byMe) for link k,
+// unless k keeps the one it has (see replaces).
+func (l *Links) attach(ctx context.Context, k *link, c *Conn, byMe bool) {
+	peer := c.Peer
 	k.mu.Lock()
 	if k.conn != nil {
-		if bytes.Compare(dialer(byMe), dialer(k.byMe)) >= 0 {
+		if !replaces(l.Store.Site(), peer, byMe, k.byMe) {
 			k.mu.Unlock()
 			c.Close("duplicate connection")
 			return

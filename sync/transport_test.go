@@ -172,3 +172,28 @@ func TestProvenSiteRejectsForeignCertificates(t *testing.T) {
 		t.Fatalf("own certificate: %v %v", got, err)
 	}
 }
+
+// A new connection replaces the link's current one when the same end
+// dialed both (that end lost the old one: a restart after SIGKILL leaves it
+// open here until its idle timeout); when each end dialed one, both ends
+// keep the one dialed by the smaller site id.
+func TestWhichConnectionALinkKeeps(t *testing.T) {
+	small, big := store.SiteID{1}, store.SiteID{2}
+	for _, c := range []struct {
+		me, peer      store.SiteID
+		byMe, curByMe bool
+		want          bool
+	}{
+		{small, big, false, false, true}, // the peer dialed again
+		{small, big, true, true, true},   // this site dialed again
+		{small, big, true, false, true},  // both dialed: keep the smaller's (mine)
+		{small, big, false, true, false},
+		{big, small, true, false, false}, // both dialed: keep the smaller's (the peer's)
+		{big, small, false, true, true},
+	} {
+		if got := replaces(c.me, c.peer, c.byMe, c.curByMe); got != c.want {
+			t.Errorf("me %x, peer %x, new dialed by me %v, current by me %v: replaces %v, want %v",
+				c.me[:1], c.peer[:1], c.byMe, c.curByMe, got, c.want)
+		}
+	}
+}
