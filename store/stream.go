@@ -112,7 +112,9 @@ func (s *Store) SendChunk(ctx context.Context, req FetchRequest, head func(hdr [
 		if bl == nil {
 			<-c.done
 			if c.err == nil {
-				c.err = fmt.Errorf("chunk %s: %w: block %d missing", h.Short(), ErrCorrupt, i)
+				// (c is shared with the fetch's other waiters: not
+				// written here.)
+				return fmt.Errorf("chunk %s: %w: block %d missing", h.Short(), ErrCorrupt, i)
 			}
 			return c.err
 		}
