@@ -335,7 +335,7 @@ func (l *Links) serve(ctx context.Context, k *link, c *Conn, log *slog.Logger) {
 			}
 			defer st.Close()
 			snd := &Sender{Store: l.Store, Peer: c.Peer, Link: k.cfg, Stats: k.stats, Log: log}
-			if err := snd.Run(cctx, limited(st, k.cfg.RateLimit)); errors.Is(err, ErrRefused) {
+			if err := snd.Run(cctx, limited(cctx, st, k.cfg.RateLimit)); errors.Is(err, ErrRefused) {
 				k.setErr(err)
 				log.Warn("the peer does not take this site's changes", "err", err)
 			} else {

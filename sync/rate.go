@@ -1,13 +1,17 @@
 package sync
 
 import (
+	"context"
 	"io"
 	"time"
 )
 
 // rateWriter paces writes to at most rate bytes per second (a link's
-// rate_limit), allowing bursts of rateBurst worth of time.
+// rate_limit), allowing bursts of rateBurst worth of time. A wait ends
+// early, with ctx's error, when ctx ends (a pause can last 16 s at 1 KiB/s,
+// and must not hold up a shutdown).
 type rateWriter struct {
+	ctx  context.Context
 	w    io.Writer
 	rate int64
 	next time.Time // when the bytes written so far are paid for
@@ -15,7 +19,9 @@ type rateWriter struct {
 
 const rateBurst = 50 * time.Millisecond
 
-func newRateWriter(w io.Writer, rate int64) *rateWriter { return &rateWriter{w: w, rate: rate} }
+func newRateWriter(ctx context.Context, w io.Writer, rate int64) *rateWriter {
+	return &rateWriter{ctx: ctx, w: w, rate: rate}
+}
 
 func (r *rateWriter) Write(p []byte) (int, error) {
 	written := 0
@@ -26,7 +32,13 @@ func (r *rateWriter) Write(p []byte) (int, error) {
 			r.next = now
 		}
 		if wait := r.next.Sub(now) - rateBurst; wait > 0 {
-			time.Sleep(wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-r.ctx.Done():
+				t.Stop()
+				return written, r.ctx.Err()
+			}
 		}
 		n, err := r.w.Write(piece)
 		written += n
@@ -40,13 +52,13 @@ func (r *rateWriter) Write(p []byte) (int, error) {
 }
 
 // limited returns rw with its writes paced to rate bytes per second (0:
-// unlimited).
-func limited(rw io.ReadWriter, rate int64) io.ReadWriter {
+// unlimited) until ctx ends.
+func limited(ctx context.Context, rw io.ReadWriter, rate int64) io.ReadWriter {
 	if rate <= 0 {
 		return rw
 	}
 	return struct {
 		io.Reader
 		io.Writer
-	}{rw, newRateWriter(rw, rate)}
+	}{rw, newRateWriter(ctx, rw, rate)}
 }
