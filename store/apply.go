@@ -266,7 +266,9 @@ func (tx *Tx) integrate(v *Version, h Hash, enc []byte) error {
 
 // descendsInBatch reports whether v descends from oh directly, or through
 // a chain of records this batch recorded without integrating (superseded):
-// a run of one file's versions that arrived together, without a walk.
+// a run of one file's versions that arrived together, however long. (The
+// merge's ancestor walk is bounded, and took a run of more than
+// ancestorLimit versions for concurrent with the head it started from.)
 func (tx *Tx) descendsInBatch(v *Version, oh Hash) (bool, error) {
 	for range len(tx.superseded) + 1 {
 		if v.Prev == oh || slices.Contains(v.Merged, oh) {
@@ -311,18 +313,14 @@ func (tx *Tx) maximal(hs []Hash) ([]Hash, error) {
 	hs = slices.Compact(hs)
 	drop := map[Hash]bool{}
 	for _, y := range hs {
-		for _, x := range hs {
-			if x == y || drop[x] {
-				continue
+		err := tx.walkAncestors(y, func(a Hash, _ *Version) bool {
+			if a != y && slices.Contains(hs, a) {
+				drop[a] = true
 			}
-			d, err := tx.descends(x, y)
-			if err != nil {
-				return nil, err
-			}
-			if d {
-				drop[y] = true
-				break
-			}
+			return true
+		})
+		if err != nil {
+			return nil, err
 		}
 	}
 	return slices.DeleteFunc(hs, func(h Hash) bool { return drop[h] }), nil
@@ -363,15 +361,7 @@ func (tx *Tx) merge(old *Version, t []Hash) error {
 			copies = append(copies, vs[i])
 		}
 	}
-	// The merge takes the newest stamp it merges, which is the winner's
-	// unless a live winner beat a newer delete: no version is older than
-	// its parents (ancestry.go).
 	m.Prev, m.Merged, m.Stamp = wh, slices.DeleteFunc(slices.Clone(t), func(h Hash) bool { return h == wh }), w.Stamp
-	for _, v := range vs {
-		if stampBefore(m.Stamp, v.Stamp) {
-			m.Stamp = v.Stamp
-		}
-	}
 	m.Normalize()
 	enc := m.Encode()
 	mh := Sum(enc)
@@ -413,6 +403,48 @@ func (tx *Tx) conflictCopy(l *Version) error {
 	tx.s.log.Warn("concurrent changes to one file: kept the other version as a conflict copy",
 		"path", tx.pathOf(l.ID), "copy", c.Links[0].Name)
 	return tx.settle(c, h, enc, nil)
+}
+
+// commonAncestor returns the nearest version both a and b descend from, or
+// nil when there is none within ancestorLimit records of a.
+func (tx *Tx) commonAncestor(a, b Hash) (*Version, error) {
+	seen := map[Hash]bool{}
+	if err := tx.walkAncestors(a, func(h Hash, _ *Version) bool { seen[h] = true; return true }); err != nil {
+		return nil, err
+	}
+	var base *Version
+	err := tx.walkAncestors(b, func(h Hash, v *Version) bool {
+		if seen[h] {
+			base = v
+			return false
+		}
+		return true
+	})
+	return base, err
+}
+
+// walkAncestors visits from and its ancestors breadth first (Prev before
+// Merged), at most ancestorLimit of them, until fn returns false.
+func (tx *Tx) walkAncestors(from Hash, fn func(Hash, *Version) bool) error {
+	queue, seen := []Hash{from}, map[Hash]bool{from: true}
+	for n := 0; len(queue) > 0 && n < ancestorLimit; n++ {
+		h := queue[0]
+		queue = queue[1:]
+		v, err := versionIn(tx, h)
+		if err != nil {
+			return err
+		}
+		if !fn(h, v) {
+			return nil
+		}
+		for _, p := range append([]Hash{v.Prev}, v.Merged...) {
+			if !p.IsZero() && !seen[p] {
+				seen[p] = true
+				queue = append(queue, p)
+			}
+		}
+	}
+	return nil
 }
 
 // maxSettle bounds the chain of resolution records one head can cause.

@@ -127,52 +127,6 @@ func assertConverged(t testing.TB, sites ...*Store) {
 			t.Errorf("roots differ after sync:\n%s\n%s", tree(t, sites[0]), tree(t, s))
 		}
 	}
-	for _, s := range sites {
-		assertStampOrder(t, s)
-	}
-}
-
-// assertStampOrder checks that no version of a live file at s is older
-// than one of its parents: the walks that find ancestors rely on it
-// (ancestry.go).
-func assertStampOrder(t testing.TB, s *Store) {
-	t.Helper()
-	seen := map[Hash]bool{}
-	var check func(h Hash, v *Version)
-	check = func(h Hash, v *Version) {
-		if seen[h] {
-			return
-		}
-		seen[h] = true
-		for _, p := range append([]Hash{v.Prev}, v.Merged...) {
-			if p.IsZero() {
-				continue
-			}
-			pv, err := s.Version(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if stampBefore(v.Stamp, pv.Stamp) {
-				t.Errorf("version %s (merging %d) is older than its parent %s", h.Short(), len(v.Merged), p.Short())
-			}
-			check(p, pv)
-		}
-	}
-	var walk func(dir FileID)
-	walk = func(dir FileID) {
-		ents, err := s.ReadDir(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, d := range ents {
-			v := mustHead(t, s, d.ID)
-			check(v.Hash(), v)
-			if d.Kind == KindDir {
-				walk(d.ID)
-			}
-		}
-	}
-	walk(RootID)
 }
 
 // tree lists every path with its content, for comparisons and messages.

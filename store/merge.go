@@ -28,9 +28,8 @@ import (
 // content is kept as a new file beside it (a conflict copy, see
 // conflictCopy): no committed content is lost.
 
-// ancestorLimit bounds the walk back from a deleted directory to the last
-// version of it that was alive (revive). It is a constant so that the
-// result is the same at every site.
+// ancestorLimit bounds the ancestry walked to find a common ancestor. It is
+// a constant so that the result is the same at every site.
 const ancestorLimit = 512
 
 // wins reports whether version a (hash ha) beats concurrent version b.
@@ -48,7 +47,7 @@ func wins(a *Version, ha Hash, b *Version, hb Hash) bool {
 }
 
 // mergeState returns the merged state of winner w and loser l, which
-// descend from base (nil when they share no ancestor), and
+// descend from base (nil when none was found within ancestorLimit), and
 // whether both changed the content (the loser's then needs a conflict copy).
 func mergeState(base, w, l *Version) (m *Version, contentConflict bool) {
 	m = w.Clone()
