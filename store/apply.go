@@ -405,22 +405,47 @@ func (tx *Tx) conflictCopy(l *Version) error {
 	return tx.settle(c, h, enc, nil)
 }
 
-// commonAncestor returns the nearest version both a and b descend from, or
-// nil when there is none within ancestorLimit records of a.
+// commonAncestor returns a version both a and b descend from, or nil when
+// none is found within mergeWalkLimit versions of each. Both ancestries are
+// walked breadth first (Prev before Merged), a level of each in turn, and
+// the first version reached from both is the answer: the cost is about the
+// versions made since the two diverged, not the file's history. It depends
+// on the records alone (never on stamps or what else a site holds), so
+// every site finds the same one.
 func (tx *Tx) commonAncestor(a, b Hash) (*Version, error) {
-	seen := map[Hash]bool{}
-	if err := tx.walkAncestors(a, func(h Hash, _ *Version) bool { seen[h] = true; return true }); err != nil {
-		return nil, err
+	if a == b {
+		return versionIn(tx, a)
 	}
-	var base *Version
-	err := tx.walkAncestors(b, func(h Hash, v *Version) bool {
-		if seen[h] {
-			base = v
-			return false
+	type side struct {
+		level []Hash
+		seen  map[Hash]bool
+	}
+	sides := [2]*side{{[]Hash{a}, map[Hash]bool{a: true}}, {[]Hash{b}, map[Hash]bool{b: true}}}
+	for visited := 0; visited < 2*mergeWalkLimit && (len(sides[0].level) > 0 || len(sides[1].level) > 0); {
+		for i, s := range sides {
+			other := sides[1-i]
+			var next []Hash
+			for _, h := range s.level {
+				v, err := versionIn(tx, h)
+				if err != nil {
+					return nil, err
+				}
+				visited++
+				for _, p := range append([]Hash{v.Prev}, v.Merged...) {
+					if p.IsZero() || s.seen[p] {
+						continue
+					}
+					if other.seen[p] {
+						return versionIn(tx, p)
+					}
+					s.seen[p] = true
+					next = append(next, p)
+				}
+			}
+			s.level = next
 		}
-		return true
-	})
-	return base, err
+	}
+	return nil, nil
 }
 
 // walkAncestors visits from and its ancestors breadth first (Prev before

@@ -28,9 +28,16 @@ import (
 // content is kept as a new file beside it (a conflict copy, see
 // conflictCopy): no committed content is lost.
 
-// ancestorLimit bounds the ancestry walked to find a common ancestor. It is
-// a constant so that the result is the same at every site.
-const ancestorLimit = 512
+// ancestorLimit bounds the ancestry walked to tell whether one version
+// descends from another (maximal) and back to a deleted directory's last
+// live version (revive); mergeWalkLimit bounds each side of the walk for a
+// merge's common ancestor, which costs only as much as the two sides
+// diverged. They are constants so that the result is the same at every
+// site.
+const (
+	ancestorLimit  = 512
+	mergeWalkLimit = 1 << 15
+)
 
 // wins reports whether version a (hash ha) beats concurrent version b.
 func wins(a *Version, ha Hash, b *Version, hb Hash) bool {
@@ -47,7 +54,7 @@ func wins(a *Version, ha Hash, b *Version, hb Hash) bool {
 }
 
 // mergeState returns the merged state of winner w and loser l, which
-// descend from base (nil when none was found within ancestorLimit), and
+// descend from base (nil when none was found within mergeWalkLimit), and
 // whether both changed the content (the loser's then needs a conflict copy).
 func mergeState(base, w, l *Version) (m *Version, contentConflict bool) {
 	m = w.Clone()

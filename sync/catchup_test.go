@@ -183,3 +183,56 @@ func TestLongRunOfVersionsInOneBatchIsNotAConflict(t *testing.T) {
 		t.Fatalf("the receiver's head is %s (merging %d), the sender's %s", hb.Hash().Short(), len(hb.Merged), ha.Hash().Short())
 	}
 }
+// A rename at one site and writes at another give the renamed, written
+// file (docs/REPLICATION.md), also when the writer saved 600 versions
+// meanwhile: the merge used to look for the common ancestor only 512
+// versions back, found none, took every field from the winner, and lost
+// the rename.
+func TestRenameSurvivesManyConcurrentWrites(t *testing.T) {
+	a, b := newSite(t), newSite(t)
+	r0 := manifestOf(t, a, []byte("version zero"))
+	id := store.NewFileID()
+	if err := a.Update(store.OpCreate, func(tx *store.Tx) error {
+		_, err := tx.Create(&store.Version{ID: id, Kind: store.KindFile, Links: []store.Link{{Parent: store.RootID, Name: "draft.txt"}},
+			Mode: 0o644, Content: r0, Size: 12, Alloc: 12})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
+	waitSame(t, a, b)
+	ss.stop()
+
+	if err := b.Update(store.OpRename, func(tx *store.Tx) error {
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		v = v.Clone()
+		v.Links = []store.Link{{Parent: store.RootID, Name: "final.txt"}}
+		_, err = tx.Put(v)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	roots := []store.Hash{manifestOf(t, a, []byte("edit one")), manifestOf(t, a, []byte("edit two"))}
+	for i := range 600 {
+		setAll(t, a, []store.FileID{id}, roots[i%2], 8)
+	}
+	ss = push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
+	waitAcked(t, a, b, ss)
+	v, err := b.Head(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Links) != 1 || v.Links[0].Name != "final.txt" || v.Content != roots[1] {
+		t.Errorf("after the merge the file is %v with content %s, want final.txt with a's last content %s", v.Links, v.Content.Short(), roots[1].Short())
+	}
+	ents, err := b.ReadDir(store.RootID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 {
+		t.Errorf("the receiver lists %d files, want 1 (nothing conflicts)", len(ents))
+	}
+}
