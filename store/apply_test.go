@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/geofs/geofs/internal/hlc"
 )
 
 // These tests replicate between real stores in one process with pull, a
@@ -578,5 +581,48 @@ func isUnder(t *testing.T, s *Store, dir, d FileID) bool {
 			return false
 		}
 		id = mustHead(t, s, id).Links[0].Parent
+	}
+}
+
+// A restarted site's clock starts past every stamp it recorded, not only
+// the last txlog entry's: here the last entry is a record from a peer with
+// a slower clock, after one from a peer an hour ahead. A change made after
+// the restart must be newer than the version it follows, or it loses to
+// what it replaced wherever stamps decide (a merge's winner). The site's
+// chmod back to 0600 must then hold at every site after a concurrent
+// write from a third one, newer still, is merged in.
+func TestRestartedClockStartsPastTheNewestStamp(t *testing.T) {
+	dirA := initTestSite(t)
+	a := openTestSite(t, dirA)
+	b, c, d := newTestStore(t), newTestStore(t), newTestStore(t)
+	f := mkfile(t, a, RootID, "f", []byte("base"))
+	change(t, a, OpSetattr, f, func(v *Version) { v.Mode = 0o600 })
+	syncAll(t, a, b, c, d)
+
+	b.clock = hlc.NewClock(func() time.Time { return time.Now().Add(time.Hour) })
+	d.clock = hlc.NewClock(func() time.Time { return time.Now().Add(2 * time.Hour) })
+	change(t, b, OpSetattr, f, func(v *Version) { v.Mode = 0o666 }) // an hour ahead
+	mkfile(t, c, RootID, "g", []byte("g"))                           // now
+	pull(t, b, a)
+	pull(t, c, a) // a's last txlog entry: g's, an hour older than f's head
+	y := mustHead(t, a, f)
+
+	a.Close()
+	a = openTestSite(t, dirA)
+	defer a.Close()
+	change(t, a, OpSetattr, f, func(v *Version) { v.Mode = 0o600 })
+	if x := mustHead(t, a, f); x.Stamp.Time <= y.Stamp.Time {
+		t.Fatalf("a version made after the restart (%d) is not newer than the version it follows (%d)", x.Stamp.Time, y.Stamp.Time)
+	}
+	write(t, d, f, []byte("from d")) // concurrent, two hours ahead
+	pull(t, b, c)
+	pull(t, d, c)
+	pull(t, a, c)
+	syncAll(t, a, b, c, d)
+	assertConverged(t, a, b, c, d)
+	for i, s := range []*Store{a, b, c, d} {
+		if m := mustHead(t, s, f).Mode; m != 0o600 {
+			t.Errorf("site %d: mode %#o, want 0600 (the chmod after the restart)", i, m)
+		}
 	}
 }

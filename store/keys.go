@@ -16,6 +16,7 @@ const (
 	pMeta     = 'M' // 'M' name -> site metadata
 	pCursor   = 'k' // 'k' peer site id -> last seq of the peer's txlog applied here (u64 BE)
 	pAcked    = 'K' // 'K' peer site id -> last seq of this txlog the peer acknowledged (u64 BE)
+	pStamp    = 'S' // 'S' -> the newest stamp time recorded here, when newer than the last txlog entry's (u64 BE)
 )
 
 func cursorKey(prefix byte, peer SiteID) []byte {

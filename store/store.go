@@ -22,6 +22,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,7 +49,10 @@ type Store struct {
 	db    *badger.DB
 	site  SiteID
 	clock *hlc.Clock
-	log   *slog.Logger
+	// newest is the newest stamp time recorded here (guarded by mu): a
+	// restarted site's clock starts past it (see Tx.record).
+	newest hlc.Timestamp
+	log    *slog.Logger
 
 	mu      sync.Mutex // serializes Update; guards seq and buckets
 	seq     uint64     // last txlog sequence number used
@@ -215,8 +219,22 @@ func (s *Store) load() error {
 				return fmt.Errorf("last txlog entry: %w: %w", ErrCorrupt, err)
 			}
 			s.seq = e.Seq
-			s.clock.Update(e.Time)
+			s.newest = e.Time
 		}
+		item, err := txn.Get([]byte{pStamp})
+		if err == nil {
+			b, err := item.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(b) != 8 {
+				return fmt.Errorf("newest stamp: %w: %d bytes", ErrCorrupt, len(b))
+			}
+			s.newest = max(s.newest, hlc.Timestamp(binary.BigEndian.Uint64(b)))
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		s.clock.Update(s.newest)
 		for i := range s.buckets {
 			item, err := txn.Get([]byte{pBucket, byte(i)})
 			if errors.Is(err, badger.ErrKeyNotFound) {

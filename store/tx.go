@@ -38,6 +38,7 @@ type Tx struct {
 
 	dirStates   map[FileID]DirState // directory states written, for the cache at commit
 	superseded  map[Hash]bool       // records of the batch a later one descends from (apply.go)
+	newest      hlc.Timestamp       // the newest stamp time recorded by this transaction
 	lazyContent bool                // manifests may be missing (ApplyWithoutContent)
 	wrote       bool
 	seq0        uint64 // seq when the transaction began
@@ -91,6 +92,7 @@ func (s *Store) transact(op Op, from SiteID, fn func(tx *Tx) error) (*Tx, error)
 		flushErr = s.Flush()
 	}
 	s.seq, s.buckets = tx.seq, tx.buckets
+	s.newest = max(s.newest, tx.newest)
 	s.cacheMu.Lock()
 	s.gen++
 	for _, v := range tx.puts {
@@ -193,6 +195,18 @@ func (tx *Tx) record(op Op, v *Version, h Hash, enc []byte) error {
 	}
 	tx.seq++
 	e := Entry{Seq: tx.seq, Time: v.Stamp.Time, Site: v.Stamp.Site, Op: op, File: v.ID, Version: h}
+	// A restarted site's clock starts from the last txlog entry's stamp,
+	// which covers every stamp recorded before it unless it is older: a
+	// peer's record from a slower clock, a conflict copy keeping its
+	// version's stamp. Then the newest stamp goes with it (pStamp), so
+	// that no version made after a restart is older than one it follows.
+	if newest := max(tx.s.newest, tx.newest); v.Stamp.Time < newest {
+		if err := tx.set([]byte{pStamp}, binary.BigEndian.AppendUint64(nil, uint64(newest))); err != nil {
+			return err
+		}
+	} else {
+		tx.newest = v.Stamp.Time
+	}
 	if op != OpMerge && op != OpResolve {
 		e.From = tx.from
 	}
