@@ -532,10 +532,11 @@ func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
 		// Readers may have cached pages of the content this commit
 		// was first built over since FS.Changed, which found it
 		// running, dropped them: the kernel drops pages only when told.
-		// It is told before the commit is seen done (busy cleared), and
-		// without the lock: the kernel waits for reads in flight, which
-		// take it.
-		of.fsys.notifyContent(of.id)
+		// It is told after busy is cleared and the lock released: the
+		// kernel waits for the pages it drops to be unlocked, and a
+		// WRITE holds its last partial page locked while it waits for
+		// this commit (handOff, commitLocked) or for the lock.
+		defer of.fsys.notifyContent(of.id)
 	}
 	of.mu.Lock()
 	defer of.mu.Unlock()

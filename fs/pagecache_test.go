@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -117,9 +118,6 @@ func TestBackgroundRebaseDropsCachedPages(t *testing.T) {
 	close(unblock)
 	<-done
 	of.waitIdle()
-	if _, err := r.ReadAt(p, 2<<20); err != nil {
-		t.Fatal(err)
-	}
 	d, err := os.OpenFile(name, os.O_RDONLY|unix.O_DIRECT, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +131,95 @@ func TestBackgroundRebaseDropsCachedPages(t *testing.T) {
 	if _, err := unix.Pread(int(d.Fd()), q, 2<<20); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(p, q[:4]) {
-		t.Errorf("the page cache holds %q at 2 MiB, the file holds %q", p, q[:4])
+	// The commit tells the kernel once it is done (after waitIdle can
+	// return), so the stale page goes soon after, not at once.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		if _, err := r.ReadAt(p, 2<<20); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(p, q[:4]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the commit, the page cache holds %q at 2 MiB, the file holds %q", p, q[:4])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A background commit that rebased tells the kernel to drop the file's
+// pages; the kernel waits for each page's lock. A WRITE whose last page is
+// partial holds that page locked while it waits for the background commit
+// (its own layer is full again). Telling the kernel before the commit was
+// seen done deadlocked the two (found by review); it is told after.
+func TestRebasedCommitAndAWriteWaitingForItBothFinish(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	mnt := mountTestFS(t, f)
+	name := filepath.Join(mnt, "f")
+	const size = 4 << 20
+	if err := os.WriteFile(name, bytes.Repeat([]byte("A"), size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Resolve("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: bytes.Repeat([]byte("B"), size)}}, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.PutManifest(x.Refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := s.Update(store.OpMerge, func(tx *store.Tx) error { // a peer's version: the base moves
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Content, nv.Size, nv.Alloc = root, size, x.Data()
+		_, err = tx.Put(nv)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	started, unblock, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() { // holds Store.mu: the background commit waits in its Update
+		defer close(done)
+		s.Update(store.OpSetattr, func(tx *store.Tx) error { close(started); <-unblock; return nil })
+	}()
+	<-started
+	if _, err := w.WriteAt(bytes.Repeat([]byte("w"), 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt([]byte("w"), 1<<20); err != nil { // hands the full layer off: busy
+		t.Fatal(err)
+	}
+	if _, err := w.WriteAt(bytes.Repeat([]byte("v"), 1<<20-1), 1<<20+1); err != nil { // cur full again
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() { // partial page past EOF: locked during the request; waits for busy in handOff
+		_, err := w.WriteAt([]byte("tail"), 6<<20+10)
+		wrote <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	close(unblock)
+	<-done
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		// Break the deadlock: MNT_FORCE aborts the FUSE connection.
+		unix.Unmount(mnt, unix.MNT_FORCE)
+		t.Fatal("deadlock: the WRITE waits for the background commit, which waits in notifyContent for the WRITE's page")
 	}
 }
