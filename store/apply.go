@@ -139,8 +139,8 @@ type applyParts struct {
 
 // apply applies records [i, j), then records cur (unless it is zero).
 func (b *applyParts) apply(i, j int, cur PeerCursor) (ApplyResult, error) {
-	res, err := b.applyOne(i, j, cur)
-	if !errors.Is(err, badger.ErrTxnTooBig) || j-i < 2 {
+	res, committed, err := b.applyOne(i, j, cur)
+	if committed || !errors.Is(err, badger.ErrTxnTooBig) || j-i < 2 {
 		return res, err
 	}
 	mid := i + (j-i)/2
@@ -155,8 +155,9 @@ func (b *applyParts) apply(i, j int, cur PeerCursor) (ApplyResult, error) {
 	return rest, err
 }
 
-// applyOne applies records [i, j) and records cur in one transaction.
-func (b *applyParts) applyOne(i, j int, cur PeerCursor) (ApplyResult, error) {
+// applyOne applies records [i, j) and records cur in one transaction, and
+// says whether it committed (it may have, and still fail to flush).
+func (b *applyParts) applyOne(i, j int, cur PeerCursor) (ApplyResult, bool, error) {
 	// A record that a later record of the part descends from is only
 	// recorded: merging it first would make a merge (and maybe a conflict
 	// copy) of a state its own site had already moved past.
@@ -188,12 +189,12 @@ func (b *applyParts) applyOne(i, j int, cur PeerCursor) (ApplyResult, error) {
 		return tx.set(cursorKey(pCursor, b.from), append(binary.BigEndian.AppendUint64(nil, cur.Seq), cur.Version[:]...))
 	})
 	if tx == nil {
-		return ApplyResult{}, err
+		return ApplyResult{}, false, err
 	}
 	// Applied, though maybe not flushed (err): the mount still needs the
 	// changes for its caches.
 	res.Changes = tx.changes
-	return res, err
+	return res, true, err
 }
 
 // apply applies record in, decoded as v, with hash h.

@@ -150,15 +150,19 @@ func (r *Receiver) receive(br *bufio.Reader, bw *bufio.Writer, b *batch, cur sto
 		apply = r.Store.ApplyWithoutContent
 	}
 	res, err := apply(r.Peer, store.PeerCursor{Seq: b.Seq, Version: b.Last}, recs)
+	// A failed apply may still have moved heads (the parts of a split
+	// batch before the one that failed, or a batch applied but not
+	// flushed): the mount must hear of them now, since a resend finds
+	// those records known and reports no change.
+	if r.OnChange != nil && len(res.Changes) > 0 {
+		r.OnChange(res.Changes)
+	}
 	if err != nil {
 		return fmt.Errorf("apply batch up to %d: %w", b.Seq, err)
 	}
 	r.Stats.add(&r.Stats.RecordsApplied, int64(res.Applied))
 	if res.Applied > 0 {
 		r.Log.Debug("applied", "peer", r.Peer, "records", res.Applied, "known", res.Known, "took", time.Since(start))
-	}
-	if r.OnChange != nil && len(res.Changes) > 0 {
-		r.OnChange(res.Changes)
 	}
 	return nil
 }
