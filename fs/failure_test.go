@@ -489,3 +489,60 @@ func TestWriterCountedWhenItOpens(t *testing.T) {
 	}
 	f.releaseWriter(w)
 }
+
+// A file is opened with O_TRUNC at this site and written shorter than a
+// peer's version that arrives before the close: the commit must hold this
+// site's bytes alone, as a successor of the peer's version. It held them
+// padded with zeros to the peer's size (found by a stress run).
+func TestTruncatedWriterOverALongerPeerVersion(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "f")
+	of, err := f.acquire(id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := of.write([]byte("small"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	of.truncate(0) // open(O_TRUNC)
+	mine := bytes.Repeat([]byte("N"), 100)
+	if err := of.write(mine, 0); err != nil {
+		t.Fatal(err)
+	}
+	peer := randomBytes(30000, 7)
+	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: peer}}, uint64(len(peer)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.PutManifest(x.Refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(store.OpMerge, func(tx *store.Tx) error {
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Content, nv.Size, nv.Alloc = root, uint64(len(peer)), x.Data()
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Applied([]store.Change{{ID: id}})
+	if got := reviewRead(t, of); !bytes.Equal(got, mine) {
+		t.Errorf("the open file reads %d bytes (%d zero), want this site's 100", len(got), bytes.Count(got, []byte{0}))
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.releaseWriter(of)
+	if got := reviewContent(t, s, id); !bytes.Equal(got, mine) {
+		t.Errorf("committed %d bytes (%d zero), want this site's 100", len(got), bytes.Count(got, []byte{0}))
+	}
+}

@@ -991,9 +991,15 @@ func (of *openFile) rebaseLocked() error {
 // size: what l did not cut away is kept, and l's own size follows unless l
 // set it.
 func (l *layer) rebase(old, size uint64) {
-	if l.keep >= old {
-		l.keep = size
+	if l.keep < old {
+		// l cut the content below at keep (a truncation, maybe then
+		// writes or an extension): its size, and whatever lies past
+		// keep, are its own, however the content below changed. (Taking
+		// the larger new size made a truncate-and-write over a peer's
+		// longer version commit the writes padded with zeros.)
+		return
 	}
+	l.keep = size
 	switch {
 	case l.size == old:
 		l.size = size
