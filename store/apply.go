@@ -226,9 +226,34 @@ func (tx *Tx) apply(in Incoming, v *Version, h Hash) (bool, error) {
 		return false, err
 	}
 	if tx.superseded[h] {
-		return true, nil
+		// A record a later one of the batch descends from is integrated
+		// now only when it follows the head: then the namespace passes
+		// through the states its origin's did, in its log's order. (Left
+		// for later, a rename-over's move was integrated after the next
+		// file took the freed name, and the receiver resolved a name
+		// clash its origin never had, then merged the origin's next
+		// version with that resolution: a receive-only replica of one
+		// writer diverged.) One concurrent with the head is only
+		// recorded: merging it would merge a state its site moved past.
+		if follows, err := tx.followsHead(v); err != nil || !follows {
+			return true, err
+		}
 	}
 	return true, tx.integrate(v, h, in.Rec)
+}
+
+// followsHead reports whether v is the first version of a file new here,
+// or the successor of the file's head here.
+func (tx *Tx) followsHead(v *Version) (bool, error) {
+	head, err := tx.Head(v.ID)
+	if errors.Is(err, ErrNotFound) {
+		return len(v.Merged) == 0, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	oh := head.storedHash()
+	return v.Prev == oh || slices.Contains(v.Merged, oh), nil
 }
 
 // integrate makes recorded version v (hash h, encoded enc) part of its

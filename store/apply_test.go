@@ -54,6 +54,46 @@ func pull(t testing.TB, from, to *Store) ApplyResult {
 	return res
 }
 
+// pullEach is pull in batches of n entries or fewer, as a link sends a
+// log that grows while it pushes.
+func pullEach(t testing.TB, from, to *Store, n int) {
+	t.Helper()
+	var recs []Incoming
+	var last PeerCursor
+	flush := func() {
+		if last.Seq == 0 {
+			return
+		}
+		if _, err := to.Apply(from.site, last, recs); err != nil {
+			t.Fatalf("apply %s → %s: %v", from.site.String()[:4], to.site.String()[:4], err)
+		}
+		recs, last = nil, PeerCursor{}
+	}
+	err := from.Log(to.Cursor(from.site).Seq+1, func(e *Entry) (bool, error) {
+		last = PeerCursor{e.Seq, e.Version}
+		rec, err := from.VersionRecord(e.Version)
+		if err != nil {
+			return false, err
+		}
+		v, err := DecodeVersion(rec)
+		if err != nil {
+			return false, err
+		}
+		if err := copyContent(from, to, v.Content); err != nil {
+			return false, err
+		}
+		recs = append(recs, Incoming{Op: e.Op, Rec: rec})
+		if len(recs) == n {
+			flush()
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	flush()
+}
+
 func copyContent(from, to *Store, root Hash) error {
 	if root.IsZero() || to.HasNode(root) {
 		return nil
@@ -254,6 +294,12 @@ func TestApplyCopiesNewFilesAndIsIdempotent(t *testing.T) {
 	a, b := newTestStore(t), newTestStore(t)
 	d := mkdir(t, a, RootID, "docs")
 	f := mkfile(t, a, d, "a.txt", []byte("hello"))
+	for i := range 4 {
+		id, ok := lookupPath(t, a, fmt.Sprintf("/f%d", i))
+		t.Logf("a f%d: %v %v", i, ok, id)
+	}
+	ents, _ := a.ReadDir(RootID)
+	t.Logf("a root: %d entries", len(ents))
 	res := pull(t, a, b)
 	if res.Applied != 2 || len(res.Changes) != 2 {
 		t.Fatalf("applied %d records, %d changes; want 2, 2", res.Applied, len(res.Changes))
@@ -624,5 +670,78 @@ func TestRestartedClockStartsPastTheNewestStamp(t *testing.T) {
 		if m := mustHead(t, s, f).Mode; m != 0o600 {
 			t.Errorf("site %d: mode %#o, want 0600 (the chmod after the restart)", i, m)
 		}
+	}
+}
+
+// One writer rewrites four files and renames them over each other; a
+// replica that receives its log, in batches of any size, must reach the
+// same tree and make no record of its own. A record a later record of its
+// batch descends from used to be integrated last, out of the log's order:
+// a rename-over's move came after the next file took the name it freed,
+// and the replica resolved a name clash the writer never had, then merged
+// the writer's next version with that resolution (found by a stress run).
+func TestOneWritersRenamesOverReachAReplicaAsTheyWere(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 7, 50, 1 << 20} {
+		a, b := newTestStore(t), newTestStore(t)
+		r := rand.New(rand.NewPCG(1, 2))
+		for i := range 1000 {
+			from, to := fmt.Sprintf("f%d", r.IntN(4)), fmt.Sprintf("f%d", r.IntN(4))
+			id, ok := lookupPath(t, a, "/"+from)
+			switch {
+			case !ok:
+				mkfile(t, a, RootID, from, fmt.Appendf(nil, "c%d", i))
+			case r.IntN(2) == 0:
+				write(t, a, id, fmt.Appendf(nil, "w%d", i))
+			case from != to:
+				renameOver(t, a, id, to)
+			}
+		}
+		pullEach(t, a, b, n)
+		assertConverged(t, a, b)
+		own := 0
+		err := b.Log(1, func(e *Entry) (bool, error) {
+			if e.Op == OpMerge || e.Op == OpResolve {
+				own++
+			}
+			return true, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if own > 0 {
+			t.Errorf("batches of %d: the replica made %d merge and resolution records of its own", n, own)
+		}
+	}
+}
+
+// renameOver renames file id to name in the root, over a file there, as
+// rename(2) does: one change that deletes the file replaced.
+func renameOver(t testing.TB, s *Store, id FileID, name string) {
+	t.Helper()
+	err := s.Update(OpRename, func(tx *Tx) error {
+		if dst, _, err := tx.Lookup(RootID, name); err == nil {
+			v, err := tx.Head(dst)
+			if err != nil {
+				return err
+			}
+			nv := v.Clone()
+			nv.Links, nv.Deleted = nil, true
+			if _, err := tx.Put(nv); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Links = []Link{{RootID, name}}
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
