@@ -648,7 +648,7 @@ func TestRestartedClockStartsPastTheNewestStamp(t *testing.T) {
 	b.clock = hlc.NewClock(func() time.Time { return time.Now().Add(time.Hour) })
 	d.clock = hlc.NewClock(func() time.Time { return time.Now().Add(2 * time.Hour) })
 	change(t, b, OpSetattr, f, func(v *Version) { v.Mode = 0o666 }) // an hour ahead
-	mkfile(t, c, RootID, "g", []byte("g"))                           // now
+	mkfile(t, c, RootID, "g", []byte("g"))                          // now
 	pull(t, b, a)
 	pull(t, c, a) // a's last txlog entry: g's, an hour older than f's head
 	y := mustHead(t, a, f)
