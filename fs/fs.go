@@ -66,7 +66,7 @@ type FS struct {
 	// file's lock held (a commit that leaves a file sparse), and detach
 	// takes that lock with mu held.
 	nodesMu  sync.Mutex
-	nodes    map[store.FileID]*Node // see notify.go
+	nodes    map[store.FileID][]knownNode // see notify.go
 	listings *listings
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)

@@ -92,9 +92,7 @@ func TestChmodDuringKillPrivsIsKept(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(mnt, "f")); err != nil {
 		t.Fatal(err)
 	}
-	f.nodesMu.Lock()
-	n := f.nodes[id]
-	f.nodesMu.Unlock()
+	n := f.nodesOf(id)[0]
 	of, err := f.acquire(id, true)
 	if err != nil {
 		t.Fatal(err)

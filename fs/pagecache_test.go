@@ -223,3 +223,56 @@ func TestRebasedCommitAndAWriteWaitingForItBothFinish(t *testing.T) {
 		t.Fatal("deadlock: the WRITE waits for the background commit, which waits in notifyContent for the WRITE's page")
 	}
 }
+
+// A listing looks each entry up again, and go-fuse hands the kernel the
+// node it already has for a file, dropping the new one. A version from a
+// peer must still drop the kernel's pages of the file: the mount used to
+// notify the last node made, which the kernel never knew (ENOENT), and
+// the file read old bytes until it was forgotten (found by a stress run).
+func TestPeerVersionAfterAListingDropsCachedPages(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	mnt := mountTestFS(t, f)
+	name := filepath.Join(mnt, "f")
+	if err := os.WriteFile(name, bytes.Repeat([]byte("A"), 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(name); err != nil || b[0] != 'A' { // cached
+		t.Fatal(b[:1], err)
+	}
+	if _, err := os.ReadDir(mnt); err != nil { // looks f up again
+		t.Fatal(err)
+	}
+	id, err := s.Resolve("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: bytes.Repeat([]byte("B"), 64<<10)}}, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.PutManifest(x.Refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(store.OpMerge, func(tx *store.Tx) error { // the peer's version
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Content, nv.Alloc = root, x.Data()
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Applied([]store.Change{{ID: id}})
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[0] != 'B' {
+		t.Errorf("after a peer's version the mount reads %q, the file holds %q", b[:4], "BBBB")
+	}
+}
