@@ -97,6 +97,33 @@ func peerVersion(t *testing.T, f *FS, s *store.Store, id store.FileID) {
 	f.Applied([]store.Change{{ID: id}})
 }
 
+// peerContent makes data the content of a new version of id, as if it
+// came from a peer (the caller tells the mount, or not).
+func peerContent(t *testing.T, s *store.Store, id store.FileID, data []byte) {
+	t.Helper()
+	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: data}}, uint64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := s.PutManifest(x.Refs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(store.OpMerge, func(tx *store.Tx) error {
+		v, err := tx.Head(id)
+		if err != nil {
+			return err
+		}
+		nv := v.Clone()
+		nv.Content, nv.Size, nv.Alloc = root, uint64(len(data)), x.Data()
+		_, err = tx.Put(nv)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // unavailable skips a test that needs what this machine lacks (root,
 // FUSE), or fails it in CI, where everything must run.
 func unavailable(t *testing.T, format string, args ...any) {
@@ -512,28 +539,7 @@ func TestTruncatedWriterOverALongerPeerVersion(t *testing.T) {
 	if err := of.write(mine, 0); err != nil {
 		t.Fatal(err)
 	}
-	peer := randomBytes(30000, 7)
-	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: peer}}, uint64(len(peer)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := s.PutManifest(x.Refs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.Update(store.OpMerge, func(tx *store.Tx) error {
-		v, err := tx.Head(id)
-		if err != nil {
-			return err
-		}
-		nv := v.Clone()
-		nv.Content, nv.Size, nv.Alloc = root, uint64(len(peer)), x.Data()
-		_, err = tx.Put(nv)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	peerContent(t, s, id, randomBytes(30000, 7))
 	f.Applied([]store.Change{{ID: id}})
 	if got := reviewRead(t, of); !bytes.Equal(got, mine) {
 		t.Errorf("the open file reads %d bytes (%d zero), want this site's 100", len(got), bytes.Count(got, []byte{0}))

@@ -50,60 +50,61 @@ func TestGetattrAfterAWriteKeepsCachedPages(t *testing.T) {
 	}
 }
 
+// busyOverAPeerVersion mounts a 4 MiB file of "A"s and opens it for
+// writing (w); a peer's version of all "B"s arrives; a write fills the open
+// file's layer and hands it to a background commit, which waits in its
+// Update until unblock is closed (done closes after). The commit will find
+// the base moved and rebase.
+type busyOverAPeerVersion struct {
+	f             *FS
+	s             *store.Store
+	name          string
+	id            store.FileID
+	w             *os.File
+	unblock, done chan struct{}
+}
+
+func newBusyOverAPeerVersion(t *testing.T) *busyOverAPeerVersion {
+	t.Helper()
+	f, s := newTestFS(t, 1<<20)
+	b := &busyOverAPeerVersion{f: f, s: s, name: filepath.Join(mountTestFS(t, f), "f")}
+	const size = 4 << 20
+	if err := os.WriteFile(b.name, bytes.Repeat([]byte("A"), size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if b.id, err = s.Resolve("f"); err != nil {
+		t.Fatal(err)
+	}
+	if b.w, err = os.OpenFile(b.name, os.O_RDWR, 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.w.Close() })
+	peerContent(t, s, b.id, bytes.Repeat([]byte("B"), size))
+	started := make(chan struct{})
+	b.unblock, b.done = make(chan struct{}), make(chan struct{})
+	go func() { // holds Store.mu: the background commit waits in its Update
+		defer close(b.done)
+		s.Update(store.OpSetattr, func(tx *store.Tx) error { close(started); <-b.unblock; return nil })
+	}()
+	<-started
+	if _, err := b.w.WriteAt(bytes.Repeat([]byte("w"), 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.w.WriteAt([]byte("w"), 1<<20); err != nil { // hands the full layer off: busy
+		t.Fatal(err)
+	}
+	return b
+}
+
 // A peer's version arrives while a writer's background commit runs:
 // FS.Changed drops the kernel's pages but cannot rebase (the commit is
 // using the layers); a reader then caches pages of the old content, and
 // the commit rebases later. With explicit invalidation the kernel drops
 // those pages only if the commit says so.
 func TestBackgroundRebaseDropsCachedPages(t *testing.T) {
-	f, s := newTestFS(t, 1<<20)
-	mnt := mountTestFS(t, f)
-	name := filepath.Join(mnt, "f")
-	const size = 4 << 20
-	if err := os.WriteFile(name, bytes.Repeat([]byte("A"), size), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	id, err := s.Resolve("f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: bytes.Repeat([]byte("B"), size)}}, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := s.PutManifest(x.Refs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := os.OpenFile(name, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := s.Update(store.OpMerge, func(tx *store.Tx) error { // the peer's version: all B
-		v, err := tx.Head(id)
-		if err != nil {
-			return err
-		}
-		nv := v.Clone()
-		nv.Content, nv.Size, nv.Alloc = root, size, x.Data()
-		_, err = tx.Put(nv)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	started, unblock, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	go func() { // holds Store.mu: the background commit waits in its Update
-		defer close(done)
-		s.Update(store.OpSetattr, func(tx *store.Tx) error { close(started); <-unblock; return nil })
-	}()
-	<-started
-	if _, err := w.WriteAt(bytes.Repeat([]byte("w"), 1<<20), 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteAt([]byte("w"), 1<<20); err != nil { // hands the full layer off: busy
-		t.Fatal(err)
-	}
+	b := newBusyOverAPeerVersion(t)
+	f, name, id, unblock, done := b.f, b.name, b.id, b.unblock, b.done
 	of := f.lookupOpen(id)
 	f.Applied([]store.Change{{ID: id}}) // Changed: busy, no rebase; pages dropped
 	r, err := os.Open(name)
@@ -153,54 +154,9 @@ func TestBackgroundRebaseDropsCachedPages(t *testing.T) {
 // (its own layer is full again). Telling the kernel before the commit was
 // seen done deadlocked the two (found by review); it is told after.
 func TestRebasedCommitAndAWriteWaitingForItBothFinish(t *testing.T) {
-	f, s := newTestFS(t, 1<<20)
-	mnt := mountTestFS(t, f)
-	name := filepath.Join(mnt, "f")
-	const size = 4 << 20
-	if err := os.WriteFile(name, bytes.Repeat([]byte("A"), size), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	id, err := s.Resolve("f")
-	if err != nil {
-		t.Fatal(err)
-	}
-	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: bytes.Repeat([]byte("B"), size)}}, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := s.PutManifest(x.Refs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := os.OpenFile(name, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := s.Update(store.OpMerge, func(tx *store.Tx) error { // a peer's version: the base moves
-		v, err := tx.Head(id)
-		if err != nil {
-			return err
-		}
-		nv := v.Clone()
-		nv.Content, nv.Size, nv.Alloc = root, size, x.Data()
-		_, err = tx.Put(nv)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	started, unblock, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	go func() { // holds Store.mu: the background commit waits in its Update
-		defer close(done)
-		s.Update(store.OpSetattr, func(tx *store.Tx) error { close(started); <-unblock; return nil })
-	}()
-	<-started
-	if _, err := w.WriteAt(bytes.Repeat([]byte("w"), 1<<20), 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.WriteAt([]byte("w"), 1<<20); err != nil { // hands the full layer off: busy
-		t.Fatal(err)
-	}
+	b := newBusyOverAPeerVersion(t)
+	w, unblock, done := b.w, b.unblock, b.done
+	mnt := filepath.Dir(b.name)
 	if _, err := w.WriteAt(bytes.Repeat([]byte("v"), 1<<20-1), 1<<20+1); err != nil { // cur full again
 		t.Fatal(err)
 	}
@@ -246,27 +202,7 @@ func TestPeerVersionAfterAListingDropsCachedPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: bytes.Repeat([]byte("B"), 64<<10)}}, 64<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := s.PutManifest(x.Refs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.Update(store.OpMerge, func(tx *store.Tx) error { // the peer's version
-		v, err := tx.Head(id)
-		if err != nil {
-			return err
-		}
-		nv := v.Clone()
-		nv.Content, nv.Alloc = root, x.Data()
-		_, err = tx.Put(nv)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	peerContent(t, s, id, bytes.Repeat([]byte("B"), 64<<10))
 	f.Applied([]store.Change{{ID: id}})
 	b, err := os.ReadFile(name)
 	if err != nil {

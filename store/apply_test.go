@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -17,81 +18,59 @@ import (
 // plain copy of what the sync package sends: the txlog from the cursor, the
 // manifest nodes and chunks the receiver lacks, then Apply.
 
-// pull applies every record of from's txlog that to has not applied yet.
+// pull applies every record of from's txlog that to has not applied yet,
+// in one batch.
 func pull(t testing.TB, from, to *Store) ApplyResult {
 	t.Helper()
-	var recs []Incoming
-	var last PeerCursor
-	err := from.Log(to.Cursor(from.site).Seq+1, func(e *Entry) (bool, error) {
-		last = PeerCursor{e.Seq, e.Version}
-		if e.From == to.site {
-			return true, nil // it came from there
-		}
-		rec, err := from.VersionRecord(e.Version)
-		if err != nil {
-			return false, err
-		}
-		v, err := DecodeVersion(rec)
-		if err != nil {
-			return false, err
-		}
-		if err := copyContent(from, to, v.Content); err != nil {
-			return false, err
-		}
-		recs = append(recs, Incoming{Op: e.Op, Rec: rec})
-		return true, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if last.Seq == 0 {
-		return ApplyResult{}
-	}
-	res, err := to.Apply(from.site, last, recs)
-	if err != nil {
-		t.Fatalf("apply %s → %s: %v", from.site.String()[:4], to.site.String()[:4], err)
-	}
-	return res
+	return pullEach(t, from, to, math.MaxInt)
 }
 
 // pullEach is pull in batches of n entries or fewer, as a link sends a
 // log that grows while it pushes.
-func pullEach(t testing.TB, from, to *Store, n int) {
+func pullEach(t testing.TB, from, to *Store, n int) ApplyResult {
 	t.Helper()
+	var res ApplyResult
 	var recs []Incoming
 	var last PeerCursor
-	flush := func() {
+	apply := func() {
 		if last.Seq == 0 {
 			return
 		}
-		if _, err := to.Apply(from.site, last, recs); err != nil {
+		r, err := to.Apply(from.site, last, recs)
+		if err != nil {
 			t.Fatalf("apply %s → %s: %v", from.site.String()[:4], to.site.String()[:4], err)
 		}
+		res.Applied += r.Applied
+		res.Known += r.Known
+		res.Changes = append(res.Changes, r.Changes...)
 		recs, last = nil, PeerCursor{}
 	}
 	err := from.Log(to.Cursor(from.site).Seq+1, func(e *Entry) (bool, error) {
 		last = PeerCursor{e.Seq, e.Version}
-		rec, err := from.VersionRecord(e.Version)
-		if err != nil {
-			return false, err
+		if e.From != to.site { // else it came from there
+			rec, err := from.VersionRecord(e.Version)
+			if err != nil {
+				return false, err
+			}
+			v, err := DecodeVersion(rec)
+			if err != nil {
+				return false, err
+			}
+			if err := copyContent(from, to, v.Content); err != nil {
+				return false, err
+			}
+			recs = append(recs, Incoming{Op: e.Op, Rec: rec})
 		}
-		v, err := DecodeVersion(rec)
-		if err != nil {
-			return false, err
-		}
-		if err := copyContent(from, to, v.Content); err != nil {
-			return false, err
-		}
-		recs = append(recs, Incoming{Op: e.Op, Rec: rec})
 		if len(recs) == n {
-			flush()
+			apply()
 		}
 		return true, nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	flush()
+	apply()
+	return res
 }
 
 func copyContent(from, to *Store, root Hash) error {

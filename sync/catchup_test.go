@@ -13,20 +13,6 @@ import (
 // Catching up after an outage: batches the receiver cannot apply in one
 // transaction, and long runs of one file's versions in one batch.
 
-// manifestOf stores data at s and returns its manifest root.
-func manifestOf(t testing.TB, s *store.Store, data []byte) store.Hash {
-	t.Helper()
-	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: data}}, uint64(len(data)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, err := s.PutManifest(x.Refs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
 // setAll gives every file in ids the content root (n bytes), 200 files per
 // Update.
 func setAll(t testing.TB, s *store.Store, ids []store.FileID, root store.Hash, n uint64) {
@@ -50,6 +36,14 @@ func setAll(t testing.TB, s *store.Store, ids []store.FileID, root store.Hash, n
 			t.Fatal(err)
 		}
 	}
+}
+
+// synced pushes from a to b until both are the same, then stops.
+func synced(t *testing.T, a, b *store.Store) {
+	t.Helper()
+	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
+	waitSame(t, a, b)
+	ss.stop()
 }
 
 // waitAcked waits until the receiver has acknowledged all of from's log,
@@ -98,13 +92,11 @@ func TestCatchUpOfConcurrentEditsLargerThanATransaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
-	waitSame(t, a, b)
-	ss.stop()
+	synced(t, a, b)
 
 	setAll(t, a, ids, manifestOf(t, a, []byte("edited at a")), 11)
 	setAll(t, b, ids, manifestOf(t, b, []byte("edited at b")), 11)
-	ss = push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
+	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
 	waitAcked(t, a, b, ss)
 	ents, err := b.ReadDir(store.RootID)
 	if err != nil {
@@ -149,24 +141,14 @@ func TestCatchUpOfLargeRecords(t *testing.T) {
 // head's content as a conflict copy the sender never had.
 func TestLongRunOfVersionsInOneBatchIsNotAConflict(t *testing.T) {
 	a, b := newSite(t), newSite(t)
-	r0 := manifestOf(t, a, []byte("version zero"))
-	id := store.NewFileID()
-	if err := a.Update(store.OpCreate, func(tx *store.Tx) error {
-		_, err := tx.Create(&store.Version{ID: id, Kind: store.KindFile, Links: []store.Link{{Parent: store.RootID, Name: "log.txt"}},
-			Mode: 0o644, Content: r0, Size: 12, Alloc: 12})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
-	waitSame(t, a, b)
-	ss.stop()
+	id := put(t, a, store.RootID, "log.txt", []byte("version zero"))
+	synced(t, a, b)
 
 	roots := []store.Hash{manifestOf(t, a, []byte("edit one")), manifestOf(t, a, []byte("edit two"))}
 	for i := range 600 {
 		setAll(t, a, []store.FileID{id}, roots[i%2], 8)
 	}
-	ss = push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
+	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
 	waitAcked(t, a, b, ss)
 	ents, err := b.ReadDir(store.RootID)
 	if err != nil {
@@ -183,6 +165,7 @@ func TestLongRunOfVersionsInOneBatchIsNotAConflict(t *testing.T) {
 		t.Fatalf("the receiver's head is %s (merging %d), the sender's %s", hb.Hash().Short(), len(hb.Merged), ha.Hash().Short())
 	}
 }
+
 // A rename at one site and writes at another give the renamed, written
 // file (docs/REPLICATION.md), also when the writer saved 600 versions
 // meanwhile: the merge used to look for the common ancestor only 512
@@ -190,18 +173,8 @@ func TestLongRunOfVersionsInOneBatchIsNotAConflict(t *testing.T) {
 // the rename.
 func TestRenameSurvivesManyConcurrentWrites(t *testing.T) {
 	a, b := newSite(t), newSite(t)
-	r0 := manifestOf(t, a, []byte("version zero"))
-	id := store.NewFileID()
-	if err := a.Update(store.OpCreate, func(tx *store.Tx) error {
-		_, err := tx.Create(&store.Version{ID: id, Kind: store.KindFile, Links: []store.Link{{Parent: store.RootID, Name: "draft.txt"}},
-			Mode: 0o644, Content: r0, Size: 12, Alloc: 12})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
-	waitSame(t, a, b)
-	ss.stop()
+	id := put(t, a, store.RootID, "draft.txt", []byte("version zero"))
+	synced(t, a, b)
 
 	if err := b.Update(store.OpRename, func(tx *store.Tx) error {
 		v, err := tx.Head(id)
@@ -219,7 +192,7 @@ func TestRenameSurvivesManyConcurrentWrites(t *testing.T) {
 	for i := range 600 {
 		setAll(t, a, []store.FileID{id}, roots[i%2], 8)
 	}
-	ss = push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
+	ss := push(t, a, b, store.PeerLink{Direction: "send"}, store.PeerLink{Direction: "receive"})
 	waitAcked(t, a, b, ss)
 	v, err := b.Head(id)
 	if err != nil {

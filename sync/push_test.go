@@ -36,8 +36,8 @@ func newSite(t testing.TB) *store.Store {
 	return s
 }
 
-// put creates or overwrites the file name in dir with data.
-func put(t testing.TB, s *store.Store, dir store.FileID, name string, data []byte) store.FileID {
+// manifestOf stores data at s and returns its manifest root.
+func manifestOf(t testing.TB, s *store.Store, data []byte) store.Hash {
 	t.Helper()
 	x, err := s.Rewrite(&store.Extents{}, []store.Patch{{Off: 0, Data: data}}, uint64(len(data)))
 	if err != nil {
@@ -47,8 +47,15 @@ func put(t testing.TB, s *store.Store, dir store.FileID, name string, data []byt
 	if err != nil {
 		t.Fatal(err)
 	}
+	return root
+}
+
+// put creates or overwrites the file name in dir with data.
+func put(t testing.TB, s *store.Store, dir store.FileID, name string, data []byte) store.FileID {
+	t.Helper()
+	root := manifestOf(t, s, data)
 	var id store.FileID
-	err = s.Update(store.OpWrite, func(tx *store.Tx) error {
+	err := s.Update(store.OpWrite, func(tx *store.Tx) error {
 		v := &store.Version{ID: store.NewFileID(), Kind: store.KindFile, Links: []store.Link{{Parent: dir, Name: name}}, Mode: 0o644}
 		if cur, _, err := tx.Lookup(dir, name); err == nil {
 			old, err := tx.Head(cur)
