@@ -271,9 +271,7 @@ func (tx *Tx) integrate(v *Version, h Hash, enc []byte) error {
 	if oh == h {
 		return nil
 	}
-	if ok, err := tx.descendsInBatch(v, oh); err != nil {
-		return err
-	} else if ok {
+	if v.Prev == oh || slices.Contains(v.Merged, oh) {
 		return tx.settle(v, h, enc, old)
 	}
 	th, tv := tips(old, oh), tips(v, h)
@@ -288,27 +286,6 @@ func (tx *Tx) integrate(v *Version, h Hash, enc []byte) error {
 		return tx.settle(v, h, enc, old) // v covers all the head has seen
 	}
 	return tx.merge(old, t)
-}
-
-// descendsInBatch reports whether v descends from oh directly, or through
-// a chain of records this batch recorded without integrating (superseded):
-// a run of one file's versions that arrived together, however long. (The
-// merge's ancestor walk is bounded, and took a run of more than
-// ancestorLimit versions for concurrent with the head it started from.)
-func (tx *Tx) descendsInBatch(v *Version, oh Hash) (bool, error) {
-	for range len(tx.superseded) + 1 {
-		if v.Prev == oh || slices.Contains(v.Merged, oh) {
-			return true, nil
-		}
-		if v.Prev.IsZero() || !tx.superseded[v.Prev] {
-			return false, nil
-		}
-		var err error
-		if v, err = versionIn(tx, v.Prev); err != nil {
-			return false, err
-		}
-	}
-	return false, nil
 }
 
 // tips returns the versions v stands for: the versions a merge merged, or
