@@ -49,7 +49,9 @@ func (f *FS) remember(n *Node) {
 }
 
 // pruneLocked drops id's nodes that the kernel does not know (past the
-// grace) and returns the rest.
+// grace) and returns the rest. go-fuse marks Inode.Forgotten deprecated for
+// its window between creation and being added, which the grace covers; it
+// is the only way to learn that go-fuse dropped a node it never added.
 func (f *FS) pruneLocked(id store.FileID) []knownNode {
 	now := time.Now()
 	ns := slices.DeleteFunc(f.nodes[id], func(k knownNode) bool {

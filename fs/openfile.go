@@ -294,11 +294,11 @@ func (of *openFile) dirtyLocked() bool { return of.cur.changed || of.pending != 
 // killMode clears the setuid and setgid bits that kill says a change by
 // its caller clears: kill gets the head and the file's attributes as they
 // are now (the head's, with the uncommitted changes on top) and returns the
-// mode to set, or false to leave it. The mode is read and set under one hold of the
-// lock, as a chmod of an open file sets it (Setattr), so a chmod cannot
-// come in between and be undone by a mode computed before it. The kernel
-// holds the inode lock across writes, fallocate and chmod, but not across
-// an open with O_TRUNC.
+// mode to set, or false to leave it. The mode is read and set under one
+// hold of the lock, as a chmod of an open file sets it (Setattr), so a
+// chmod cannot come in between and be undone by a mode computed before it.
+// The kernel holds the inode lock across writes, fallocate and chmod, but
+// not across an open with O_TRUNC.
 func (of *openFile) killMode(kill func(*store.Version, fileAttrs) (uint32, bool)) (bool, error) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
