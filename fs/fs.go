@@ -62,11 +62,7 @@ type FS struct {
 	// detached counts, per file, open states left serving an older version
 	// to their readers after a peer's version arrived (notify.go).
 	detached map[store.FileID]int
-	// nodes has a lock of its own: notifications are sent with an open
-	// file's lock held (a commit that leaves a file sparse), and detach
-	// takes that lock with mu held.
-	nodesMu  sync.Mutex
-	nodes    map[store.FileID][]knownNode // see notify.go
+	root     atomic.Pointer[Node] // the root, once Root made it (notify.go)
 	listings *listings
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)
@@ -103,7 +99,7 @@ func New(s *store.Store, opts Options) *FS {
 // Root returns the root node to mount.
 func (f *FS) Root() gofs.InodeEmbedder {
 	n := &Node{fsys: f, id: store.RootID}
-	f.remember(n)
+	f.root.Store(n)
 	return n
 }
 

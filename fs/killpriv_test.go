@@ -92,7 +92,7 @@ func TestChmodDuringKillPrivsIsKept(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(mnt, "f")); err != nil {
 		t.Fatal(err)
 	}
-	n := f.nodesOf(id)[0]
+	n := f.kernelNodes(id)[0].Operations().(*Node)
 	of, err := f.acquire(id, true)
 	if err != nil {
 		t.Fatal(err)

@@ -168,11 +168,7 @@ func (n *Node) newChild(ctx context.Context, v *store.Version, out *fuse.EntryOu
 	if err != nil {
 		return nil, n.errno(ctx, err, "lookup")
 	}
-	ino := n.NewInode(ctx, &Node{fsys: n.fsys, id: v.ID}, gofs.StableAttr{Mode: kindMode(v.Kind), Ino: v.ID.Ino()})
-	if child, ok := ino.Operations().(*Node); ok {
-		n.fsys.remember(child)
-	}
-	return ino, 0
+	return n.NewInode(ctx, &Node{fsys: n.fsys, id: v.ID}, gofs.StableAttr{Mode: kindMode(v.Kind), Ino: v.ID.Ino()}), 0
 }
 
 // Lookup finds name in this directory.

@@ -3,88 +3,37 @@ package fs
 import (
 	"context"
 	"slices"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
 	"github.com/geofs/geofs/store"
 )
 
-// The FS remembers the nodes of each file id the kernel may know, so that
-// a change made behind the kernel's back (a restore, a version from a
-// peer) can invalidate the kernel's caches for it.
-//
-// A lookup makes a new node, but go-fuse hands the kernel the node it
-// already has for the file when there is one, and drops the new one. So
-// every node made is remembered, not only the last: remembering the last
-// alone sent notifications to a node the kernel never knew (ENOENT), and
-// the kernel kept stale pages and names under the one it had (found by a
-// stress run: every file of a replica read while it was rewritten). A
-// node go-fuse dropped, or the kernel forgot without a FORGET reaching it
-// (OnForget), is pruned once it has had a second to be added.
+// A change made behind the kernel's back (a restore, a version from a
+// peer) is notified to the node the kernel holds for the file. A lookup
+// makes a new node, but go-fuse hands the kernel the node it already has
+// for the file and drops the new one, so the node to notify is the one
+// go-fuse's tree holds for the file's identity (Inode.KnownInode, added to
+// the go-fuse geofs carries). Notifying the last node a lookup made, as the
+// mount did, reached a node the kernel never knew (ENOENT), and the kernel
+// kept stale pages and names under its own (found by a stress run: every
+// file of a replica read while a peer rewrote it).
 
-var _ = (gofs.NodeOnForgetter)((*Node)(nil))
-
-// knownNode is a node of a file, and when it was made.
-type knownNode struct {
-	n  *Node
-	at time.Time
-}
-
-// forgetGrace is how long a node may stay unknown to the kernel before it
-// is pruned: a lookup adds its node to go-fuse's tree right after it
-// returns.
-const forgetGrace = time.Second
-
-func (f *FS) remember(n *Node) {
-	f.nodesMu.Lock()
-	defer f.nodesMu.Unlock()
-	if f.nodes == nil {
-		f.nodes = map[store.FileID][]knownNode{}
-	}
-	ns := f.pruneLocked(n.id)
-	if !slices.ContainsFunc(ns, func(k knownNode) bool { return k.n == n }) {
-		f.nodes[n.id] = append(ns, knownNode{n, time.Now()})
-	}
-}
-
-// pruneLocked drops id's nodes that the kernel does not know (past the
-// grace) and returns the rest. go-fuse marks Inode.Forgotten deprecated for
-// its window between creation and being added, which the grace covers; it
-// is the only way to learn that go-fuse dropped a node it never added.
-func (f *FS) pruneLocked(id store.FileID) []knownNode {
-	now := time.Now()
-	ns := slices.DeleteFunc(f.nodes[id], func(k knownNode) bool {
-		return now.Sub(k.at) > forgetGrace && k.n.Forgotten()
-	})
-	if len(ns) == 0 {
-		delete(f.nodes, id)
+// kernelNodes returns the nodes the kernel holds for file id: at most one,
+// but the kind is not known here, and each kind is its own identity.
+func (f *FS) kernelNodes(id store.FileID) []*gofs.Inode {
+	root := f.root.Load()
+	if root == nil {
 		return nil
 	}
-	f.nodes[id] = ns
-	return ns
-}
-
-// OnForget drops the node when the kernel forgets it.
-func (n *Node) OnForget() {
-	f := n.fsys
-	f.nodesMu.Lock()
-	defer f.nodesMu.Unlock()
-	ns := slices.DeleteFunc(f.nodes[n.id], func(k knownNode) bool { return k.n == n })
-	if len(ns) == 0 {
-		delete(f.nodes, n.id)
-	} else {
-		f.nodes[n.id] = ns
+	if id == store.RootID {
+		return []*gofs.Inode{&root.Inode}
 	}
-}
-
-// nodesOf returns the nodes of id the kernel may know.
-func (f *FS) nodesOf(id store.FileID) []*Node {
-	f.nodesMu.Lock()
-	defer f.nodesMu.Unlock()
-	var out []*Node
-	for _, k := range f.pruneLocked(id) {
-		out = append(out, k.n)
+	var out []*gofs.Inode
+	for _, mode := range kindModes {
+		if n := root.KnownInode(gofs.StableAttr{Mode: mode, Ino: id.Ino()}); n != nil {
+			out = append(out, n)
+		}
 	}
 	return out
 }
@@ -111,7 +60,7 @@ func (f *FS) notifyAttrs(id store.FileID) { f.notify(id, -1) }
 // notify drops the kernel's cached attributes of id, and its pages from
 // off on unless off is negative, if the kernel knows id.
 func (f *FS) notify(id store.FileID, off int64) {
-	for _, n := range f.nodesOf(id) {
+	for _, n := range f.kernelNodes(id) {
 		n.NotifyContent(off, 0)
 	}
 }
@@ -156,13 +105,16 @@ func (f *FS) Applied(changes []store.Change) {
 
 // forgetName drops the kernel's entry for l (in a directory it knows).
 func (f *FS) forgetName(l store.Link, child store.FileID) {
-	nodes := f.nodesOf(child)
-	for _, parent := range f.nodesOf(l.Parent) {
+	var nodes []*gofs.Inode
+	if child != (store.FileID{}) {
+		nodes = f.kernelNodes(child)
+	}
+	for _, parent := range f.kernelNodes(l.Parent) {
 		if len(nodes) == 0 {
 			parent.NotifyEntry(l.Name)
 		}
 		for _, node := range nodes {
-			parent.NotifyDelete(l.Name, &node.Inode)
+			parent.NotifyDelete(l.Name, node)
 		}
 		parent.NotifyContent(0, 0)
 	}

@@ -767,6 +767,22 @@ func (n *Inode) NotifyDelete(name string, child *Inode) syscall.Errno {
 	return syscall.Errno(n.bridge.server.DeleteNotify(n.nodeId, child.nodeId, name))
 }
 
+// KnownInode returns the node the tree holds for id, the one whose node ID
+// the kernel was given, or nil if there is none. A lookup that returns a
+// new node for an already-known id has it dropped in favour of the known
+// one (see addNewNode), so a file system that wants to notify the kernel
+// about a file finds the right node here. (Added by geofs, see GEOFS.md.)
+func (n *Inode) KnownInode(id StableAttr) *Inode {
+	if n.bridge == nil {
+		return nil
+	}
+	id.Mode &= syscall.S_IFMT
+	if id.Mode == 0 {
+		id.Mode = fuse.S_IFREG
+	}
+	return n.bridge.ids.findByAttr(id)
+}
+
 // NotifyContent notifies the kernel that content under the given
 // inode should be flushed from buffers.
 func (n *Inode) NotifyContent(off, sz int64) syscall.Errno {
