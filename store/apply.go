@@ -316,7 +316,7 @@ func (tx *Tx) maximal(hs []Hash) ([]Hash, error) {
 	hs = slices.Compact(hs)
 	drop := map[Hash]bool{}
 	for _, y := range hs {
-		err := tx.walkAncestors(y, func(a Hash, _ *Version) bool {
+		err := tx.walkAncestors(y, ancestorLimit, func(a Hash, _ *Version) bool {
 			if a != y && slices.Contains(hs, a) {
 				drop[a] = true
 			}
@@ -408,54 +408,32 @@ func (tx *Tx) conflictCopy(l *Version) error {
 	return tx.settle(c, h, enc, nil)
 }
 
-// commonAncestor returns a version both a and b descend from, or nil when
-// none is found within mergeWalkLimit versions of each. Both ancestries are
-// walked breadth first (Prev before Merged), a level of each in turn, and
-// the first version reached from both is the answer: the cost is about the
-// versions made since the two diverged, not the file's history. It depends
-// on the records alone (never on stamps or what else a site holds), so
-// every site finds the same one.
+// commonAncestor returns the nearest version both a and b descend from: the
+// first of b's ancestors, breadth first, among a's mergeWalkLimit nearest;
+// nil when there is none. It depends on the records alone, so every site
+// finds the same one.
 func (tx *Tx) commonAncestor(a, b Hash) (*Version, error) {
-	if a == b {
-		return versionIn(tx, a)
+	seen := map[Hash]bool{}
+	err := tx.walkAncestors(a, mergeWalkLimit, func(h Hash, _ *Version) bool { seen[h] = true; return true })
+	if err != nil {
+		return nil, err
 	}
-	type side struct {
-		level []Hash
-		seen  map[Hash]bool
-	}
-	sides := [2]*side{{[]Hash{a}, map[Hash]bool{a: true}}, {[]Hash{b}, map[Hash]bool{b: true}}}
-	for visited := 0; visited < 2*mergeWalkLimit && (len(sides[0].level) > 0 || len(sides[1].level) > 0); {
-		for i, s := range sides {
-			other := sides[1-i]
-			var next []Hash
-			for _, h := range s.level {
-				v, err := versionIn(tx, h)
-				if err != nil {
-					return nil, err
-				}
-				visited++
-				for _, p := range append([]Hash{v.Prev}, v.Merged...) {
-					if p.IsZero() || s.seen[p] {
-						continue
-					}
-					if other.seen[p] {
-						return versionIn(tx, p)
-					}
-					s.seen[p] = true
-					next = append(next, p)
-				}
-			}
-			s.level = next
+	var base *Version
+	err = tx.walkAncestors(b, mergeWalkLimit, func(h Hash, v *Version) bool {
+		if seen[h] {
+			base = v
+			return false
 		}
-	}
-	return nil, nil
+		return true
+	})
+	return base, err
 }
 
 // walkAncestors visits from and its ancestors breadth first (Prev before
-// Merged), at most ancestorLimit of them, until fn returns false.
-func (tx *Tx) walkAncestors(from Hash, fn func(Hash, *Version) bool) error {
+// Merged), at most limit of them, until fn returns false.
+func (tx *Tx) walkAncestors(from Hash, limit int, fn func(Hash, *Version) bool) error {
 	queue, seen := []Hash{from}, map[Hash]bool{from: true}
-	for n := 0; len(queue) > 0 && n < ancestorLimit; n++ {
+	for n := 0; len(queue) > 0 && n < limit; n++ {
 		h := queue[0]
 		queue = queue[1:]
 		v, err := versionIn(tx, h)

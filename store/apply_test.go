@@ -273,12 +273,6 @@ func TestApplyCopiesNewFilesAndIsIdempotent(t *testing.T) {
 	a, b := newTestStore(t), newTestStore(t)
 	d := mkdir(t, a, RootID, "docs")
 	f := mkfile(t, a, d, "a.txt", []byte("hello"))
-	for i := range 4 {
-		id, ok := lookupPath(t, a, fmt.Sprintf("/f%d", i))
-		t.Logf("a f%d: %v %v", i, ok, id)
-	}
-	ents, _ := a.ReadDir(RootID)
-	t.Logf("a root: %d entries", len(ents))
 	res := pull(t, a, b)
 	if res.Applied != 2 || len(res.Changes) != 2 {
 		t.Fatalf("applied %d records, %d changes; want 2, 2", res.Applied, len(res.Changes))
@@ -722,5 +716,39 @@ func renameOver(t testing.TB, s *Store, id FileID, name string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A (content writer) and B (renamer) both descend from L, A's write; A's
+// history also merged C's chmod q, which descends from O, L's parent. The
+// merge of A's and B's heads must be taken against L: only A changed the
+// content since, so there is nothing to keep as a conflict copy. The
+// walk that went a level of each side in turn met at O first (B's walk
+// reached O, which A's reached through q, before A's walk reached L) and
+// kept B's content, which B never changed, as a conflict copy (found by
+// review).
+func TestMergeBaseIsTheNearestCommonAncestor(t *testing.T) {
+	a, b, c := newTestStore(t), newTestStore(t), newTestStore(t)
+	f := mkfile(t, a, RootID, "f", []byte("O")) // O
+	pull(t, a, b)
+	pull(t, a, c)
+	change(t, c, OpSetattr, f, func(v *Version) { v.Mode = 0o600 }) // q
+	write(t, a, f, []byte("L"))                                     // L
+	pull(t, a, b)
+	move(t, b, f, RootID, "g1") // b1..b3: B renames three times
+	move(t, b, f, RootID, "g2")
+	move(t, b, f, RootID, "g3")
+	write(t, a, f, []byte("w1"))
+	write(t, a, f, []byte("w2"))
+	write(t, a, f, []byte("w3"))
+	pull(t, c, a)               // m = merge(w3, q)
+	write(t, a, f, []byte("a")) // a: the newest, wins
+	pull(t, a, b)
+	out := tree(t, b)
+	if strings.Contains(out, "conflict") {
+		t.Errorf("B made a conflict copy of content it never changed:\n%s", out)
+	}
+	if h := mustHead(t, b, f); len(h.Links) != 1 || h.Links[0].Name != "g3" || string(readFile(t, b, f)) != "a" || h.Mode != 0o600 {
+		t.Errorf("merged head: %v %q %#o; want g3, \"a\", 0600", h.Links, readFile(t, b, f), h.Mode)
 	}
 }
