@@ -23,20 +23,83 @@ type headerAt struct {
 
 // header returns the verified header of chunk h.
 func (s *Store) header(h Hash) (headerAt, error) {
+	ha, _, err := s.headerGuess(h, 0, 0)
+	return ha, err
+}
+
+// guess is blocks [from, to) of a chunk, read from where they are if the
+// chunk's blocks before them are all stored raw (see headerGuess).
+type guess struct {
+	from, to int
+	raw      []byte
+}
+
+// fits reports whether g holds blocks [from, to) as hd places them.
+func (g *guess) fits(hd *chunkHeader, from, to int) bool {
+	if g == nil || from < g.from || to > g.to || g.to > len(hd.blocks) {
+		return false
+	}
+	for j := g.from; j < g.to; j++ {
+		b := hd.blocks[j]
+		if b.codec != codecRaw || int(b.off) != j*BlockSize || int(b.stored) != hd.blockLen(j) {
+			return false
+		}
+	}
+	return true
+}
+
+// slice returns g's bytes of blocks [from, to).
+func (g *guess) slice(hd *chunkHeader, from, to int) []byte {
+	end := (to-g.from-1)*BlockSize + hd.blockLen(to-1)
+	return g.raw[(from-g.from)*BlockSize : end : end]
+}
+
+// headerGuess is header for a reader of blocks [first, end): when the
+// header is not cached, those blocks are read from a pack at the same time
+// as it, where they lie if the chunk is stored raw (incompressible data,
+// the usual case for large files), and returned if they do, so that a
+// first read of a chunk waits for one read of the disk rather than two.
+func (s *Store) headerGuess(h Hash, first, end int) (headerAt, *guess, error) {
 	if ha, ok := s.headers.Get(h); ok {
-		return ha, nil
+		return ha, nil, nil
 	}
 	b, err := s.getValue(hashKey(pChunk, h))
 	if errors.Is(err, ErrNotFound) {
-		return s.cachedHeader(h)
+		ha, err := s.cachedHeader(h)
+		return ha, nil, err
 	}
 	if err != nil {
-		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+		return headerAt{}, nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
 	loc, err := decodeLoc(b)
 	if err != nil {
-		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
+		return headerAt{}, nil, fmt.Errorf("chunk %s: %w", h.Short(), err)
 	}
+	var guessed chan *guess
+	if from, to := uint64(first)*BlockSize, min(uint64(end)*BlockSize, uint64(loc.DataLen)); from < to {
+		guessed = make(chan *guess, 1)
+		go func() {
+			raw, err := s.packs.readAt(loc, loc.Off+uint64(loc.HdrLen)+from, int(to-from))
+			if err != nil {
+				guessed <- nil
+				return
+			}
+			guessed <- &guess{first, end, raw}
+		}()
+	}
+	ha, err := s.readHeader(h, loc)
+	var g *guess
+	if guessed != nil {
+		g = <-guessed
+	}
+	if err != nil || !g.fits(ha.hdr, first, end) {
+		return ha, nil, err
+	}
+	return ha, g, nil
+}
+
+// readHeader reads, checks and caches the header of chunk h at loc.
+func (s *Store) readHeader(h Hash, loc chunkLoc) (headerAt, error) {
 	raw, err := s.readRecord(h, loc, loc.Off, int(loc.HdrLen))
 	if err != nil {
 		return headerAt{}, fmt.Errorf("chunk %s: %w", h.Short(), err)
@@ -182,7 +245,8 @@ func (s *Store) localSlices(h Hash, off, n int) ([][]byte, error) {
 // localBlocks returns the verified blocks that hold chunk bytes
 // [off, off+n), and where in the first one the bytes start.
 func (s *Store) localBlocks(h Hash, off, n int) ([][]byte, int, error) {
-	ha, err := s.header(h)
+	first, end := off/BlockSize, (off+n+BlockSize-1)/BlockSize
+	ha, g, err := s.headerGuess(h, first, end)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -192,8 +256,7 @@ func (s *Store) localBlocks(h Hash, off, n int) ([][]byte, int, error) {
 	if off+n > ha.hdr.size {
 		return nil, 0, fmt.Errorf("chunk %s: %w: read past its end", h.Short(), ErrCorrupt)
 	}
-	first, end := off/BlockSize, (off+n+BlockSize-1)/BlockSize
-	blocks, err := s.blocks(ha, first, end, true)
+	blocks, err := s.blocks(ha, first, end, true, g)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -287,7 +350,7 @@ type blockKey struct {
 // loaded with one pread per run of blocks that nobody is loading yet.
 // read says whether a reader wants them (or read-ahead, which does not
 // count as a use of cached blocks).
-func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
+func (s *Store) blocks(ha headerAt, from, to int, read bool, g *guess) ([][]byte, error) {
 	out := make([][]byte, to-from)
 	var wait []*flightCall
 	var waitIdx []int
@@ -320,7 +383,7 @@ func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
 	s.bflight.mu.Unlock()
 	var firstErr error
 	for _, r := range runs {
-		blocks, err := s.loadRun(ha, r[0], r[1], read)
+		blocks, err := s.loadRun(ha, r[0], r[1], read, g)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
@@ -343,13 +406,20 @@ func (s *Store) blocks(ha headerAt, from, to int, read bool) ([][]byte, error) {
 	return out, nil
 }
 
-// loadRun reads blocks [from, to) with one pread, verifies them, caches
-// them and completes their flights. read says whether a reader wants them.
-func (s *Store) loadRun(ha headerAt, from, to int, read bool) ([][]byte, error) {
+// loadRun reads blocks [from, to) with one pread (or takes them from g,
+// if it holds them), verifies them, caches them and completes their
+// flights. read says whether a reader wants them.
+func (s *Store) loadRun(ha headerAt, from, to int, read bool, g *guess) ([][]byte, error) {
 	hd := ha.hdr
-	start := hd.blocks[from].off
-	end := hd.blocks[to-1].off + hd.blocks[to-1].stored
-	raw, err := s.readRecord(hd.id, ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen)+uint64(start), int(end-start))
+	var raw []byte
+	var err error
+	if g.fits(hd, from, to) {
+		raw = g.slice(hd, from, to)
+	} else {
+		start := hd.blocks[from].off
+		end := hd.blocks[to-1].off + hd.blocks[to-1].stored
+		raw, err = s.readRecord(hd.id, ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen)+uint64(start), int(end-start))
+	}
 	blocks := make([][]byte, to-from)
 	errs := make([]error, to-from)
 	if err == nil {
@@ -468,8 +538,9 @@ func (s *Store) loadRange(o Origin, x *Extents, off, n uint64) {
 		in := off - x.Offs[k]
 		m := min(n, r.Len-in)
 		if !r.IsHole() {
-			if ha, err := s.header(r.Hash); err == nil {
-				s.blocks(ha, int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize), false)
+			first, end := int(in/BlockSize), int((in+m+BlockSize-1)/BlockSize)
+			if ha, g, err := s.headerGuess(r.Hash, first, end); err == nil {
+				s.blocks(ha, first, end, false, g)
 			} else if s.fetchable(err) {
 				s.fetch(context.Background(), FetchRequest{Kind: FetchChunk, Hash: r.Hash, Origin: o})
 			}

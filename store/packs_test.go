@@ -1,6 +1,12 @@
 package store
 
-import "testing"
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
 
 // packEnd returns where the next append goes and the pack file's size.
 func packEnd(t *testing.T, s *Store) (int64, int64) {
@@ -62,11 +68,20 @@ func TestPackDirectAndBufferedAppends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if loc.loc.Off != uint64(alignUp(before, directAlign)) {
-		t.Fatalf("direct batch starts at %d, want %d", loc.loc.Off, alignUp(before, directAlign))
+	// Each large record's data starts on a page, its header just before.
+	start := uint64(alignUp(before, directAlign))
+	if off := loc.loc.Off; off < start || off >= start+directAlign || (off+uint64(loc.loc.HdrLen))%directAlign != 0 {
+		t.Fatalf("direct batch at %d (header %d bytes): want its data on the first page boundary past %d", off, loc.loc.HdrLen, start)
 	}
-	if pad := end - int64(loc.loc.Off) - int64(len(big1)+len(big2)); pad < 0 || pad >= directAlign+2*recordMaxHeader {
-		t.Fatalf("direct batch of %d bytes took %d", len(big1)+len(big2), end-int64(loc.loc.Off))
+	loc2, err := s.header(refs[2].Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (loc2.loc.Off+uint64(loc2.loc.HdrLen))%directAlign != 0 || loc2.loc.Off < loc.loc.Off+uint64(loc.loc.HdrLen+loc.loc.DataLen) {
+		t.Fatalf("second record at %d: its data is not on a page, or it overlaps the first", loc2.loc.Off)
+	}
+	if pad := end - int64(start) - int64(len(big1)+len(big2)); pad < 0 || pad >= 3*directAlign+2*recordMaxHeader {
+		t.Fatalf("direct batch of %d bytes took %d", len(big1)+len(big2), end-int64(start))
 	}
 	_, small2 := cacheChunk(4, 5000)
 	step(small2) // buffered, straight after the padding
@@ -137,6 +152,113 @@ func TestLaidOutBatchSkipsAChunkStoredMeanwhile(t *testing.T) {
 	for i, c := range [][]byte{a, b} {
 		if got, err := s.ReadChunk(enc[i].hdr.id); err != nil || !sameBytes(got, c) {
 			t.Fatalf("chunk %d read back: %v", i, err)
+		}
+	}
+}
+
+// Small reads of a pack whose pages are not cached go around the page
+// cache (O_DIRECT) and return the right bytes, also for a record that ends
+// where the pack ends off a page boundary; once the pages are cached, reads
+// come from the cache.
+func TestSmallReadsOfAColdPack(t *testing.T) {
+	dir := initTestSite(t)
+	s := openTestSite(t, dir)
+	_, big := cacheChunk(1, 2<<20+123)
+	_, small := cacheChunk(2, 5000)
+	refs := append(putAndCheck(t, s, big), putAndCheck(t, s, small)...)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestSite(t, dir)
+	defer s.Close()
+	f, err := s.packs.reader(s.packs.curID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if s.packs.noCachestat.Load() || s.packs.cached(f, 0, 1<<30) {
+		t.Skip("no cachestat(2), or the pack's pages stay cached: cannot tell direct reads here")
+	}
+	reads := []struct{ chunk, off, n int }{
+		{0, 0, 4096}, {0, 4095, 4096}, {0, 16380, 10}, {0, 3 * BlockSize, 2 * BlockSize},
+		{0, len(big) - 4096, 4096}, {0, len(big) - 1, 1}, {1, 0, len(small)}, {1, len(small) - 7, 7},
+	}
+	check := func(when string) {
+		for _, r := range reads {
+			want := [][]byte{big, small}[r.chunk][r.off : r.off+r.n]
+			got := make([]byte, r.n)
+			if err := s.readLocal(refs[r.chunk].Hash, got, r.off); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%s: chunk %d bytes %d+%d: %v, equal %v", when, r.chunk, r.off, r.n, err, bytes.Equal(got, want))
+			}
+		}
+	}
+	check("cold")
+	if s.packs.noDirectRead.Load() {
+		t.Fatal("direct reads were refused on the test directory's file system")
+	}
+	if s.packs.cached(f, 0, 1<<30) {
+		t.Fatal("small reads of a cold pack went through the page cache")
+	}
+	forget := func() { // the mount's caches, not the kernel's
+		s.bcache.mu.Lock()
+		max := s.bcache.max
+		s.bcache.max = 0
+		s.bcache.evictLocked()
+		s.bcache.max = max
+		s.bcache.mu.Unlock()
+		s.headers.Delete(refs[0].Hash)
+		s.headers.Delete(refs[1].Hash)
+	}
+	// Read a second time, the same bytes go through the page cache.
+	forget()
+	check("again")
+	if !s.packs.cached(f, int64(s.mustLoc(t, refs[0].Hash).Off), 1) {
+		t.Fatal("a second read of a cold pack's header did not go through the page cache")
+	}
+	// Warm the whole pack: reads are served from it.
+	if _, err := io.Copy(io.Discard, io.NewSectionReader(f, 0, 1<<40)); err != nil {
+		t.Fatal(err)
+	}
+	forget()
+	check("cached")
+}
+
+func (s *Store) mustLoc(t *testing.T, h Hash) chunkLoc {
+	t.Helper()
+	ha, err := s.header(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ha.loc
+}
+
+// A cold read of a chunk reads its header and, at once, the blocks it
+// wants where they lie if the chunk is stored raw. Where blocks before
+// them are compressed, that guess misses, and the read still returns the
+// right bytes.
+func TestColdReadsOfPartlyCompressedChunks(t *testing.T) {
+	dir := initTestSite(t)
+	s := openTestSite(t, dir)
+	_, random := cacheChunk(1, 600_000)
+	mixed := append(bytes.Repeat([]byte("compressible "), 30_000), random[:200_000]...) // zstd, then raw
+	tail := append(append([]byte{}, random[:300_000]...), bytes.Repeat([]byte{7}, 100_000)...)
+	refs := putAndCheck(t, s, random, mixed, tail)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestSite(t, dir)
+	defer s.Close()
+	chunks := [][]byte{random, mixed, tail}
+	for i, c := range chunks {
+		for _, off := range []int{0, 5000, BlockSize - 10, 390_000, len(c) - 4096, len(c) - 1} {
+			s.headers.Delete(refs[i].Hash)
+			n := min(4096, len(c)-off)
+			got := make([]byte, n)
+			if err := s.readLocal(refs[i].Hash, got, off); err != nil || !bytes.Equal(got, c[off:off+n]) {
+				t.Fatalf("chunk %d, cold read at %d: %v, equal %v", i, off, err, bytes.Equal(got, c[off:off+n]))
+			}
 		}
 	}
 }
