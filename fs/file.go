@@ -74,6 +74,8 @@ func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (go
 	// older version (a peer's version arrived), the pages are its: bypass.
 	if n.fsys.pagesShared(v.ID) {
 		fuseFlags = fuseFlags&^fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO
+	} else if n.fsys.stalePages(of) {
+		fuseFlags &^= fuse.FOPEN_KEEP_CACHE // the kernel drops them at open
 	}
 	return h, fuseFlags, 0
 }

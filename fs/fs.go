@@ -62,8 +62,14 @@ type FS struct {
 	// detached counts, per file, open states left serving an older version
 	// to their readers after a peer's version arrived (notify.go).
 	detached map[store.FileID]int
-	root     atomic.Pointer[Node] // the root, once Root made it (notify.go)
-	listings *listings
+	// pageRoots holds, per file with no open state, the content its last
+	// open state had: what the kernel's cached pages may hold (see
+	// FS.create).
+	pageRoots map[store.FileID]pageRoot
+	pageGen   uint64               // pageRoots notings so far
+	pruneAt   int                  // prune pageRoots when it is this long
+	root      atomic.Pointer[Node] // the root, once Root made it (notify.go)
+	listings  *listings
 
 	buffered atomic.Int64 // bytes buffered by all open files (see Options.MaxDirtyTotal)
 	unpriv   sync.Map     // requests from callers without CAP_FSETID (killpriv.go)
@@ -90,8 +96,9 @@ func New(s *store.Store, opts Options) *FS {
 		opts.Log = slog.Default()
 	}
 	f := &FS{s: s, log: opts.Log, opts: opts, open: map[store.FileID]*openFile{},
-		listings: newListings(maxListedBytes),
-		stop:     make(chan struct{}), done: make(chan struct{})}
+		pageRoots: map[store.FileID]pageRoot{},
+		listings:  newListings(maxListedBytes),
+		stop:      make(chan struct{}), done: make(chan struct{})}
 	go f.committer()
 	return f
 }

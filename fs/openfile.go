@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"slices"
 	"sort"
@@ -45,6 +46,9 @@ type openFile struct {
 
 	accounted int64 // buffered bytes counted in fsys.buffered
 	detached  bool  // no longer the file's open state (see FS.detach)
+	// stalePages (FS.mu): the kernel may cache an older content's pages
+	// of the file, not yet dropped (see FS.create); opens drop them.
+	stalePages bool
 }
 
 // A sequential reader gets the next readAhead bytes loaded in the
@@ -154,8 +158,69 @@ func (f *FS) create(id store.FileID, v *store.Version, x *store.Extents, writer 
 	of.take(writer)
 	of.cond = sync.NewCond(&of.mu)
 	f.open[id] = of
+	if pages, ok := f.pageRoots[id]; ok {
+		delete(f.pageRoots, id)
+		if pages.root != now.Content {
+			// The head moved since the last open state went, and the kernel
+			// may not have been told yet (a peer's version is applied before
+			// the mount hears of it): its cached pages may be the old
+			// content's. Opens drop them until a notification has.
+			of.stalePages = true
+			go func() {
+				f.notifyContent(id)
+				f.mu.Lock()
+				of.stalePages = false
+				f.mu.Unlock()
+			}()
+		}
+	}
 	return of, true, nil
 }
+
+// forgetOpenLocked drops id's open state of (with f.mu held), noting the
+// content the kernel's pages may hold.
+func (f *FS) forgetOpenLocked(of *openFile) {
+	delete(f.open, of.id)
+	of.mu.Lock()
+	f.pageGen++
+	f.pageRoots[of.id] = pageRoot{of.root, f.pageGen}
+	of.mu.Unlock()
+	if len(f.pageRoots) >= max(pageRootsMin, f.pruneAt) {
+		f.pruneAt = 2 * len(f.pageRoots)
+		go f.prunePageRoots()
+	}
+}
+
+// pageRoot is the content a file's last open state had, noted at the
+// noting's generation.
+type pageRoot struct {
+	root store.Hash
+	gen  uint64
+}
+
+// prunePageRoots forgets the page roots of files the kernel no longer
+// holds (and so holds no pages of), keeping the map about as small as the
+// kernel's inode cache. An entry noted again meanwhile stays.
+func (f *FS) prunePageRoots() {
+	f.mu.Lock()
+	seen := maps.Clone(f.pageRoots)
+	f.mu.Unlock()
+	for id := range seen {
+		if len(f.kernelNodes(id)) > 0 {
+			delete(seen, id)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, pr := range seen {
+		if f.pageRoots[id] == pr {
+			delete(f.pageRoots, id)
+		}
+	}
+	f.pruneAt = 2 * len(f.pageRoots)
+}
+
+const pageRootsMin = 4096
 
 // hold takes a reference on id's open state if there is one.
 func (f *FS) hold(id store.FileID) *openFile { return f.holdAs(id, false) }
@@ -207,7 +272,7 @@ func (f *FS) forgetIfIdle(of *openFile) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if of.refs == 0 && !of.isDirty() && f.open[of.id] == of {
-		delete(f.open, of.id)
+		f.forgetOpenLocked(of)
 	}
 }
 
@@ -229,7 +294,7 @@ func (f *FS) releaseWriter(of *openFile) {
 func (f *FS) releaseLocked(of *openFile) {
 	of.refs--
 	if of.refs == 0 && !of.isDirty() && f.open[of.id] == of {
-		delete(f.open, of.id)
+		f.forgetOpenLocked(of)
 	}
 	if of.refs == 0 && of.detached {
 		of.detached = false
@@ -260,7 +325,7 @@ func (f *FS) detach(id store.FileID) bool {
 	if of == nil || of.writers > 0 || of.isDirty() {
 		return false
 	}
-	delete(f.open, id)
+	f.forgetOpenLocked(of)
 	of.detached = true
 	if f.detached == nil {
 		f.detached = map[store.FileID]int{}
@@ -275,6 +340,14 @@ func (f *FS) pagesShared(id store.FileID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.detached[id] > 0
+}
+
+// stalePages reports whether the kernel may hold pages of an older content
+// than of's (see FS.create).
+func (f *FS) stalePages(of *openFile) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return of.stalePages
 }
 
 func (f *FS) lookupOpen(id store.FileID) *openFile {

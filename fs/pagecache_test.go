@@ -2,8 +2,10 @@ package fs
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,4 +213,120 @@ func TestPeerVersionAfterAListingDropsCachedPages(t *testing.T) {
 	if b[0] != 'B' {
 		t.Errorf("after a peer's version the mount reads %q, the file holds %q", b[:4], "BBBB")
 	}
+}
+
+// A peer's version is applied to the store (the head moves) before the
+// mount hears of it (the receiver calls FS.Applied once Apply returned). A
+// file opened in between used to keep the kernel's pages of the old
+// version while its size was the new one's: the read was the old bytes,
+// then the new (found by a fog stress run).
+func TestOpenBeforeAPeerVersionIsNotifiedReadsOneVersion(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	mnt := mountTestFS(t, f)
+	name := filepath.Join(mnt, "f")
+	old := bytes.Repeat([]byte("A"), 7238)
+	if err := os.WriteFile(name, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(name); err != nil || !bytes.Equal(b, old) { // pages 0-1 cached
+		t.Fatal(len(b), err)
+	}
+	id, err := s.Resolve("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	neu := bytes.Repeat([]byte("B"), 178539)
+	peerContent(t, s, id, neu)                 // applied: the head moved; the mount not told yet
+	if _, err := os.ReadDir(mnt); err != nil { // READDIRPLUS: the kernel takes the new size
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(name) // opens the new head, with the old pages kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Applied([]store.Change{{ID: id}})
+	if !bytes.Equal(b, neu) && !bytes.Equal(b, old) {
+		t.Errorf("read %d bytes, neither version: %s", len(b), describeVersions(b, map[string][]byte{"old": old, "new": neu}))
+	}
+}
+
+// The same window, the symptom the stress run reported: a reader of the
+// old, empty version reads while the kernel has the new size, so the
+// kernel zero-fills the pages its short READ covered and keeps them; a
+// reader of the new version then got zeros where its content starts.
+func TestOpenBeforeAPeerVersionIsNotifiedReadsNoZeros(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	mnt := mountTestFS(t, f)
+	name := filepath.Join(mnt, "f")
+	if err := os.WriteFile(name, nil, 0o644); err != nil { // the empty version
+		t.Fatal(err)
+	}
+	r1, err := os.Open(name) // a reader of the empty version
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	id, err := s.Resolve("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	neu := randomBytes(4086467, 5)
+	peerContent(t, s, id, neu)
+	if _, err := os.ReadDir(mnt); err != nil { // the kernel takes the new size
+		t.Fatal(err)
+	}
+	p := make([]byte, 64<<10)
+	n, _ := r1.ReadAt(p, 0) // its version is empty: a short READ, pages zero-filled
+	if n != 0 {
+		t.Fatalf("the reader of the empty version read %d bytes", n)
+	}
+	r1.Close()
+	if _, err := os.ReadDir(mnt); err != nil { // the size again (the short read lowered it)
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(name) // a reader of the new version
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Applied([]store.Change{{ID: id}})
+	if !bytes.Equal(b, neu) && len(b) != 0 {
+		t.Errorf("read %d bytes, neither version: %s", len(b), describeVersions(b, map[string][]byte{"new": neu}))
+	}
+}
+
+// describeVersions sums b up by runs of 4 KiB pages, each page named by the
+// version it matches (zero-padded past that version's end), "zeros" or
+// "other": e.g. "[0,8192):old [8192,178539):new".
+func describeVersions(b []byte, versions map[string][]byte) string {
+	label := func(off int) string {
+		pg := b[off:min(off+4096, len(b))]
+		for _, name := range []string{"old", "new"} {
+			v := versions[name]
+			var w []byte
+			if off < len(v) {
+				w = v[off:min(off+len(pg), len(v))]
+			}
+			if bytes.Equal(pg[:len(w)], w) && bytes.Count(pg[len(w):], []byte{0}) == len(pg)-len(w) && len(w) > 0 {
+				return name
+			}
+		}
+		if bytes.Count(pg, []byte{0}) == len(pg) {
+			return "zeros"
+		}
+		return "other"
+	}
+	var out []string
+	start, cur := 0, ""
+	for off := 0; off < len(b); off += 4096 {
+		if l := label(off); l != cur {
+			if cur != "" {
+				out = append(out, fmt.Sprintf("[%d,%d):%s", start, off, cur))
+			}
+			start, cur = off, l
+		}
+	}
+	if cur != "" {
+		out = append(out, fmt.Sprintf("[%d,%d):%s", start, len(b), cur))
+	}
+	return strings.Join(out, " ")
 }
