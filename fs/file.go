@@ -311,6 +311,14 @@ func (n *Node) setSize(ctx context.Context, fh gofs.FileHandle, size uint64, c a
 	if h, ok := fh.(*handle); ok {
 		return n.errno(ctx, h.of.resize(size, c), "truncate")
 	}
+	// A truncation by name while the file is open for writing (which is
+	// how an open with O_TRUNC reaches the mount: see Options in fs.go)
+	// joins the writers' buffered changes, committed with them, so that
+	// overwriting a file makes one version and not an empty one first.
+	if of := n.fsys.holdWritten(n.id); of != nil {
+		of.truncateWith(size, c)
+		return n.errno(ctx, n.fsys.drop(of), "truncate") // commits if the writers are gone
+	}
 	v, errno := n.head(ctx)
 	if errno != 0 {
 		return errno

@@ -139,14 +139,18 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 			// Let the kernel choose READDIRPLUS only when the program also
 			// stats the entries (ls -l): a plain listing of a large
 			// directory then skips making 20,000 inodes.
-			// With ATOMIC_O_TRUNC the kernel passes O_TRUNC to open instead
-			// of a separate truncate first, so overwriting a file ('>',
-			// open(O_TRUNC)) makes one version at close, not an empty one
-			// in between that peers would see.
+			// No ATOMIC_O_TRUNC: with it the kernel passes O_TRUNC to OPEN,
+			// which it does not serialise with another descriptor's
+			// write(), and a truncation landing between the 1 MiB WRITEs
+			// of one write() left zeros before the write's tail (found by
+			// a stress run). Without it the kernel truncates with a
+			// SETATTR under the file's lock, as for ext4; the mount folds
+			// it into the open file's buffered changes (Node.setSize), so
+			// overwriting a file still makes one version at close.
 			// With HANDLE_KILLPRIV_V2 the mount clears setuid, setgid
 			// and capabilities itself, and the kernel stops asking for
 			// security.capability before every write (killpriv.go).
-			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_ATOMIC_O_TRUNC | fuse.CAP_HANDLE_KILLPRIV_V2,
+			ExtraCapabilities:    fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_HANDLE_KILLPRIV_V2,
 			EnableSymlinkCaching: true, // a version's target never changes
 		},
 	}

@@ -222,6 +222,19 @@ func (f *FS) prunePageRoots() {
 
 const pageRootsMin = 4096
 
+// holdWritten is hold for an open state that has handles open for
+// writing.
+func (f *FS) holdWritten(id store.FileID) *openFile {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	of := f.open[id]
+	if of == nil || of.writers == 0 {
+		return nil
+	}
+	of.take(false)
+	return of
+}
+
 // hold takes a reference on id's open state if there is one.
 func (f *FS) hold(id store.FileID) *openFile { return f.holdAs(id, false) }
 
@@ -770,6 +783,17 @@ func (of *openFile) truncate(size uint64) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	of.truncateLocked(size)
+}
+
+// truncateWith sets the size and makes the attribute changes c, to be
+// committed with the file's other buffered changes.
+func (of *openFile) truncateWith(size uint64, c attrChange) {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	of.truncateLocked(size)
+	if c.any() {
+		of.setattrLocked(c)
+	}
 }
 
 // resize is ftruncate: it sets the size, makes the attribute changes c,
