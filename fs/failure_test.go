@@ -554,6 +554,57 @@ func TestTruncatedWriterOverALongerPeerVersion(t *testing.T) {
 	}
 }
 
+// The same over an empty file: a truncation that cut nothing still makes
+// the writer's bytes the file's, not a patch over the peer's version.
+func TestTruncatedWriterOfAnEmptyFileOverAPeerVersion(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "f")
+	of, err := f.acquire(id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	of.truncateWith(0, attrChange{}) // open(O_TRUNC) of the empty file
+	mine := bytes.Repeat([]byte("N"), 100)
+	if err := of.write(mine, 0); err != nil {
+		t.Fatal(err)
+	}
+	peerContent(t, s, id, randomBytes(30000, 7))
+	f.Applied([]store.Change{{ID: id}})
+	if got := reviewRead(t, of); !bytes.Equal(got, mine) {
+		t.Errorf("the open file reads %d bytes, want this site's 100", len(got))
+	}
+	f.releaseWriter(of)
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := reviewContent(t, s, id); !bytes.Equal(got, mine) {
+		t.Errorf("committed %d bytes, want this site's 100", len(got))
+	}
+}
+
+// A peer's version that arrives while a file is open for writing with
+// nothing written after an O_TRUNC that cut nothing is the file's: this
+// site changed nothing.
+func TestUnchangedTruncatedFileTakesAPeerVersion(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "f")
+	of, err := f.acquire(id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	of.truncate(0)
+	peer := randomBytes(30000, 7)
+	peerContent(t, s, id, peer)
+	f.Applied([]store.Change{{ID: id}})
+	if got := reviewRead(t, of); !bytes.Equal(got, peer) {
+		t.Errorf("the open file reads %d bytes, want the peer's 30000", len(got))
+	}
+	f.releaseWriter(of)
+	if got := reviewContent(t, s, id); !bytes.Equal(got, peer) {
+		t.Errorf("content %d bytes, want the peer's 30000", len(got))
+	}
+}
+
 // Another descriptor's open(O_TRUNC) never lands inside a write(). A
 // 3 MiB write() reaches the mount as three 1 MiB WRITEs; with
 // ATOMIC_O_TRUNC the kernel sent the truncation with OPEN, not serialised

@@ -67,6 +67,10 @@ type layer struct {
 	dirty   int           // bytes of data in patches (a patch of zeros holds none)
 	size    uint64
 	keep    uint64
+	// cut: the layer truncated the file to nothing, so once it changes
+	// anything its size and bytes are its own whatever the content below
+	// becomes, as when a truncation cut bytes (keep < the size below).
+	cut     bool
 	mtime   int64      // new mtime (0: unchanged): of the last write, or as set
 	ctime   int64      // time of the last change (0: unchanged)
 	attrs   attrChange // chmod, chown and atime changes made while open
@@ -837,6 +841,9 @@ func (of *openFile) below() uint64 {
 }
 
 func (of *openFile) truncateLocked(size uint64) {
+	if size == 0 {
+		of.cur.cut = true
+	}
 	if size == of.cur.size {
 		return
 	}
@@ -1088,12 +1095,14 @@ func (of *openFile) rebaseLocked() error {
 // size: what l did not cut away is kept, and l's own size follows unless l
 // set it.
 func (l *layer) rebase(old, size uint64) {
-	if l.keep < old {
+	if l.keep < old || l.cut && l.changed {
 		// l cut the content below at keep (a truncation, maybe then
 		// writes or an extension): its size, and whatever lies past
 		// keep, are its own, however the content below changed. (Taking
 		// the larger new size made a truncate-and-write over a peer's
-		// longer version commit the writes padded with zeros.)
+		// longer version commit the writes padded with zeros; an O_TRUNC
+		// of an empty file cut nothing, and its writes went on top of the
+		// peer's version.)
 		return
 	}
 	l.keep = size
