@@ -415,6 +415,11 @@ func (s *Store) loadRun(ha headerAt, from, to int, read bool, g *guess) ([][]byt
 	var err error
 	if g.fits(hd, from, to) {
 		raw = g.slice(hd, from, to)
+		if len(raw) < len(g.raw) {
+			// Another reader had some of g's blocks: this run must not
+			// keep the rest of g's buffer alive uncounted.
+			raw = bytes.Clone(raw)
+		}
 	} else {
 		start := hd.blocks[from].off
 		end := hd.blocks[to-1].off + hd.blocks[to-1].stored

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -521,7 +522,7 @@ func (s *seenSet) firstRead(id uint32, off int64) bool {
 // of them, the file system refuses O_DIRECT, or the read ends past the end
 // of the pack. The caller then reads through f, which reports any error.
 func (p *packs) readSmall(id uint32, f *os.File, off int64, n int) []byte {
-	if p.cached(f, off, n) || !p.seen.firstRead(id, off) {
+	if n <= 0 || p.cached(f, off, n) || !p.seen.firstRead(id, off) {
 		return nil
 	}
 	d := p.directReader(id)
@@ -530,25 +531,41 @@ func (p *packs) readSmall(id uint32, f *os.File, off int64, n int) []byte {
 	}
 	start, end := off&^(directAlign-1), alignUp(off+int64(n), directAlign)
 	buf := alignedAlloc(int(end - start))
-	for done := 0; done < len(buf); {
-		r, err := unix.Pread(int(d.Fd()), buf[done:], start+int64(done))
-		if err == unix.EINTR {
-			continue
+	ok := false
+	// Through the file's own descriptor reference, so that a close racing
+	// the read (a read-ahead at shutdown) gets an error, not another file.
+	withFd(d, func(fd int) {
+		for done := 0; done < len(buf); {
+			r, err := unix.Pread(fd, buf[done:], start+int64(done))
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EINVAL {
+				// Alignment the device wants and 4 KiB does not meet.
+				p.noDirectRead.Store(true)
+				return
+			}
+			if err != nil || r == 0 {
+				return
+			}
+			done += r
+			if start+int64(done) >= off+int64(n) {
+				break // the rest is past the end of the pack
+			}
 		}
-		if err == unix.EINVAL {
-			// Alignment the device wants and 4 KiB does not meet.
-			p.noDirectRead.Store(true)
-			return nil
-		}
-		if err != nil || r == 0 {
-			return nil
-		}
-		done += r
-		if start+int64(done) >= off+int64(n) {
-			break // the rest is past the end of the pack
-		}
+		ok = true
+	})
+	if !ok {
+		return nil
 	}
-	return buf[off-start : off-start+int64(n) : off-start+int64(n)]
+	b := buf[off-start : off-start+int64(n) : off-start+int64(n)]
+	if len(buf) > n+n/8 {
+		// The block cache counts what a block's slice holds, not the
+		// pages around it: a small block (a small file's) would keep a
+		// page or two alive for its few bytes.
+		b = bytes.Clone(b)
+	}
+	return b
 }
 
 // alignedAlloc returns n bytes (a multiple of directAlign) at a
@@ -575,12 +592,24 @@ func (p *packs) cached(f *os.File, off int64, n int) bool {
 	}
 	r := unix.CachestatRange{Off: uint64(off), Len: uint64(n)}
 	var st unix.Cachestat_t
-	_, _, errno := unix.Syscall6(unix.SYS_CACHESTAT, f.Fd(), uintptr(unsafe.Pointer(&r)), uintptr(unsafe.Pointer(&st)), 0, 0, 0)
-	if errno != 0 {
+	errno := unix.EBADF
+	withFd(f, func(fd int) {
+		_, _, errno = unix.Syscall6(unix.SYS_CACHESTAT, uintptr(fd), uintptr(unsafe.Pointer(&r)), uintptr(unsafe.Pointer(&st)), 0, 0, 0)
+	})
+	if errno == unix.ENOSYS {
 		p.noCachestat.Store(true)
-		return false
 	}
-	return st.Cache > 0
+	return errno == 0 && st.Cache > 0
+}
+
+// withFd calls fn with f's descriptor, which f keeps open until fn returns.
+// If f is closed, fn is not called.
+func withFd(f *os.File, fn func(fd int)) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) { fn(int(fd)) })
 }
 
 // directReader returns pack id opened with O_DIRECT, or nil where direct
