@@ -674,3 +674,91 @@ func TestTruncatingOpenDoesNotCutAWrite(t *testing.T) {
 		t.Fatalf("only %d versions in a second of overwrites", len(vs))
 	}
 }
+
+// A truncation by name of a file open for writing (how open(O_TRUNC)
+// arrives) joins the writer's buffered changes: it is seen at once and
+// committed with the writer's, one version for both.
+func TestTruncateByNameJoinsTheWriter(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	id := reviewFile(t, s, "f")
+	n := &Node{fsys: f, id: id}
+	v, _ := s.Head(id)
+	fh, _, errno := n.openFile(context.Background(), v, syscall.O_WRONLY)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	of := fh.(*handle).of
+	if err := of.write([]byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	_, hs, err := s.History(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(hs)
+	in := &fuse.SetAttrIn{}
+	in.Valid, in.Size = fuse.FATTR_SIZE, 0
+	var out fuse.AttrOut
+	if errno := n.Setattr(context.Background(), nil, in, &out); errno != 0 || out.Size != 0 {
+		t.Fatalf("truncate by name: %v, size %d", errno, out.Size)
+	}
+	if got := reviewContent(t, s, id); string(got) != "hello" {
+		t.Fatalf("committed %q at once, want it buffered", got)
+	}
+	if err := of.write([]byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.releaseWriter(of)
+	if got := reviewContent(t, s, id); string(got) != "x" {
+		t.Errorf("content %q, want %q", got, "x")
+	}
+	if _, hs, _ := s.History(id); len(hs) != before+1 {
+		t.Errorf("the truncation and the write made %d versions, want 1", len(hs)-before)
+	}
+}
+
+// Without writers, a truncation by name commits at once, and one that
+// fails changes nothing (the kernel keeps the old size).
+func TestFailedTruncateByNameChangesNothing(t *testing.T) {
+	f, s, disk := tmpfsTestFS(t, 64<<20)
+	id := reviewFile(t, s, "f")
+	n := &Node{fsys: f, id: id}
+	v, _ := s.Head(id)
+	fh, _, errno := n.openFile(context.Background(), v, syscall.O_WRONLY)
+	if errno != 0 {
+		t.Fatal(errno)
+	}
+	of := fh.(*handle).of
+	if err := of.write([]byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	f.releaseWriter(of)
+	disk.fill(64 << 20)
+	in := &fuse.SetAttrIn{}
+	in.Valid, in.Size = fuse.FATTR_SIZE, 0
+	var out fuse.AttrOut
+	if errno := n.Setattr(context.Background(), nil, in, &out); errno != syscall.ENOSPC {
+		t.Fatalf("truncate on a full disk: %v, want ENOSPC", errno)
+	}
+	var a fuse.Attr
+	if err := f.currentAttr(id, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Size != 5 {
+		t.Errorf("getattr size %d after the failed truncate, want 5", a.Size)
+	}
+	disk.empty()
+	f.commitOld(time.Now().Add(time.Hour)) // the periodic committer
+	if got := reviewContent(t, s, id); string(got) != "hello" {
+		t.Errorf("content %q after a failed truncate and the periodic commit, want %q", got, "hello")
+	}
+}

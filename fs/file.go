@@ -74,7 +74,7 @@ func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (go
 	// older version (a peer's version arrived), the pages are its: bypass.
 	if n.fsys.pagesShared(v.ID) {
 		fuseFlags = fuseFlags&^fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO
-	} else if n.fsys.stalePages(of) {
+	} else if of.stale.Load() > 0 {
 		fuseFlags &^= fuse.FOPEN_KEEP_CACHE // the kernel drops them at open
 	}
 	return h, fuseFlags, 0
@@ -315,9 +315,8 @@ func (n *Node) setSize(ctx context.Context, fh gofs.FileHandle, size uint64, c a
 	// how an open with O_TRUNC reaches the mount: see Options in fs.go)
 	// joins the writers' buffered changes, committed with them, so that
 	// overwriting a file makes one version and not an empty one first.
-	if of := n.fsys.holdWritten(n.id); of != nil {
-		of.truncateWith(size, c)
-		return n.errno(ctx, n.fsys.drop(of), "truncate") // commits if the writers are gone
+	if n.fsys.foldTruncate(n.id, size, c) {
+		return 0
 	}
 	v, errno := n.head(ctx)
 	if errno != 0 {

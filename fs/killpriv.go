@@ -236,6 +236,13 @@ func (n *Node) killPrivs(ctx context.Context, of *openFile, unprivileged func() 
 
 // dropCaps removes the file's capabilities, if it still has them.
 func (n *Node) dropCaps() error {
+	// Most files have none: look before taking the write path (every
+	// truncation, open(O_TRUNC) included, comes here).
+	if v, err := n.fsys.s.Head(n.id); err != nil {
+		return err
+	} else if _, ok := v.Xattr(capXattr); !ok {
+		return nil
+	}
 	if err := n.putXattr(capXattr, nil, unix.XATTR_REPLACE); !errors.Is(err, syscall.ENODATA) {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/geofs/geofs/store"
@@ -46,9 +47,10 @@ type openFile struct {
 
 	accounted int64 // buffered bytes counted in fsys.buffered
 	detached  bool  // no longer the file's open state (see FS.detach)
-	// stalePages (FS.mu): the kernel may cache an older content's pages
-	// of the file, not yet dropped (see FS.create); opens drop them.
-	stalePages bool
+	// stale counts notifications on their way to drop the kernel's pages
+	// of the file, which may be an older content's (see dropStalePages):
+	// meanwhile opens drop them.
+	stale atomic.Int32
 }
 
 // A sequential reader gets the next readAhead bytes loaded in the
@@ -164,30 +166,37 @@ func (f *FS) create(id store.FileID, v *store.Version, x *store.Extents, writer 
 	f.open[id] = of
 	if pages, ok := f.pageRoots[id]; ok {
 		delete(f.pageRoots, id)
-		if pages.root != now.Content {
+		if pages.unknown || pages.root != now.Content {
 			// The head moved since the last open state went, and the kernel
 			// may not have been told yet (a peer's version is applied before
 			// the mount hears of it): its cached pages may be the old
-			// content's. Opens drop them until a notification has.
-			of.stalePages = true
-			go func() {
-				f.notifyContent(id)
-				f.mu.Lock()
-				of.stalePages = false
-				f.mu.Unlock()
-			}()
+			// content's.
+			f.dropStalePages(of)
 		}
 	}
 	return of, true, nil
 }
 
+// dropStalePages has the kernel drop its pages of of's file, which may be
+// of an older content than of's; until it has, opens drop them.
+// (Notifications go from a goroutine: the kernel may wait on a page that
+// a request in the mount holds.)
+func (f *FS) dropStalePages(of *openFile) {
+	of.stale.Add(1)
+	go func() {
+		f.notifyContent(of.id)
+		of.stale.Add(-1)
+	}()
+}
+
 // forgetOpenLocked drops id's open state of (with f.mu held), noting the
-// content the kernel's pages may hold.
+// content the kernel's pages may hold: of's, unless pages of another
+// may not be dropped yet.
 func (f *FS) forgetOpenLocked(of *openFile) {
 	delete(f.open, of.id)
 	of.mu.Lock()
 	f.pageGen++
-	f.pageRoots[of.id] = pageRoot{of.root, f.pageGen}
+	f.pageRoots[of.id] = pageRoot{of.root, of.stale.Load() > 0, f.pageGen}
 	of.mu.Unlock()
 	if len(f.pageRoots) >= max(pageRootsMin, f.pruneAt) {
 		f.pruneAt = 2 * len(f.pageRoots)
@@ -198,8 +207,9 @@ func (f *FS) forgetOpenLocked(of *openFile) {
 // pageRoot is the content a file's last open state had, noted at the
 // noting's generation.
 type pageRoot struct {
-	root store.Hash
-	gen  uint64
+	root    store.Hash
+	unknown bool // the pages may be of other content still
+	gen     uint64
 }
 
 // prunePageRoots forgets the page roots of files the kernel no longer
@@ -226,17 +236,21 @@ func (f *FS) prunePageRoots() {
 
 const pageRootsMin = 4096
 
-// holdWritten is hold for an open state that has handles open for
-// writing.
-func (f *FS) holdWritten(id store.FileID) *openFile {
+// foldTruncate sets the size of id's open state and makes the attribute
+// changes c, to be committed with its writers' changes, if it has handles
+// open for writing; it reports whether it did. The writers' last release
+// commits it (f.mu keeps them from going meanwhile), so a commit that
+// fails is theirs to report, and this truncation has succeeded; without
+// writers, the caller commits at once and fails whole (resize).
+func (f *FS) foldTruncate(id store.FileID, size uint64, c attrChange) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	of := f.open[id]
 	if of == nil || of.writers == 0 {
-		return nil
+		return false
 	}
-	of.take(false)
-	return of
+	of.truncateWith(size, c)
+	return true
 }
 
 // hold takes a reference on id's open state if there is one.
@@ -357,14 +371,6 @@ func (f *FS) pagesShared(id store.FileID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.detached[id] > 0
-}
-
-// stalePages reports whether the kernel may hold pages of an older content
-// than of's (see FS.create).
-func (f *FS) stalePages(of *openFile) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return of.stalePages
 }
 
 func (f *FS) lookupOpen(id store.FileID) *openFile {
@@ -1048,6 +1054,9 @@ func (of *openFile) commitLayer(l *layer) error {
 	x, err := of.fsys.build(of.id, of.base, of.root, l)
 	for tries := 0; errors.Is(err, errBaseMoved) && tries < 8; tries++ {
 		if err = of.rebaseLocked(); err == nil {
+			// The kernel's pages are the old content's, with this file's
+			// writes; the notification of the change may not have come.
+			of.fsys.dropStalePages(of)
 			x, err = of.fsys.build(of.id, of.base, of.root, l)
 		}
 	}

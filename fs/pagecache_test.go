@@ -330,3 +330,49 @@ func describeVersions(b []byte, versions map[string][]byte) string {
 	}
 	return strings.Join(out, " ")
 }
+
+// A close whose commit finds the base moved (a peer's version applied, the
+// mount not told yet) rebases and commits over the peer's content, while
+// the kernel holds the old version's pages. The next open matched the
+// head, kept those pages, and read the old bytes with this site's write on
+// top: a content no version has (found by review).
+func TestRebasedCloseBeforeAPeerVersionIsNotifiedDropsPages(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	mnt := mountTestFS(t, f)
+	name := filepath.Join(mnt, "f")
+	const n = 20000
+	if err := os.WriteFile(name, bytes.Repeat([]byte("A"), n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(name); err != nil || len(b) != n { // pages cached
+		t.Fatal(len(b), err)
+	}
+	id, err := s.Resolve("f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peerContent(t, s, id, bytes.Repeat([]byte("B"), n)) // applied; the mount not told yet
+	if _, err := w.WriteAt([]byte("tail"), n); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil { // commits over the peer's version (rebase)
+		t.Fatal(err)
+	}
+	want := append(bytes.Repeat([]byte("B"), n), "tail"...)
+	if got := reviewContent(t, s, id); !bytes.Equal(got, want) {
+		t.Fatalf("committed %q..., want the peer's bytes and the write", got[:8])
+	}
+	b, err := os.ReadFile(name) // a new open: its state is the head's
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Applied([]store.Change{{ID: id}})
+	if !bytes.Equal(b, want) {
+		t.Errorf("read %d bytes: %s; the only version with the write is the peer's bytes and it",
+			len(b), describeVersions(b, map[string][]byte{"old": bytes.Repeat([]byte("A"), n), "new": want}))
+	}
+}
