@@ -762,3 +762,43 @@ func TestFailedTruncateByNameChangesNothing(t *testing.T) {
 		t.Errorf("content %q after a failed truncate and the periodic commit, want %q", got, "hello")
 	}
 }
+
+// A chmod of a file whose open state is left with buffered changes and no
+// handle commits them with it; when that commit fails, the chmod fails and
+// changes nothing (it used to stay buffered, shown and committed later).
+func TestFailedChmodOfABufferedFileChangesNothing(t *testing.T) {
+	f, s, disk := tmpfsTestFS(t, 64<<20)
+	id := reviewFile(t, s, "f")
+	n := &Node{fsys: f, id: id}
+	of, err := f.acquire(id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := of.write([]byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.releaseWriter(of) // buffered, no handle left
+	disk.fill(64 << 20)
+	in := &fuse.SetAttrIn{}
+	in.Valid, in.Mode = fuse.FATTR_MODE, 0o600
+	var out fuse.AttrOut
+	if errno := n.Setattr(context.Background(), nil, in, &out); errno != syscall.ENOSPC {
+		t.Fatalf("chmod on a full disk: %v, want ENOSPC", errno)
+	}
+	var a fuse.Attr
+	if err := f.currentAttr(id, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Mode&0o777 != 0o644 {
+		t.Errorf("mode %o after the failed chmod, want 644", a.Mode&0o777)
+	}
+	disk.empty()
+	f.commitOld(time.Now().Add(time.Hour)) // the periodic committer
+	v, err := s.Head(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reviewContent(t, s, id); string(got) != "hello" || v.Mode&0o777 != 0o644 {
+		t.Errorf("committed %q with mode %o, want %q with 644", got, v.Mode&0o777, "hello")
+	}
+}

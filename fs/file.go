@@ -235,8 +235,16 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		return n.errno(ctx, n.fsys.currentAttr(n.id, &out.Attr), "setattr")
 	}
 	if of := n.fsys.hold(n.id); of != nil {
-		of.setattr(kill.apply(attrChangeOf(in, time.Now().UnixNano())))
-		if err := n.fsys.drop(of); err != nil { // commits if no handle is left
+		// Into the open state, whose buffered changes would otherwise be
+		// committed over it: with its handles' changes if it has handles,
+		// else at once, undone if that fails.
+		c := kill.apply(attrChangeOf(in, time.Now().UnixNano()))
+		var err error
+		if !n.fsys.foldShared(of, c) {
+			err = of.commitChange(func() { of.setattrLocked(c) })
+		}
+		n.fsys.release(of)
+		if err != nil {
 			return n.errno(ctx, err, "setattr")
 		}
 		return n.errno(ctx, n.fsys.currentAttr(n.id, &out.Attr), "setattr")

@@ -236,6 +236,20 @@ func (f *FS) prunePageRoots() {
 
 const pageRootsMin = 4096
 
+// foldShared makes the attribute changes c in of, held by the caller, if
+// someone else holds it too, to be committed at their last release (f.mu
+// keeps them from releasing meanwhile); it reports whether it did.
+// Otherwise the caller commits at once (commitChange).
+func (f *FS) foldShared(of *openFile, c attrChange) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if of.refs < 2 {
+		return false
+	}
+	of.setattr(c)
+	return true
+}
+
 // foldTruncate sets the size of id's open state and makes the attribute
 // changes c, to be committed with its writers' changes, if it has handles
 // open for writing; it reports whether it did. The writers' last release
@@ -814,19 +828,27 @@ func (of *openFile) truncateWith(size uint64, c attrChange) {
 // that comes back short of it with zeros (docs/DECISIONS.md, "A
 // truncation is seen when it returns").
 func (of *openFile) resize(size uint64, c attrChange) error {
+	return of.commitChange(func() {
+		of.truncateLocked(size)
+		if c.any() {
+			of.setattrLocked(c)
+		}
+	})
+}
+
+// commitChange makes change (with the lock held) and commits it with
+// whatever else is buffered. A change whose commit fails is undone: the
+// kernel keeps what it had (the size, the mode), and the change must not
+// be committed later with other changes.
+func (of *openFile) commitChange(change func()) error {
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	for of.busy {
 		of.cond.Wait()
 	}
-	// A failed ftruncate changes nothing: the kernel keeps the old size,
-	// and the truncation must not be committed later with other changes.
 	saved, since, below := *of.cur, of.since, of.below()
 	saved.patches = slices.Clone(of.cur.patches) // truncateLocked cuts them in place
-	of.truncateLocked(size)
-	if c.any() {
-		of.setattrLocked(c)
-	}
+	change()
 	err := of.commitLocked()
 	if err != nil {
 		*of.cur, of.since = saved, since
