@@ -219,19 +219,9 @@ func TestFailedFtruncateChangesNothing(t *testing.T) {
 // open fails with ENOSPC, and the file must be as it was.
 func TestFailedTruncatingOpenChangesNothing(t *testing.T) {
 	f, s, disk := tmpfsTestFS(t, 64<<20)
-	id := reviewFile(t, s, "f")
-	of, err := f.acquire(id, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := of.write([]byte("hello"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := of.commit(); err != nil {
-		t.Fatal(err)
-	}
-	f.release(of)
-	n := &Node{fsys: f, id: id}
+	n, of := helloFile(t, f, s)
+	id := n.id
+	f.releaseWriter(of)
 	if err := n.putXattr(capXattr, []byte{1, 2, 3, 4}, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -241,18 +231,47 @@ func TestFailedTruncatingOpenChangesNothing(t *testing.T) {
 	if _, _, errno := n.openFile(context.Background(), v, syscall.O_WRONLY|syscall.O_TRUNC); errno != syscall.ENOSPC {
 		t.Fatalf("open(O_TRUNC) on a full disk: %v, want ENOSPC", errno)
 	}
+	wantUnchanged(t, f, s, disk, id, "open(O_TRUNC)")
+}
+
+// helloFile makes a file holding "hello", committed, and returns its node
+// and its open state, held for writing.
+func helloFile(t *testing.T, f *FS, s *store.Store) (*Node, *openFile) {
+	t.Helper()
+	id := reviewFile(t, s, "f")
+	of, err := f.acquire(id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := of.write([]byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	return &Node{fsys: f, id: id}, of
+}
+
+// wantUnchanged checks, after a change to a file of helloFile's failed on
+// a full disk, that the file shows its size and mode as before, and that
+// once there is room again the periodic commit leaves it as it was.
+func wantUnchanged(t *testing.T, f *FS, s *store.Store, disk diskFiller, id store.FileID, what string) {
+	t.Helper()
 	var a fuse.Attr
 	if err := f.currentAttr(id, &a); err != nil {
 		t.Fatal(err)
 	}
-	if a.Size != 5 {
-		t.Errorf("getattr size %d after the failed open(O_TRUNC), want 5", a.Size)
+	if a.Size != 5 || a.Mode&0o7777 != 0o644 {
+		t.Errorf("after the failed %s: size %d, mode %o; want 5 and 644", what, a.Size, a.Mode&0o7777)
 	}
-
 	disk.empty()
 	f.commitOld(time.Now().Add(time.Hour)) // the periodic committer
-	if got := reviewContent(t, s, id); string(got) != "hello" {
-		t.Errorf("content %q after a failed open(O_TRUNC) and the periodic commit, want %q", got, "hello")
+	v, err := s.Head(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := reviewContent(t, s, id); string(got) != "hello" || v.Mode&0o7777 != 0o644 {
+		t.Errorf("after the failed %s and the periodic commit: %q, mode %o; want %q, 644", what, got, v.Mode&0o7777, "hello")
 	}
 }
 
@@ -521,64 +540,40 @@ func TestWriterCountedWhenItOpens(t *testing.T) {
 // A file is opened with O_TRUNC at this site and written shorter than a
 // peer's version that arrives before the close: the commit must hold this
 // site's bytes alone, as a successor of the peer's version. It held them
-// padded with zeros to the peer's size (found by a stress run).
-func TestTruncatedWriterOverALongerPeerVersion(t *testing.T) {
-	f, s := newTestFS(t, 1<<20)
-	id := reviewFile(t, s, "f")
-	of, err := f.acquire(id, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := of.write([]byte("small"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := of.commit(); err != nil {
-		t.Fatal(err)
-	}
-	of.truncate(0) // open(O_TRUNC)
-	mine := bytes.Repeat([]byte("N"), 100)
-	if err := of.write(mine, 0); err != nil {
-		t.Fatal(err)
-	}
-	peerContent(t, s, id, randomBytes(30000, 7))
-	f.Applied([]store.Change{{ID: id}})
-	if got := reviewRead(t, of); !bytes.Equal(got, mine) {
-		t.Errorf("the open file reads %d bytes (%d zero), want this site's 100", len(got), bytes.Count(got, []byte{0}))
-	}
-	if err := of.commit(); err != nil {
-		t.Fatal(err)
-	}
-	f.releaseWriter(of)
-	if got := reviewContent(t, s, id); !bytes.Equal(got, mine) {
-		t.Errorf("committed %d bytes (%d zero), want this site's 100", len(got), bytes.Count(got, []byte{0}))
-	}
-}
-
-// The same over an empty file: a truncation that cut nothing still makes
-// the writer's bytes the file's, not a patch over the peer's version.
-func TestTruncatedWriterOfAnEmptyFileOverAPeerVersion(t *testing.T) {
-	f, s := newTestFS(t, 1<<20)
-	id := reviewFile(t, s, "f")
-	of, err := f.acquire(id, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	of.truncateWith(0, attrChange{}) // open(O_TRUNC) of the empty file
-	mine := bytes.Repeat([]byte("N"), 100)
-	if err := of.write(mine, 0); err != nil {
-		t.Fatal(err)
-	}
-	peerContent(t, s, id, randomBytes(30000, 7))
-	f.Applied([]store.Change{{ID: id}})
-	if got := reviewRead(t, of); !bytes.Equal(got, mine) {
-		t.Errorf("the open file reads %d bytes, want this site's 100", len(got))
-	}
-	f.releaseWriter(of)
-	if err := of.commit(); err != nil {
-		t.Fatal(err)
-	}
-	if got := reviewContent(t, s, id); !bytes.Equal(got, mine) {
-		t.Errorf("committed %d bytes, want this site's 100", len(got))
+// padded with zeros to the peer's size (found by a stress run); and where
+// the file was empty, so the truncation cut nothing, the writes went on top
+// of the peer's version.
+func TestTruncatedWriterOverAPeerVersion(t *testing.T) {
+	for _, before := range []string{"small", ""} {
+		f, s := newTestFS(t, 1<<20)
+		id := reviewFile(t, s, "f")
+		of, err := f.acquire(id, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := of.write([]byte(before), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := of.commit(); err != nil {
+			t.Fatal(err)
+		}
+		of.truncateWith(0, attrChange{}) // open(O_TRUNC)
+		mine := bytes.Repeat([]byte("N"), 100)
+		if err := of.write(mine, 0); err != nil {
+			t.Fatal(err)
+		}
+		peerContent(t, s, id, randomBytes(30000, 7))
+		f.Applied([]store.Change{{ID: id}})
+		if got := reviewRead(t, of); !bytes.Equal(got, mine) {
+			t.Errorf("over %q: the open file reads %d bytes (%d zero), want this site's 100", before, len(got), bytes.Count(got, []byte{0}))
+		}
+		if err := of.commit(); err != nil {
+			t.Fatal(err)
+		}
+		f.releaseWriter(of)
+		if got := reviewContent(t, s, id); !bytes.Equal(got, mine) {
+			t.Errorf("over %q: committed %d bytes (%d zero), want this site's 100", before, len(got), bytes.Count(got, []byte{0}))
+		}
 	}
 }
 
@@ -680,20 +675,8 @@ func TestTruncatingOpenDoesNotCutAWrite(t *testing.T) {
 // committed with the writer's, one version for both.
 func TestTruncateByNameJoinsTheWriter(t *testing.T) {
 	f, s := newTestFS(t, 1<<20)
-	id := reviewFile(t, s, "f")
-	n := &Node{fsys: f, id: id}
-	v, _ := s.Head(id)
-	fh, _, errno := n.openFile(context.Background(), v, syscall.O_WRONLY)
-	if errno != 0 {
-		t.Fatal(errno)
-	}
-	of := fh.(*handle).of
-	if err := of.write([]byte("hello"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := of.commit(); err != nil {
-		t.Fatal(err)
-	}
+	n, of := helloFile(t, f, s)
+	id := n.id
 	_, hs, err := s.History(id)
 	if err != nil {
 		t.Fatal(err)
@@ -727,20 +710,7 @@ func TestTruncateByNameJoinsTheWriter(t *testing.T) {
 // fails changes nothing (the kernel keeps the old size).
 func TestFailedTruncateByNameChangesNothing(t *testing.T) {
 	f, s, disk := tmpfsTestFS(t, 64<<20)
-	id := reviewFile(t, s, "f")
-	n := &Node{fsys: f, id: id}
-	v, _ := s.Head(id)
-	fh, _, errno := n.openFile(context.Background(), v, syscall.O_WRONLY)
-	if errno != 0 {
-		t.Fatal(errno)
-	}
-	of := fh.(*handle).of
-	if err := of.write([]byte("hello"), 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := of.commit(); err != nil {
-		t.Fatal(err)
-	}
+	n, of := helloFile(t, f, s)
 	f.releaseWriter(of)
 	disk.fill(64 << 20)
 	in := &fuse.SetAttrIn{}
@@ -749,18 +719,7 @@ func TestFailedTruncateByNameChangesNothing(t *testing.T) {
 	if errno := n.Setattr(context.Background(), nil, in, &out); errno != syscall.ENOSPC {
 		t.Fatalf("truncate on a full disk: %v, want ENOSPC", errno)
 	}
-	var a fuse.Attr
-	if err := f.currentAttr(id, &a); err != nil {
-		t.Fatal(err)
-	}
-	if a.Size != 5 {
-		t.Errorf("getattr size %d after the failed truncate, want 5", a.Size)
-	}
-	disk.empty()
-	f.commitOld(time.Now().Add(time.Hour)) // the periodic committer
-	if got := reviewContent(t, s, id); string(got) != "hello" {
-		t.Errorf("content %q after a failed truncate and the periodic commit, want %q", got, "hello")
-	}
+	wantUnchanged(t, f, s, disk, n.id, "truncate")
 }
 
 // A chmod of a file whose open state is left with buffered changes and no
@@ -768,16 +727,11 @@ func TestFailedTruncateByNameChangesNothing(t *testing.T) {
 // changes nothing (it used to stay buffered, shown and committed later).
 func TestFailedChmodOfABufferedFileChangesNothing(t *testing.T) {
 	f, s, disk := tmpfsTestFS(t, 64<<20)
-	id := reviewFile(t, s, "f")
-	n := &Node{fsys: f, id: id}
-	of, err := f.acquire(id, true)
-	if err != nil {
+	n, of := helloFile(t, f, s)
+	if err := of.write([]byte("hello"), 0); err != nil { // the same bytes, buffered
 		t.Fatal(err)
 	}
-	if err := of.write([]byte("hello"), 0); err != nil {
-		t.Fatal(err)
-	}
-	f.releaseWriter(of) // buffered, no handle left
+	f.releaseWriter(of) // no handle left
 	disk.fill(64 << 20)
 	in := &fuse.SetAttrIn{}
 	in.Valid, in.Mode = fuse.FATTR_MODE, 0o600
@@ -785,20 +739,5 @@ func TestFailedChmodOfABufferedFileChangesNothing(t *testing.T) {
 	if errno := n.Setattr(context.Background(), nil, in, &out); errno != syscall.ENOSPC {
 		t.Fatalf("chmod on a full disk: %v, want ENOSPC", errno)
 	}
-	var a fuse.Attr
-	if err := f.currentAttr(id, &a); err != nil {
-		t.Fatal(err)
-	}
-	if a.Mode&0o777 != 0o644 {
-		t.Errorf("mode %o after the failed chmod, want 644", a.Mode&0o777)
-	}
-	disk.empty()
-	f.commitOld(time.Now().Add(time.Hour)) // the periodic committer
-	v, err := s.Head(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := reviewContent(t, s, id); string(got) != "hello" || v.Mode&0o777 != 0o644 {
-		t.Errorf("committed %q with mode %o, want %q with 644", got, v.Mode&0o777, "hello")
-	}
+	wantUnchanged(t, f, s, disk, n.id, "chmod")
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"testing"
 
@@ -10,7 +11,7 @@ import (
 
 // coldPack drops the page cache of s's current pack, or skips the test
 // where this kernel cannot tell (no cachestat) or keeps the pages.
-func coldPack(t *testing.T, s *Store) {
+func coldPack(t *testing.T, s *Store) *os.File {
 	t.Helper()
 	f, err := s.packs.reader(s.packs.curID)
 	if err != nil {
@@ -22,6 +23,7 @@ func coldPack(t *testing.T, s *Store) {
 	if s.packs.noCachestat.Load() || s.packs.cached(f, 0, 1<<30) {
 		t.Skip("no cachestat(2), or the pack's pages stay cached")
 	}
+	return f
 }
 
 // heapAfterGC returns the live heap after a full collection.

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"io"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // packEnd returns where the next append goes and the pack file's size.
@@ -171,16 +169,7 @@ func TestSmallReadsOfAColdPack(t *testing.T) {
 	}
 	s = openTestSite(t, dir)
 	defer s.Close()
-	f, err := s.packs.reader(s.packs.curID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-	if s.packs.noCachestat.Load() || s.packs.cached(f, 0, 1<<30) {
-		t.Skip("no cachestat(2), or the pack's pages stay cached: cannot tell direct reads here")
-	}
+	f := coldPack(t, s)
 	reads := []struct{ chunk, off, n int }{
 		{0, 0, 4096}, {0, 4095, 4096}, {0, 16380, 10}, {0, 3 * BlockSize, 2 * BlockSize},
 		{0, len(big) - 4096, 4096}, {0, len(big) - 1, 1}, {1, 0, len(small)}, {1, len(small) - 7, 7},
