@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -740,4 +741,180 @@ func TestFailedChmodOfABufferedFileChangesNothing(t *testing.T) {
 		t.Fatalf("chmod on a full disk: %v, want ENOSPC", errno)
 	}
 	wantUnchanged(t, f, s, disk, n.id, "chmod")
+}
+
+// An O_TRUNC of an empty file marks its layer cut. When a peer's version
+// arrives before anything is written, the layer takes that version (it
+// changed nothing); from then on it is an ordinary layer over the peer's
+// content. A later write through it and a second peer's version must then
+// be the second version with the write on top, as without the O_TRUNC:
+// the mark must not outlive the version it took. With the mark left, the
+// second rebase keeps the first peer version's size, and the commit cuts
+// the second peer version's tail away.
+func TestCutDoesNotOutliveAPeerVersionTheLayerTook(t *testing.T) {
+	for _, truncated := range []bool{false, true} {
+		f, s := newTestFS(t, 1<<20)
+		id := reviewFile(t, s, "f")
+		of, err := f.acquire(id, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if truncated {
+			of.truncateWith(0, attrChange{}) // open(O_TRUNC) of the empty file
+		}
+		p1 := randomBytes(30000, 7)
+		peerContent(t, s, id, p1)
+		f.Applied([]store.Change{{ID: id}})
+		if got := reviewRead(t, of); !bytes.Equal(got, p1) {
+			t.Fatalf("truncated %v: reads %d bytes, want the peer's 30000", truncated, len(got))
+		}
+		// Another process on this site edits the peer's version in place.
+		if err := of.write([]byte("MINE"), 100); err != nil {
+			t.Fatal(err)
+		}
+		p2 := append(slices.Clone(p1), randomBytes(30000, 8)...)
+		peerContent(t, s, id, p2)
+		f.Applied([]store.Change{{ID: id}})
+		want := slices.Clone(p2)
+		copy(want[100:], "MINE")
+		if got := reviewRead(t, of); !bytes.Equal(got, want) {
+			t.Errorf("truncated %v: the open file reads %d bytes, want the second peer version's 60000 with the write", truncated, len(got))
+		}
+		f.releaseWriter(of)
+		if err := of.commit(); err != nil {
+			t.Fatal(err)
+		}
+		if got := reviewContent(t, s, id); !bytes.Equal(got, want) {
+			t.Errorf("truncated %v: committed %d bytes, want the second peer version's 60000 with the write", truncated, len(got))
+		}
+	}
+}
+
+// chmodByName is Setattr with a mode, as chmod(2) sends it.
+func chmodByName(t *testing.T, n *Node, mode uint32) {
+	t.Helper()
+	in := &fuse.SetAttrIn{}
+	in.Valid, in.Mode = fuse.FATTR_MODE, mode
+	var out fuse.AttrOut
+	if errno := n.Setattr(context.Background(), nil, in, &out); errno != 0 {
+		t.Fatalf("chmod: %v", errno)
+	}
+	if out.Mode&0o7777 != mode {
+		t.Fatalf("chmod shows mode %o, want %o", out.Mode&0o7777, mode)
+	}
+}
+
+// wantCommittedMode checks that once every holder of the file's open state
+// is gone, the file's version has mode: the chmod returned success, and
+// nothing but the 5 s periodic commit (whose failure nobody hears of) is
+// left to commit it.
+func wantCommittedMode(t *testing.T, f *FS, s *store.Store, id store.FileID, mode uint32) {
+	t.Helper()
+	v, err := s.Head(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Mode&0o7777 != mode {
+		of := f.lookupOpen(id)
+		t.Errorf("after every holder went: committed mode %o, want %o (open state left: %v, dirty: %v)",
+			v.Mode&0o7777, mode, of != nil, of != nil && of.isDirty())
+	}
+}
+
+// A truncate(2) of a file nobody has open holds an open state (setSize:
+// acquire, resize, release). A chmod(2) arriving meanwhile sees two
+// references, its own and the truncation's, and folds itself in "to be
+// committed at their last release"; but the truncation's release commits
+// nothing, and neither does the chmod's own: the chmod is left buffered in
+// a state nobody holds. (Also so before 9611cdc: setSize's release never
+// committed.)
+func TestChmodDuringATruncateByNameIsCommitted(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	n, w := helloFile(t, f, s)
+	f.releaseWriter(w) // no handle left
+	// setSize without writers:
+	of, err := f.acquire(n.id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := of.resize(3, attrChange{}); err != nil {
+		t.Fatal(err)
+	}
+	chmodByName(t, n, 0o600) // lands before setSize's deferred release
+	f.release(of)
+	wantCommittedMode(t, f, s, n.id, 0o600)
+}
+
+// Two chmods of a file whose open state is left dirty with no handle (a
+// writer whose commit at release failed): each Setattr holds the state,
+// each sees the other's reference and folds, and the last to release it
+// must commit (found by review: neither did).
+func TestTwoChmodsOfAnUnheldStateAreCommitted(t *testing.T) {
+	f, s, disk := tmpfsTestFS(t, 64<<20)
+	n, w := helloFile(t, f, s)
+	if err := w.write([]byte("HELLO"), 0); err != nil {
+		t.Fatal(err)
+	}
+	disk.fill(64 << 20)
+	if err := f.releaseWriter(w); err == nil { // its commit fails: still dirty
+		t.Fatal("the release committed on a full disk")
+	}
+	disk.empty()
+	// Setattr of each chmod: hold, foldShared, release.
+	a, b := f.hold(n.id), f.hold(n.id)
+	if a == nil || b == nil {
+		t.Fatal("no open state")
+	}
+	if !f.foldShared(a, attrChange{setMode: true, mode: 0o640}) {
+		t.Fatal("the first chmod did not fold")
+	}
+	if !f.foldShared(b, attrChange{setMode: true, mode: 0o600}) {
+		t.Fatal("the second chmod did not fold")
+	}
+	f.release(a)
+	f.release(b)
+	wantCommittedMode(t, f, s, n.id, 0o600)
+	if got := reviewContent(t, s, n.id); string(got) != "HELLO" {
+		t.Errorf("committed %q, want %q", got, "HELLO")
+	}
+}
+
+// A writer's release is its commit, then releaseWriter under f.mu. A chmod
+// (or a truncation by name, foldTruncate) that lands between the two folds
+// into the state, since the writer still counts, and the writer's release
+// then commits nothing: the change waits for the periodic commit.
+// The release's commit is not under f.mu, which keeps holders from going
+// while a change folds in; so the release commits again if it leaves the
+// state changed and unheld (found by review).
+func TestChmodDuringAWritersReleaseIsCommitted(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	n, of := helloFile(t, f, s)
+	if err := of.write([]byte("HELLO"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// handle.Release of the writer, in two steps:
+	if err := of.commit(); err != nil {
+		t.Fatal(err)
+	}
+	chmodByName(t, n, 0o600)
+	f.releaseWriter(of)
+	wantCommittedMode(t, f, s, n.id, 0o600)
+}
+
+func TestTruncateByNameDuringAWritersReleaseIsCommitted(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	n, of := helloFile(t, f, s)
+	if err := of.commit(); err != nil { // handle.Release: the commit
+		t.Fatal(err)
+	}
+	in := &fuse.SetAttrIn{}
+	in.Valid, in.Size = fuse.FATTR_SIZE, 2
+	var out fuse.AttrOut
+	if errno := n.Setattr(context.Background(), nil, in, &out); errno != 0 {
+		t.Fatal(errno)
+	}
+	f.releaseWriter(of) // handle.Release: releaseWriter
+	if got := reviewContent(t, s, n.id); string(got) != "he" {
+		t.Errorf("after every holder went: committed %q, want %q", got, "he")
+	}
 }

@@ -144,11 +144,17 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	var errno syscall.Errno
 	h.once.Do(func() {
 		if h.readOnly {
-			errno = h.errno(ctx, h.node.fsys.drop(h.of), "release")
+			errno = h.errno(ctx, h.node.fsys.release(h.of), "release")
 			return
 		}
-		errno = h.errno(ctx, h.of.commit(), "release")
-		h.node.fsys.releaseWriter(h.of)
+		err := h.of.commit()
+		// A change folded in since that commit is committed by the
+		// release if nobody else holds the state (after a failed commit,
+		// it tries once more; the first error is the one reported).
+		if rerr := h.node.fsys.releaseWriter(h.of); err == nil {
+			err = rerr
+		}
+		errno = h.errno(ctx, err, "release")
 	})
 	return errno
 }
@@ -243,7 +249,11 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		if !n.fsys.foldShared(of, c) {
 			err = of.commitChange(func() { of.setattrLocked(c) })
 		}
-		n.fsys.release(of)
+		if rerr := n.fsys.release(of); rerr != nil {
+			// Others' changes, and a folded chmod, stay buffered: the
+			// chmod itself has succeeded.
+			n.errno(ctx, rerr, "commit")
+		}
 		if err != nil {
 			return n.errno(ctx, err, "setattr")
 		}
@@ -337,6 +347,9 @@ func (n *Node) setSize(ctx context.Context, fh gofs.FileHandle, size uint64, c a
 	if err != nil {
 		return n.errno(ctx, err, "truncate")
 	}
-	defer n.fsys.release(of)
-	return n.errno(ctx, of.resize(size, c), "truncate")
+	errno = n.errno(ctx, of.resize(size, c), "truncate")
+	if err := n.fsys.release(of); err != nil {
+		n.errno(ctx, err, "commit") // a change folded in meanwhile: it stays buffered
+	}
+	return errno
 }

@@ -108,7 +108,7 @@ func TestChmodDuringKillPrivsIsKept(t *testing.T) {
 		go func() {
 			o := f.hold(id)
 			o.setattr(attrChange{setMode: true, mode: 0o700})
-			chmodded <- f.drop(o)
+			chmodded <- f.release(o)
 		}()
 		select {
 		case err := <-chmodded:

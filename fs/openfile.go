@@ -237,9 +237,10 @@ func (f *FS) prunePageRoots() {
 const pageRootsMin = 4096
 
 // foldShared makes the attribute changes c in of, held by the caller, if
-// someone else holds it too, to be committed at their last release (f.mu
-// keeps them from releasing meanwhile); it reports whether it did.
-// Otherwise the caller commits at once (commitChange).
+// someone else holds it too, to be committed by the last to release it
+// (see release; f.mu keeps the others from releasing meanwhile); it
+// reports whether it did. Otherwise the caller commits at once
+// (commitChange).
 func (f *FS) foldShared(of *openFile, c attrChange) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -252,10 +253,11 @@ func (f *FS) foldShared(of *openFile, c attrChange) bool {
 
 // foldTruncate sets the size of id's open state and makes the attribute
 // changes c, to be committed with its writers' changes, if it has handles
-// open for writing; it reports whether it did. The writers' last release
-// commits it (f.mu keeps them from going meanwhile), so a commit that
-// fails is theirs to report, and this truncation has succeeded; without
-// writers, the caller commits at once and fails whole (resize).
+// open for writing; it reports whether it did. The last to release the
+// state commits it (see release; f.mu keeps the writers from going
+// meanwhile), so a commit that fails is theirs to report, and this
+// truncation has succeeded; without writers, the caller commits at once
+// and fails whole (resize).
 func (f *FS) foldTruncate(id store.FileID, size uint64, c attrChange) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -288,30 +290,6 @@ func (of *openFile) take(writer bool) {
 	}
 }
 
-// drop releases a reference taken by hold (or a read-only handle's),
-// committing when it was the last. Two drops at once may each see the
-// other's reference; whichever finds none left after its release commits.
-func (f *FS) drop(of *openFile) error {
-	f.mu.Lock()
-	last := of.refs == 1
-	f.mu.Unlock()
-	var err error
-	if last {
-		err = of.commit()
-	}
-	f.release(of)
-	if !last {
-		f.mu.Lock()
-		last = of.refs == 0
-		f.mu.Unlock()
-		if last && of.isDirty() {
-			err = of.commit()
-			f.forgetIfIdle(of)
-		}
-	}
-	return err
-}
-
 // forgetIfIdle drops a state nobody holds once it has nothing to commit.
 func (f *FS) forgetIfIdle(of *openFile) {
 	f.mu.Lock()
@@ -321,19 +299,31 @@ func (f *FS) forgetIfIdle(of *openFile) {
 	}
 }
 
-// release drops a handle's reference, forgetting the state with the last.
-func (f *FS) release(of *openFile) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.releaseLocked(of)
-}
+// release drops a reference (a handle's, or one taken by hold or
+// acquire), forgetting the state with the last. Whoever leaves the state
+// with changes and nobody holding it commits them: a change folded in
+// while its holders were going (foldShared, foldTruncate), or a read-only
+// handle's attribute change. Two releases at once may each see the
+// other's reference; whichever finds none left commits.
+func (f *FS) release(of *openFile) error { return f.releaseAs(of, false) }
 
 // releaseWriter is release for a handle that was open for writing.
-func (f *FS) releaseWriter(of *openFile) {
+func (f *FS) releaseWriter(of *openFile) error { return f.releaseAs(of, true) }
+
+func (f *FS) releaseAs(of *openFile, writer bool) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	of.writers--
+	if writer {
+		of.writers--
+	}
 	f.releaseLocked(of)
+	last := of.refs == 0 && f.open[of.id] == of
+	f.mu.Unlock()
+	if !last || !of.isDirty() {
+		return nil
+	}
+	err := of.commit()
+	f.forgetIfIdle(of)
+	return err
 }
 
 func (f *FS) releaseLocked(of *openFile) {
@@ -1136,7 +1126,7 @@ func (l *layer) rebase(old, size uint64) {
 		// peer's version.)
 		return
 	}
-	l.keep = size
+	l.keep, l.cut = size, false // l is over the new content now, as if it had opened it
 	switch {
 	case l.size == old:
 		l.size = size

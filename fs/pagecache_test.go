@@ -78,6 +78,15 @@ func newBusyOverAPeerVersion(t *testing.T) *busyOverAPeerVersion {
 	if b.id, err = s.Resolve("f"); err != nil {
 		t.Fatal(err)
 	}
+	// The kernel sends the writer's RELEASE after close returns; one that
+	// came after the Update below has taken the store would commit the
+	// next writes and wait for it with the file's lock held, and the
+	// writes would wait for that lock (a hang seen under load).
+	for deadline := time.Now().Add(5 * time.Second); f.lookupOpen(b.id) != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer's release never came")
+		}
+	}
 	if b.w, err = os.OpenFile(b.name, os.O_RDWR, 0); err != nil {
 		t.Fatal(err)
 	}
