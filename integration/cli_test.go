@@ -226,6 +226,29 @@ func TestCLIUsageErrors(t *testing.T) {
 	}
 }
 
+// A file named like urfave/cli's help command is a file: 'geofs versions
+// h' in its directory lists its versions.
+func TestCLIFilesNamedHelp(t *testing.T) {
+	s := newSite(t)
+	s.mount()
+	for _, name := range []string{"h", "help"} {
+		if err := os.WriteFile(s.path(name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(geofsBin, "versions", "--json", name)
+		cmd.Dir = s.mnt
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), `"version"`) {
+			t.Errorf("geofs versions --json %s: %v\n%s", name, err, out)
+		}
+		cmd = exec.Command(geofsBin, "cat", name)
+		cmd.Dir = s.mnt
+		if out, err := cmd.CombinedOutput(); err != nil || string(out) != name {
+			t.Errorf("geofs cat %s: %v, %q", name, err, out)
+		}
+	}
+}
+
 func TestCLIMissingStore(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "nonexistent")
 	for _, c := range []struct {

@@ -74,7 +74,7 @@ func hint(err error) string {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "geofs",
 		Usage: "a global-namespace filesystem: mount a site, inspect versions, check a store",
 		UsageText: "geofs COMMAND [options] ARGS...\n" +
@@ -100,6 +100,18 @@ func newApp() *cli.App {
 			fmt.Fprintf(os.Stderr, "geofs: unknown command %q\nRun 'geofs --help' for usage.\n", name)
 			os.Exit(exitUsage)
 		},
+	}
+	hideHelpCommands(app.Commands)
+	return app
+}
+
+// hideHelpCommands keeps urfave/cli from giving every command a "help"
+// subcommand (alias "h"): 'geofs versions h' must list the versions of a
+// file named h, not print help. --help still does.
+func hideHelpCommands(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.HideHelpCommand = true
+		hideHelpCommands(c.Subcommands)
 	}
 }
 
