@@ -125,12 +125,12 @@ func (l *layer) successor() *layer {
 // that no peer's version detaches the state in between (see detach).
 func (f *FS) acquire(id store.FileID, writer bool) (*openFile, error) {
 	for {
-		if of := f.holdAs(id, writer); of != nil {
-			return of, nil
-		}
 		v, err := f.s.Head(id)
 		if err != nil {
 			return nil, err
+		}
+		if of := f.holdCurrent(id, writer, v.Content); of != nil {
+			return of, nil
 		}
 		x, err := f.s.ContentOf(v)
 		if err != nil {
@@ -269,6 +269,34 @@ func (f *FS) foldTruncate(id store.FileID, size uint64, c attrChange) bool {
 	return true
 }
 
+// holdCurrent is holdAs for an open, given the file's current content. A
+// state open only for reading that serves other content (a peer's version
+// was applied and the mount is not told yet) is detached first, as FS.Applied
+// will detach it, so that the open gets the current version: joining the
+// old state, it read the old bytes up to the new size, which the kernel
+// already had, then zeros (found by a stress test under load).
+func (f *FS) holdCurrent(id store.FileID, writer bool, content store.Hash) *openFile {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	of := f.open[id]
+	if of == nil {
+		return nil
+	}
+	if of.writers == 0 && of.refs > 0 && !of.isDirty() && of.contentRoot() != content {
+		f.detachLocked(of)
+		return nil
+	}
+	of.take(writer)
+	return of
+}
+
+// contentRoot is the manifest root of the content of's commits are over.
+func (of *openFile) contentRoot() store.Hash {
+	of.mu.Lock()
+	defer of.mu.Unlock()
+	return of.root
+}
+
 // hold takes a reference on id's open state if there is one.
 func (f *FS) hold(id store.FileID) *openFile { return f.holdAs(id, false) }
 
@@ -360,13 +388,18 @@ func (f *FS) detach(id store.FileID) bool {
 	if of == nil || of.writers > 0 || of.isDirty() {
 		return false
 	}
+	f.detachLocked(of)
+	return true
+}
+
+func (f *FS) detachLocked(of *openFile) {
+	id := of.id
 	f.forgetOpenLocked(of)
 	of.detached = true
 	if f.detached == nil {
 		f.detached = map[store.FileID]int{}
 	}
 	f.detached[id]++
-	return true
 }
 
 // pagesShared reports whether id's page cache may hold an older version
