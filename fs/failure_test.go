@@ -865,10 +865,10 @@ func TestTwoChmodsOfAnUnheldStateAreCommitted(t *testing.T) {
 	if a == nil || b == nil {
 		t.Fatal("no open state")
 	}
-	if !f.foldShared(a, attrChange{setMode: true, mode: 0o640}) {
+	if folded, _ := f.foldShared(a, attrChange{setMode: true, mode: 0o640}); !folded {
 		t.Fatal("the first chmod did not fold")
 	}
-	if !f.foldShared(b, attrChange{setMode: true, mode: 0o600}) {
+	if folded, _ := f.foldShared(b, attrChange{setMode: true, mode: 0o600}); !folded {
 		t.Fatal("the second chmod did not fold")
 	}
 	f.release(a)

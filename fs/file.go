@@ -240,13 +240,19 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		}
 		return n.errno(ctx, n.fsys.currentAttr(n.id, &out.Attr), "setattr")
 	}
-	if of := n.fsys.hold(n.id); of != nil {
+	for of := n.fsys.hold(n.id); of != nil; of = n.fsys.hold(n.id) {
 		// Into the open state, whose buffered changes would otherwise be
 		// committed over it: with its handles' changes if it has handles,
-		// else at once, undone if that fails.
+		// else at once, undone if that fails. A state detached meanwhile
+		// (a peer's version came) is no longer the file's: try again.
 		c := kill.apply(attrChangeOf(in, time.Now().UnixNano()))
+		folded, current := n.fsys.foldShared(of, c)
+		if !current {
+			n.fsys.release(of)
+			continue
+		}
 		var err error
-		if !n.fsys.foldShared(of, c) {
+		if !folded {
 			err = of.commitChange(func() { of.setattrLocked(c) })
 		}
 		if rerr := n.fsys.release(of); rerr != nil {

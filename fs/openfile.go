@@ -32,7 +32,9 @@ type openFile struct {
 	refs    int        // open handles
 	writers int        // open handles that may write (FS.mu): such a state is never detached
 	base    *store.Extents
-	root    store.Hash   // manifest root of base: commits are made over it
+	root    store.Hash // manifest root of base: commits are made over it
+	// rootNow is root, readable without the lock (set with it by setRoot).
+	rootNow atomic.Pointer[store.Hash]
 	origin  store.Origin // the version base's content is fetched in the name of (store.OriginOf)
 	pending *layer       // committing in the background, or failed and waiting for a retry
 	cur     *layer
@@ -160,7 +162,8 @@ func (f *FS) create(id store.FileID, v *store.Version, x *store.Extents, writer 
 	if now.Content != v.Content || now.Size != v.Size {
 		return nil, false, nil
 	}
-	of = &openFile{fsys: f, id: id, base: x, root: now.Content, origin: f.s.OriginOf(now), cur: newLayer(now.Size)}
+	of = &openFile{fsys: f, id: id, base: x, origin: f.s.OriginOf(now), cur: newLayer(now.Size)}
+	of.setRoot(now.Content)
 	of.take(writer)
 	of.cond = sync.NewCond(&of.mu)
 	f.open[id] = of
@@ -239,16 +242,20 @@ const pageRootsMin = 4096
 // foldShared makes the attribute changes c in of, held by the caller, if
 // someone else holds it too, to be committed by the last to release it
 // (see release; f.mu keeps the others from releasing meanwhile); it
-// reports whether it did. Otherwise the caller commits at once
+// reports whether it did, and whether of is still its file's state (not
+// detached). If it is and nobody else holds it, the caller commits at once
 // (commitChange).
-func (f *FS) foldShared(of *openFile, c attrChange) bool {
+func (f *FS) foldShared(of *openFile, c attrChange) (folded, current bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.open[of.id] != of {
+		return false, false
+	}
 	if of.refs < 2 {
-		return false
+		return false, true
 	}
 	of.setattr(c)
-	return true
+	return true, true
 }
 
 // foldTruncate sets the size of id's open state and makes the attribute
@@ -282,7 +289,11 @@ func (f *FS) holdCurrent(id store.FileID, writer bool, content store.Hash) *open
 	if of == nil {
 		return nil
 	}
-	if of.writers == 0 && of.refs > 0 && !of.isDirty() && of.contentRoot() != content {
+	// The root is read without of's lock, which a running commit holds:
+	// an open must not wait for another file's commit with f.mu held.
+	// Only a state that looks stale is looked at further (the head again:
+	// a commit through the state may have landed since content was read).
+	if of.writers == 0 && of.contentRoot() != content && f.staleLocked(of) {
 		f.detachLocked(of)
 		return nil
 	}
@@ -290,12 +301,22 @@ func (f *FS) holdCurrent(id store.FileID, writer bool, content store.Hash) *open
 	return of
 }
 
-// contentRoot is the manifest root of the content of's commits are over.
-func (of *openFile) contentRoot() store.Hash {
-	of.mu.Lock()
-	defer of.mu.Unlock()
-	return of.root
+// staleLocked reports whether of, open only for reading, serves other
+// content than its file's head (with f.mu held).
+func (f *FS) staleLocked(of *openFile) bool {
+	v, err := f.s.Head(of.id)
+	return err == nil && !of.isDirty() && of.contentRoot() != v.Content
 }
+
+// setRoot sets root (with the lock held).
+func (of *openFile) setRoot(h store.Hash) {
+	of.root = h
+	of.rootNow.Store(&h)
+}
+
+// contentRoot is the manifest root of the content of's commits are over,
+// read without of's lock.
+func (of *openFile) contentRoot() store.Hash { return *of.rootNow.Load() }
 
 // hold takes a reference on id's open state if there is one.
 func (f *FS) hold(id store.FileID) *openFile { return f.holdAs(id, false) }
@@ -385,16 +406,24 @@ func (f *FS) detach(id store.FileID) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	of := f.open[id]
-	if of == nil || of.writers > 0 || of.isDirty() {
-		return false
+	if of == nil || of.writers > 0 || !f.staleLocked(of) {
+		return false // nothing to detach, or a state that is the file's (Changed)
 	}
 	f.detachLocked(of)
 	return true
 }
 
+// detachLocked takes of, open only for reading, off its file (with f.mu
+// held): its readers keep its version, and until they are gone new opens
+// bypass the page cache (pagesShared). A state nobody holds (between a
+// commit at its release and its forgetting) is simply forgotten: no
+// release would ever end its detachment.
 func (f *FS) detachLocked(of *openFile) {
 	id := of.id
 	f.forgetOpenLocked(of)
+	if of.refs == 0 {
+		return
+	}
 	of.detached = true
 	if f.detached == nil {
 		f.detached = map[store.FileID]int{}
@@ -674,7 +703,8 @@ func (of *openFile) background(base *store.Extents, root store.Hash, l *layer) {
 	of.mu.Lock()
 	defer of.mu.Unlock()
 	if err == nil {
-		of.base, of.root, of.pending = x.extents, x.root, nil
+		of.base, of.pending = x.extents, nil
+		of.setRoot(x.root)
 		l.recycle()
 	} else {
 		of.err = err
@@ -1108,7 +1138,8 @@ func (of *openFile) commitLayer(l *layer) error {
 	if err != nil {
 		return err
 	}
-	of.base, of.root = x.extents, x.root
+	of.base = x.extents
+	of.setRoot(x.root)
 	l.changed = false
 	return nil
 }
@@ -1141,7 +1172,8 @@ func (of *openFile) rebaseLocked() error {
 			below, newBelow = old, l.size
 		}
 	}
-	of.base, of.root, of.origin = x, v.Content, of.fsys.s.OriginOf(v)
+	of.base, of.origin = x, of.fsys.s.OriginOf(v)
+	of.setRoot(v.Content)
 	return nil
 }
 

@@ -217,7 +217,7 @@ func TestReviewSetattrFoldedIntoReleasedOpenFileIsLost(t *testing.T) {
 	}
 	f.release(of)
 	got.setattr(attrChange{setMode: true, mode: 0o600}) // ... chmod folds its change into it
-	if err := f.release(got); err != nil {                 // ... and lets go: the last reference commits
+	if err := f.release(got); err != nil {              // ... and lets go: the last reference commits
 		t.Fatal(err)
 	}
 
