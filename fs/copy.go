@@ -133,7 +133,8 @@ func (f *FS) copyPrefix(src, dst *openFile, at, n uint64) (uint64, error) {
 	l.recycle()
 	// The copy's chunks are src's: fetch them in the name of src's
 	// version until this one reaches the peers.
-	dst.base, dst.root, dst.origin, dst.cur = x, root, origin, newLayer(end)
+	dst.base, dst.origin, dst.cur = x, origin, newLayer(end)
+	dst.setRoot(root)
 	dst.copied.from, dst.copied.root = fromRoot, root
 	dst.account()
 	if alloc != end {

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -128,49 +129,6 @@ func TestAppliedKeepsTheStateOfTheCurrentVersion(t *testing.T) {
 	f.release(cur)
 }
 
-// holdCurrent (297e79f) asks a readers' state whether it is dirty and
-// which content it has while it holds f.mu; both take of.mu, which a
-// commit through that state holds for its whole build (a truncate(2) by
-// name: setSize's resize; on a fog node it may fetch the chunk its cut
-// falls in, for up to the fetch timeout). An open of that file then holds
-// f.mu for as long, and every open, close and stat of an open file on the
-// mount waits (acquire's own comment: they must not wait for a fetch).
-func TestOpenDuringACommitDoesNotStallOtherFiles(t *testing.T) {
-	f, s := newTestFS(t, 1<<20)
-	a := reviewFile(t, s, "a")
-	b := reviewFile(t, s, "b")
-	of, err := f.acquire(a, false) // setSize's state of a
-	if err != nil {
-		t.Fatal(err)
-	}
-	of.mu.Lock() // its resize commits (commitChange holds of.mu through build)
-	opened := make(chan error, 1)
-	go func() { // an open of a meanwhile
-		o, err := f.acquire(a, false)
-		if err == nil {
-			f.release(o)
-		}
-		opened <- err
-	}()
-	time.Sleep(100 * time.Millisecond)
-	looked := make(chan struct{})
-	go func() { // stat of another open file, or any open or close
-		f.lookupOpen(b)
-		close(looked)
-	}()
-	select {
-	case <-looked:
-	case <-time.After(2 * time.Second):
-		t.Error("while a commit of file a runs, a lookup of file b's open state waits (an open of a holds f.mu waiting for a's lock)")
-	}
-	of.mu.Unlock()
-	<-looked
-	if err := <-opened; err != nil {
-		t.Fatal(err)
-	}
-	f.release(of)
-}
-
 // acquire reads the head, then holdCurrent compares the state's content
 // with it. A truncate(2) by name of a file only readers hold commits
 // through their state (setSize: acquire, resize): when that commit lands
@@ -227,4 +185,111 @@ func helloReader(t *testing.T) (*FS, *store.Store, *Node, *openFile) {
 		t.Fatal(err)
 	}
 	return f, s, n, r
+}
+
+// copyPrefix (copy_file_range, cp) commits a new version of the
+// destination and set dst.root to it directly (copy.go), not through
+// setRoot: the lock-free root that opens read (contentRoot) stayed the
+// destination's content from before the copy. Once
+// the copying writer closes, a reader of the copy still holding the state
+// makes it look stale to every open: the first open detaches the state,
+// which serves the current version, and new opens are DIRECT_IO for as
+// long as the reader stays.
+func TestOpenAfterACopyKeepsTheCopysState(t *testing.T) {
+	f, s := newTestFS(t, 1<<20)
+	src, w := helloFile(t, f, s) // "hello", committed
+	f.releaseWriter(w)
+	in, err := f.acquire(src.id, false) // cp's source handle
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := reviewFile(t, s, "g")
+	out, err := f.acquire(dst, true) // cp's destination handle
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.acquire(dst, false) // a reader of the destination
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.copyPrefix(in, out, 0, 5); err != nil || n != 5 {
+		t.Fatalf("copy: %d, %v", n, err)
+	}
+	f.release(in)
+	if err := f.releaseWriter(out); err != nil { // cp closes
+		t.Fatal(err)
+	}
+	o, err := f.acquire(dst, false) // another open of the copy
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.release(o)
+	if got := reviewRead(t, o); !bytes.Equal(got, []byte("hello")) {
+		t.Fatalf("the copy reads %q", got)
+	}
+	if o != r {
+		t.Errorf("the open detached the state of the copy, which serves the current version (contentRoot is not root after copyPrefix)")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if f.pagesShared(dst) {
+		t.Errorf("every open of the copy bypasses the page cache while its reader stays, though nothing serves an old version")
+	}
+	f.release(r)
+}
+
+// A commit through a state only readers hold (a truncate(2) by name:
+// setSize's resize) holds its lock for the whole build, which on a fog node
+// may fetch for up to the fetch timeout. An open of that file, or FS.Applied
+// once a peer's version moved its head, used to wait for that lock with
+// f.mu held, and every open, close and stat of an open file on the mount
+// waited behind it.
+func TestOpenDuringACommitDoesNotStallOtherFiles(t *testing.T) {
+	for _, c := range []struct {
+		who   string
+		moved bool // a peer's version lands first
+	}{{"open", false}, {"open", true}, {"Applied", true}} {
+		t.Run(fmt.Sprintf("%s/moved=%v", c.who, c.moved), func(t *testing.T) {
+			f, s := newTestFS(t, 1<<20)
+			a := reviewFile(t, s, "a")
+			b := reviewFile(t, s, "b")
+			of, err := f.acquire(a, false) // setSize's state of a
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.moved {
+				peerContent(t, s, a, []byte("peer's"))
+			}
+			of.mu.Lock() // the truncation's commit runs
+			done := make(chan error, 1)
+			go func() {
+				if c.who == "Applied" { // the receiver tells the mount
+					f.Applied([]store.Change{{ID: a}})
+					done <- nil
+					return
+				}
+				o, err := f.acquire(a, false) // an open of a
+				if err == nil {
+					f.release(o)
+				}
+				done <- err
+			}()
+			time.Sleep(100 * time.Millisecond)
+			looked := make(chan struct{})
+			go func() { // stat of another open file, or any open or close
+				f.lookupOpen(b)
+				close(looked)
+			}()
+			select {
+			case <-looked:
+			case <-time.After(2 * time.Second):
+				t.Error("while a commit of file a runs, a lookup of file b's open state waits")
+			}
+			of.mu.Unlock()
+			<-looked
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			f.release(of)
+		})
+	}
 }

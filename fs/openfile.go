@@ -33,15 +33,17 @@ type openFile struct {
 	writers int        // open handles that may write (FS.mu): such a state is never detached
 	base    *store.Extents
 	root    store.Hash // manifest root of base: commits are made over it
-	// rootNow is root, readable without the lock (set with it by setRoot).
-	rootNow atomic.Pointer[store.Hash]
-	origin  store.Origin // the version base's content is fetched in the name of (store.OriginOf)
-	pending *layer       // committing in the background, or failed and waiting for a retry
-	cur     *layer
-	busy    bool  // a background commit runs
-	err     error // from the last background commit, not yet reported
-	since   time.Time
-	lastEnd uint64 // where the last read ended (sequential reads read ahead)
+	// rootNow is root, readable without the lock (set with it by setRoot;
+	// never assign root directly).
+	rootNow     atomic.Pointer[store.Hash]
+	changeCount atomic.Uint64 // changes made so far (see change), read without the lock
+	origin      store.Origin  // the version base's content is fetched in the name of (store.OriginOf)
+	pending     *layer        // committing in the background, or failed and waiting for a retry
+	cur         *layer
+	busy        bool  // a background commit runs
+	err         error // from the last background commit, not yet reported
+	since       time.Time
+	lastEnd     uint64 // where the last read ended (sequential reads read ahead)
 	// copied says base is a prefix of the content whose manifest root is
 	// copied.from, made by copyPrefix, with root copied.root: the next
 	// piece of the copy may continue from chunks.
@@ -283,29 +285,55 @@ func (f *FS) foldTruncate(id store.FileID, size uint64, c attrChange) bool {
 // old state, it read the old bytes up to the new size, which the kernel
 // already had, then zeros (found by a stress test under load).
 func (f *FS) holdCurrent(id store.FileID, writer bool, content store.Hash) *openFile {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	of := f.open[id]
-	if of == nil {
-		return nil
+	for {
+		f.mu.Lock()
+		of := f.open[id]
+		if of == nil || of.writers > 0 || of.contentRoot() == content {
+			if of != nil {
+				of.take(writer)
+			}
+			f.mu.Unlock()
+			return of
+		}
+		f.mu.Unlock()
+		if f.detachIfStale(of) {
+			return nil
+		}
+		// Its content is the head's after all, or it has changes to
+		// commit (it is rebased, not detached): join it if it is still the
+		// file's state.
+		f.mu.Lock()
+		if f.open[id] == of {
+			of.take(writer)
+			f.mu.Unlock()
+			return of
+		}
+		f.mu.Unlock()
 	}
-	// The root is read without of's lock, which a running commit holds:
-	// an open must not wait for another file's commit with f.mu held.
-	// Only a state that looks stale is looked at further (the head again:
-	// a commit through the state may have landed since content was read).
-	if of.writers == 0 && of.contentRoot() != content && f.staleLocked(of) {
-		f.detachLocked(of)
-		return nil
-	}
-	of.take(writer)
-	return of
 }
 
-// staleLocked reports whether of, open only for reading, serves other
-// content than its file's head (with f.mu held).
-func (f *FS) staleLocked(of *openFile) bool {
+// detachIfStale detaches of if it is still its file's state, open only for
+// reading, with nothing to commit, and serving other content than the
+// file's head; it reports whether it did. Whether of has changes is asked
+// without f.mu, since a commit may hold of's lock for long and f.mu would
+// stall every open of the mount meanwhile; f.mu is then taken to detach,
+// unless of changed or went in between.
+func (f *FS) detachIfStale(of *openFile) bool {
+	n := of.changeCount.Load()
+	if of.isDirty() {
+		return false
+	}
 	v, err := f.s.Head(of.id)
-	return err == nil && !of.isDirty() && of.contentRoot() != v.Content
+	if err != nil || of.contentRoot() == v.Content {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.open[of.id] != of || of.writers > 0 || of.changeCount.Load() != n || of.contentRoot() == v.Content {
+		return false
+	}
+	f.detachLocked(of)
+	return true
 }
 
 // setRoot sets root (with the lock held).
@@ -403,14 +431,8 @@ func (f *FS) releaseLocked(of *openFile) {
 // write through it must be seen by the next open, committed by the
 // periodic commit, and cut by another process's truncation.)
 func (f *FS) detach(id store.FileID) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	of := f.open[id]
-	if of == nil || of.writers > 0 || !f.staleLocked(of) {
-		return false // nothing to detach, or a state that is the file's (Changed)
-	}
-	f.detachLocked(of)
-	return true
+	of := f.lookupOpen(id)
+	return of != nil && f.detachIfStale(of) // else nothing to detach, or a state that is the file's (Changed)
 }
 
 // detachLocked takes of, open only for reading, off its file (with f.mu
@@ -557,6 +579,7 @@ func (of *openFile) change(now int64) {
 	}
 	of.cur.changed = true
 	of.cur.ctime = now
+	of.changeCount.Add(1)
 }
 
 // touch records a change of content: mtime and ctime become now.
