@@ -199,10 +199,8 @@ func (f *FS) dropStalePages(of *openFile) {
 // may not be dropped yet.
 func (f *FS) forgetOpenLocked(of *openFile) {
 	delete(f.open, of.id)
-	of.mu.Lock()
 	f.pageGen++
-	f.pageRoots[of.id] = pageRoot{of.root, of.stale.Load() > 0, f.pageGen}
-	of.mu.Unlock()
+	f.pageRoots[of.id] = pageRoot{of.contentRoot(), of.stale.Load() > 0, f.pageGen}
 	if len(f.pageRoots) >= max(pageRootsMin, f.pruneAt) {
 		f.pruneAt = 2 * len(f.pageRoots)
 		go f.prunePageRoots()
