@@ -410,3 +410,62 @@ func TestPendingKeepsRewritesMadeDuringAFlush(t *testing.T) {
 		t.Fatalf("after reopen: head %x (%v), want %x", got, err, last)
 	}
 }
+
+// A transaction remembers the entries it read, and sees its own changes
+// over them: a name it looked up and removed is gone, a name it looked up
+// and found missing then created is there, and a name moved by rename is
+// at its new place only. (Each case runs with the entry flushed to Badger
+// and with it pending.)
+func TestTransactionSeesItsOwnEntryChangesOverWhatItRead(t *testing.T) {
+	for _, flushed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("flushed=%v", flushed), func(t *testing.T) {
+			s := newTestStore(t)
+			s.pend.delay = time.Hour
+			dir := mkdir(t, s, RootID, "d")
+			mkfile(t, s, dir, "gone", nil)
+			mkfile(t, s, dir, "moved", nil)
+			if flushed {
+				if err := s.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := s.Update(OpUnlink, func(tx *Tx) error {
+				if err := deleteName(tx, dir, "gone"); err != nil {
+					return err
+				}
+				if _, _, err := tx.Lookup(dir, "gone"); !errors.Is(err, ErrNotFound) {
+					return fmt.Errorf("removed name: got %v, want ErrNotFound", err)
+				}
+				if _, _, err := tx.Lookup(dir, "new"); !errors.Is(err, ErrNotFound) {
+					return fmt.Errorf("missing name: got %v, want ErrNotFound", err)
+				}
+				id, _, err := tx.Lookup(dir, "moved")
+				if err != nil {
+					return err
+				}
+				v, err := tx.Head(id)
+				if err != nil {
+					return err
+				}
+				nv := v.Clone()
+				nv.Links = []Link{{Parent: dir, Name: "new"}}
+				if _, err := tx.Put(nv); err != nil {
+					return err
+				}
+				if got, _, err := tx.Lookup(dir, "new"); err != nil || got != id {
+					return fmt.Errorf("renamed-to name: got %v, %v, want %v", got, err, id)
+				}
+				if _, _, err := tx.Lookup(dir, "moved"); !errors.Is(err, ErrNotFound) {
+					return fmt.Errorf("renamed-from name: got %v, want ErrNotFound", err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := listNames(t, s, dir); !slices.Equal(got, []string{"new"}) {
+				t.Fatalf("after the commit the directory holds %q, want [new]", got)
+			}
+		})
+	}
+}

@@ -42,6 +42,13 @@ type Tx struct {
 	lazyContent bool                // manifests may be missing (ApplyWithoutContent)
 	wrote       bool
 	seq0        uint64 // seq when the transaction began
+
+	// Directory entries read from what was committed before the
+	// transaction (nil: none), so that a change that looks a name up and
+	// then moves it (unlink, rename) reads it once. Committed state does
+	// not move during a transaction, and get consults the transaction's
+	// own writes first.
+	entries map[string][]byte
 }
 
 // Update runs fn in a transaction recorded in the txlog as op. Updates are
@@ -152,7 +159,27 @@ func (tx *Tx) get(k []byte, fn func([]byte) error) error {
 		}
 		return fn(w.val)
 	}
-	return tx.r.get(k, fn)
+	if len(k) == 0 || k[0] != pDirent {
+		return tx.r.get(k, fn)
+	}
+	if b, ok := tx.entries[string(k)]; ok {
+		if b == nil {
+			return badger.ErrKeyNotFound
+		}
+		return fn(b)
+	}
+	var kept []byte
+	err := tx.r.get(k, func(b []byte) error {
+		kept = bytes.Clone(b)
+		return fn(kept)
+	})
+	if err == nil || errors.Is(err, badger.ErrKeyNotFound) {
+		if tx.entries == nil {
+			tx.entries = map[string][]byte{}
+		}
+		tx.entries[string(k)] = kept
+	}
+	return err
 }
 
 // Put commits v as the new current version of v.ID: it sets Prev and Stamp,
