@@ -147,7 +147,14 @@ func (s *Store) readChunkUncached(h Hash) ([]byte, error) {
 // readWhole reads and verifies the whole chunk at ha.
 func (s *Store) readWhole(ha headerAt) ([]byte, error) {
 	hd := ha.hdr
-	raw, err := s.readRecord(hd.id, ha.loc, ha.loc.Off+uint64(ha.loc.HdrLen), hd.dataLen())
+	off, n := ha.loc.Off+uint64(ha.loc.HdrLen), hd.dataLen()
+	var raw []byte
+	var err error
+	if ha.loc.Pack == cachePack {
+		raw, err = s.readRecord(hd.id, ha.loc, off, n)
+	} else {
+		raw, err = s.packs.readWhole(ha.loc, off, n)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", hd.id.Short(), err)
 	}

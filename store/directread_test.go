@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"testing"
@@ -159,5 +161,50 @@ func TestColdReadOfAnEmptyChunkOnAPageBoundary(t *testing.T) {
 	got, err = read(s)
 	if err != nil || len(got) != 0 {
 		t.Fatalf("cold read of an empty chunk: %d bytes, %v", len(got), err)
+	}
+}
+
+// A whole chunk read to be sent (ReadChunk) from a cold pack is read
+// around the page cache, and is the chunk's bytes, also where it ends
+// mid-page; from a warm pack it is read through the page cache. (A small
+// chunk follows the small reads' rule, TestSmallReadsOfAColdPack.)
+func TestWholeChunkReadsOfAColdPackGoDirect(t *testing.T) {
+	dir := initTestSite(t)
+	s := openTestSite(t, dir)
+	_, big := cacheChunk(1, 2<<20+123)
+	_, odd := cacheChunk(3, directWholeMin+4097) // ends mid-page
+	_, small := cacheChunk(2, 5000)
+	refs := putAndCheck(t, s, big, odd, small)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTestSite(t, dir)
+	defer s.Close()
+	f := coldPack(t, s)
+	want := [][]byte{big, odd, small}
+	for i, r := range refs[:2] {
+		got, err := s.ReadChunk(r.Hash)
+		if err != nil || !bytes.Equal(got, want[i]) {
+			t.Fatalf("cold chunk %d: %v, equal %v", i, err, bytes.Equal(got, want[i]))
+		}
+	}
+	if s.packs.noDirectRead.Load() {
+		t.Fatal("direct reads were refused on the test directory's file system")
+	}
+	if s.packs.cached(f, 0, 1<<30) {
+		t.Fatal("whole-chunk reads of a cold pack went through the page cache")
+	}
+	if got, err := s.ReadChunk(refs[2].Hash); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("small chunk: %v, equal %v", err, bytes.Equal(got, small))
+	}
+	// Warm: the page cache serves it.
+	if _, err := io.Copy(io.Discard, io.NewSectionReader(f, 0, 1<<40)); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range refs {
+		got, err := s.ReadChunk(r.Hash)
+		if err != nil || !bytes.Equal(got, want[i]) {
+			t.Fatalf("warm chunk %d: %v, equal %v", i, err, bytes.Equal(got, want[i]))
+		}
 	}
 }

@@ -488,6 +488,77 @@ func (p *packs) readAt(l chunkLoc, off uint64, n int) ([]byte, error) {
 	return buf, nil
 }
 
+// readWhole is readAt for a whole chunk's data, read to be sent to a peer
+// or a fog node: read once, in one piece, and not soon again here. Where
+// the page cache holds none of it (a chunk appended directly, or one the
+// cache let go) it is read directly, as one large read into memory the
+// caller keeps: through the page cache the kernel fills pages and copies
+// them out, about 2 s of CPU per GiB on the slower of this project's
+// machines, where the two cores are what a link's transfer runs out of
+// (the sender reads, hashes and encrypts, the receiver decrypts, hashes
+// and writes). Reads through the mount keep the page cache and its
+// read-ahead (readAt).
+func (p *packs) readWhole(l chunkLoc, off uint64, n int) ([]byte, error) {
+	if n < directWholeMin {
+		return p.readAt(l, off, n)
+	}
+	f, err := p.reader(l.Pack)
+	if err != nil {
+		return nil, err
+	}
+	if !p.cached(f, int64(off), n) {
+		if b := p.readDirect(l.Pack, int64(off), n); b != nil {
+			return b, nil
+		}
+	}
+	return p.readAt(l, off, n)
+}
+
+// directWholeMin is the smallest whole-chunk read readWhole makes directly.
+const directWholeMin = 256 << 10
+
+// readDirect returns n bytes of pack id at off, read with O_DIRECT into
+// memory the caller keeps (covering the 4 KiB pages around them), or nil
+// where it could not: the file system refuses O_DIRECT, or the read ends
+// past the end of the pack. The caller then reads through the page cache,
+// which reports any error.
+func (p *packs) readDirect(id uint32, off int64, n int) []byte {
+	d := p.directReader(id)
+	if d == nil {
+		return nil
+	}
+	start, end := off&^(directAlign-1), alignUp(off+int64(n), directAlign)
+	buf := alignedAlloc(int(end - start))
+	ok := false
+	// Through the file's own descriptor reference, so that a close racing
+	// the read (a read-ahead at shutdown) gets an error, not another file.
+	withFd(d, func(fd int) {
+		for done := 0; done < len(buf); {
+			r, err := unix.Pread(fd, buf[done:], start+int64(done))
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EINVAL {
+				// Alignment the device wants and 4 KiB does not meet.
+				p.noDirectRead.Store(true)
+				return
+			}
+			if err != nil || r == 0 {
+				return
+			}
+			done += r
+			if start+int64(done) >= off+int64(n) {
+				break // the rest is past the end of the pack
+			}
+		}
+		ok = true
+	})
+	if !ok {
+		return nil
+	}
+	return buf[off-start : off-start+int64(n) : off-start+int64(n)]
+}
+
 // A small read (the block or two a FUSE read needs, a chunk's header) of
 // pack bytes that the page cache does not hold, read for the first time
 // as far as this mount knows, goes around the page cache (O_DIRECT).
@@ -525,41 +596,11 @@ func (p *packs) readSmall(id uint32, f *os.File, off int64, n int) []byte {
 	if n <= 0 || p.cached(f, off, n) || !p.seen.firstRead(id, off) {
 		return nil
 	}
-	d := p.directReader(id)
-	if d == nil {
+	b := p.readDirect(id, off, n)
+	if b == nil {
 		return nil
 	}
-	start, end := off&^(directAlign-1), alignUp(off+int64(n), directAlign)
-	buf := alignedAlloc(int(end - start))
-	ok := false
-	// Through the file's own descriptor reference, so that a close racing
-	// the read (a read-ahead at shutdown) gets an error, not another file.
-	withFd(d, func(fd int) {
-		for done := 0; done < len(buf); {
-			r, err := unix.Pread(fd, buf[done:], start+int64(done))
-			if err == unix.EINTR {
-				continue
-			}
-			if err == unix.EINVAL {
-				// Alignment the device wants and 4 KiB does not meet.
-				p.noDirectRead.Store(true)
-				return
-			}
-			if err != nil || r == 0 {
-				return
-			}
-			done += r
-			if start+int64(done) >= off+int64(n) {
-				break // the rest is past the end of the pack
-			}
-		}
-		ok = true
-	})
-	if !ok {
-		return nil
-	}
-	b := buf[off-start : off-start+int64(n) : off-start+int64(n)]
-	if len(buf) > n+n/8 {
+	if pages := alignUp(off+int64(n), directAlign) - off&^(directAlign-1); pages > int64(n+n/8) {
 		// The block cache counts what a block's slice holds, not the
 		// pages around it: a small block (a small file's) would keep a
 		// page or two alive for its few bytes.
