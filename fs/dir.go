@@ -26,8 +26,15 @@ var (
 	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
 )
 
-// OpendirHandle scans the directory once.
+// OpendirHandle scans the directory once, for a caller who may read it.
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.access(ctx, openMask(flags)); errno != 0 {
+		return nil, 0, errno
+	}
+	return n.opendir(ctx)
+}
+
+func (n *Node) opendir(ctx context.Context) (gofs.FileHandle, uint32, syscall.Errno) {
 	v, errno := n.head(ctx)
 	if errno != 0 {
 		return nil, 0, errno
@@ -60,7 +67,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 // (rewinddir) it scans again, to see entries made since.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off == 0 {
-		fresh, _, errno := d.node.OpendirHandle(ctx, 0)
+		fresh, _, errno := d.node.opendir(ctx) // checked at opendir
 		if errno != 0 {
 			return errno
 		}

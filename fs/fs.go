@@ -114,7 +114,8 @@ func (f *FS) Root() gofs.InodeEmbedder {
 func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.Options {
 	t := f.opts.CacheTimeout
 	return &gofs.Options{
-		EntryTimeout:    &t,
+		// No EntryTimeout: the mount sets each entry's (perm.go), and
+		// go-fuse's bridge would replace a zero with it.
 		AttrTimeout:     &t,
 		NegativeTimeout: &t,
 		// Report a mode of 0000 as it is: without this go-fuse shows 0644
@@ -135,7 +136,10 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 			MaxWrite:                 1 << 20,
 			MaxReadAhead:             1 << 20,
 			DirectMount:              true,
-			Options:                  append([]string{"default_permissions"}, extra...),
+			// No default_permissions: the mount checks permissions
+			// itself (perm.go), which saves a GETATTR round trip per
+			// create and unlink on this kernel.
+			Options: extra,
 			// Let the kernel choose READDIRPLUS only when the program also
 			// stats the entries (ls -l): a plain listing of a large
 			// directory then skips making 20,000 inodes.
