@@ -26,15 +26,8 @@ var (
 	_ = (gofs.FileFsyncdirer)((*dirHandle)(nil))
 )
 
-// OpendirHandle scans the directory once, for a caller who may read it.
+// OpendirHandle scans the directory once.
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if errno := n.access(ctx, openMask(flags)); errno != 0 {
-		return nil, 0, errno
-	}
-	return n.opendir(ctx)
-}
-
-func (n *Node) opendir(ctx context.Context) (gofs.FileHandle, uint32, syscall.Errno) {
 	v, errno := n.head(ctx)
 	if errno != 0 {
 		return nil, 0, errno
@@ -67,7 +60,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 // (rewinddir) it scans again, to see entries made since.
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off == 0 {
-		fresh, _, errno := d.node.opendir(ctx) // checked at opendir
+		fresh, _, errno := d.node.OpendirHandle(ctx, 0)
 		if errno != 0 {
 			return errno
 		}

@@ -45,33 +45,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if v.Kind != store.KindFile {
 		return nil, 0, syscall.EISDIR
 	}
-	if errno := n.access(ctx, openMask(flags)); errno != 0 {
-		return nil, 0, errno
-	}
 	return n.openFile(ctx, v, flags)
-}
-
-// openMask is the access an open with flags needs: execve's opens need
-// execute permission only; others read, write or both, and write to
-// truncate. (Without ATOMIC_O_TRUNC the kernel does not pass O_TRUNC: it
-// truncates with a SETATTR, checked there.)
-func openMask(flags uint32) uint32 {
-	if flags&fmodeExec != 0 {
-		return mayExec
-	}
-	var m uint32
-	switch flags & syscall.O_ACCMODE {
-	case syscall.O_RDONLY:
-		m = mayRead
-	case syscall.O_WRONLY:
-		m = mayWrite
-	default:
-		m = mayRead | mayWrite
-	}
-	if flags&syscall.O_TRUNC != 0 {
-		m |= mayWrite
-	}
-	return m
 }
 
 func (n *Node) openFile(ctx context.Context, v *store.Version, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
@@ -248,9 +222,6 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 // Setattr changes mode, owner, size and times as one new version. On an
 // open file the changes join its next commit instead.
 func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	if errno := n.maySetattr(ctx, fh, in); errno != 0 {
-		return errno
-	}
 	kill, err := n.setattrKills(ctx, in)
 	if err != nil {
 		return n.errno(ctx, err, "setattr")
@@ -317,63 +288,7 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	if err != nil {
 		return n.errno(ctx, err, "setattr")
 	}
-	if nv.Kind == store.KindDir && !searchable(nv.Mode) {
-		// After the reply: the kernel holds the directory's lock until
-		// then, and forgetting an entry in it takes that lock.
-		go n.fsys.guardEntries(n.id)
-	}
 	return n.errno(ctx, n.fsys.fillAttr(nv, &out.Attr), "setattr")
-}
-
-// maySetattr checks the caller's permission for the changes in, in the
-// kernel's order (vfs_truncate, may_setattr, setattr_prepare), and drops
-// the setgid bit from a chmod by a caller outside the file's group (as
-// setattr_prepare does).
-func (n *Node) maySetattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn) syscall.Errno {
-	w := callerOf(ctx)
-	if w.internal || in.Valid&^(fuse.FATTR_FH|fuse.FATTR_LOCKOWNER|fuse.FATTR_CTIME|fuse.FATTR_KILL_SUIDGID) == 0 {
-		return 0
-	}
-	a, err := n.fsys.attrOf(n.id)
-	if err != nil {
-		return n.errno(ctx, err, "setattr")
-	}
-	_, sized := in.GetSize()
-	if sized {
-		// Through a descriptor open for writing (ftruncate), or by name
-		// (truncate, and an open with O_TRUNC: see openMask).
-		if h, ok := fh.(*handle); (!ok || h.readOnly) && !w.permits(a, mayWrite) {
-			return syscall.EACCES
-		}
-	}
-	times := in.Valid & (fuse.FATTR_ATIME | fuse.FATTR_MTIME)
-	now := in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME|fuse.FATTR_MTIME_NOW) ==
-		fuse.FATTR_ATIME|fuse.FATTR_ATIME_NOW|fuse.FATTR_MTIME|fuse.FATTR_MTIME_NOW
-	if times != 0 && !sized && now && !w.owns(a.Uid) && !w.permits(a, mayWrite) {
-		return syscall.EACCES // utimes(NULL) needs write permission
-	}
-	if uid, ok := in.GetUID(); ok && !(w.uid == a.Uid && uid == a.Uid) && !w.capable(capChown) {
-		return syscall.EPERM
-	}
-	if gid, ok := in.GetGID(); ok && !(w.uid == a.Uid && (gid == a.Gid || w.inGroup(gid))) && !w.capable(capChown) {
-		return syscall.EPERM
-	}
-	if _, ok := in.GetMode(); ok {
-		if !w.owns(a.Uid) {
-			return syscall.EPERM
-		}
-		gid := a.Gid
-		if g, ok := in.GetGID(); ok {
-			gid = g
-		}
-		if in.Mode&syscall.S_ISGID != 0 && !w.inGroup(gid) && !w.capable(capFsetidBit) {
-			in.Mode &^= syscall.S_ISGID
-		}
-	}
-	if times != 0 && !sized && !now && !w.owns(a.Uid) {
-		return syscall.EPERM // explicit times are the owner's
-	}
-	return 0
 }
 
 // applySetattr makes the changes c in v and reports whether there were any.

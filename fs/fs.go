@@ -114,8 +114,7 @@ func (f *FS) Root() gofs.InodeEmbedder {
 func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.Options {
 	t := f.opts.CacheTimeout
 	return &gofs.Options{
-		// No EntryTimeout: the mount sets each entry's (perm.go), and
-		// go-fuse's bridge would replace a zero with it.
+		EntryTimeout:    &t,
 		AttrTimeout:     &t,
 		NegativeTimeout: &t,
 		// Report a mode of 0000 as it is: without this go-fuse shows 0644
@@ -136,10 +135,7 @@ func (f *FS) MountOptions(fsname string, allowOther bool, extra []string) *gofs.
 			MaxWrite:                 1 << 20,
 			MaxReadAhead:             1 << 20,
 			DirectMount:              true,
-			// No default_permissions: the mount checks permissions
-			// itself (perm.go), which saves a GETATTR round trip per
-			// create and unlink on this kernel.
-			Options: extra,
+			Options:                  append([]string{"default_permissions"}, extra...),
 			// Let the kernel choose READDIRPLUS only when the program also
 			// stats the entries (ls -l): a plain listing of a large
 			// directory then skips making 20,000 inodes.

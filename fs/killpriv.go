@@ -128,7 +128,7 @@ func inGroupOrCapable(ctx context.Context, gid uint32) bool {
 		return true
 	}
 	st, err := readCreds(int(c.Pid))
-	return err == nil && (st.has(capFsetidBit) || slices.Contains(st.groups, gid))
+	return err == nil && (st.capFsetid || slices.Contains(st.groups, gid))
 }
 
 // callerCapable reports whether the caller of ctx holds CAP_FSETID, for the
@@ -139,21 +139,20 @@ func callerCapable(ctx context.Context) bool {
 		return false
 	}
 	st, err := readCreds(int(c.Pid))
-	return err == nil && st.has(capFsetidBit)
+	return err == nil && st.capFsetid
 }
 
 type creds struct {
-	groups []uint32
-	caps   uint64 // CapEff, where the thread is in the mount's user namespace
+	groups    []uint32
+	capFsetid bool // in CapEff, and the thread is in the mount's user namespace
 }
 
-// has reports whether c holds capability bit cap.
-func (c creds) has(cap int) bool { return c.caps&(1<<cap) != 0 }
+const capFsetid = 4 // CAP_FSETID's bit in CapEff
 
-// readCreds reads a thread's supplementary groups and capabilities.
-// CapEff counts only in the mount's own user namespace: root of a
-// namespace any user can make (unshare -Ur) holds every capability there,
-// which is not what the kernel's capable() asks.
+// readCreds reads a thread's supplementary groups and whether it holds
+// CAP_FSETID. CapEff counts only in the mount's own user namespace: root
+// of a namespace any user can make (unshare -Ur) holds it there, which is
+// not what the kernel's capable() asks.
 func readCreds(tid int) (creds, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", tid))
 	if err != nil {
@@ -164,12 +163,10 @@ func readCreds(tid int) (creds, error) {
 	if err != nil {
 		return c, fmt.Errorf("/proc/%d/status: %w", tid, err)
 	}
-	if c.caps != 0 {
+	if c.capFsetid {
 		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", tid))
 		own, err2 := ownUserNS()
-		if err != nil || err2 != nil || ns != own {
-			c.caps = 0
-		}
+		c.capFsetid = err == nil && err2 == nil && ns == own
 	}
 	return c, nil
 }
@@ -195,7 +192,7 @@ func parseCreds(r io.Reader) (creds, error) {
 			if err != nil {
 				return c, fmt.Errorf("CapEff %q: %w", val, err)
 			}
-			c.caps, capEff = caps, true
+			c.capFsetid, capEff = caps&(1<<capFsetid) != 0, true
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -16,15 +16,15 @@ import (
 func TestParseCreds(t *testing.T) {
 	status := "Name:\tsh\nUid:\t65534\t65534\t65534\t65534\nGroups:\t4 24 100 \nCapEff:\t0000000000000000\n"
 	c, err := parseCreds(strings.NewReader(status))
-	if err != nil || c.has(capFsetidBit) || len(c.groups) != 3 || c.groups[2] != 100 {
+	if err != nil || c.capFsetid || len(c.groups) != 3 || c.groups[2] != 100 {
 		t.Fatalf("unprivileged: %+v %v", c, err)
 	}
 	c, err = parseCreds(strings.NewReader("Groups:\t\nCapEff:\t000001ffffffffff\n"))
-	if err != nil || !c.has(capFsetidBit) || len(c.groups) != 0 {
+	if err != nil || !c.capFsetid || len(c.groups) != 0 {
 		t.Fatalf("root: %+v %v", c, err)
 	}
 	c, err = parseCreds(strings.NewReader("CapEff:\t0000000000000010\n")) // CAP_FSETID alone
-	if err != nil || !c.has(capFsetidBit) {
+	if err != nil || !c.capFsetid {
 		t.Fatalf("CAP_FSETID alone: %+v %v", c, err)
 	}
 	for _, bad := range []string{"Groups:\t1\n", "CapEff:\tzz\n"} {

@@ -168,34 +168,14 @@ func (n *Node) newChild(ctx context.Context, v *store.Version, out *fuse.EntryOu
 	if err != nil {
 		return nil, n.errno(ctx, err, "lookup")
 	}
-	n.fsys.setEntryTimeout(n.id, out)
 	return n.NewInode(ctx, &Node{fsys: n.fsys, id: v.ID}, gofs.StableAttr{Mode: kindMode(v.Kind), Ino: v.ID.Ino()}), 0
 }
 
-// Lookup finds name in this directory, for a caller who may search it.
+// Lookup finds name in this directory.
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	if len(name) > store.MaxNameLen {
 		return nil, syscall.ENAMETOOLONG
 	}
-	if errno := n.search(ctx); errno != 0 {
-		return nil, errno
-	}
-	ino, errno := n.lookup(ctx, name, out)
-	if errno == syscall.ENOENT {
-		n.fsys.noNegativeEntry(n.id, out)
-	}
-	return ino, errno
-}
-
-// search checks that the caller may search directory n.
-func (n *Node) search(ctx context.Context) syscall.Errno {
-	if v, err := n.fsys.s.Head(n.id); err == nil && searchable(v.Mode) {
-		return 0 // the common case, without reading the open state
-	}
-	return n.access(ctx, mayExec)
-}
-
-func (n *Node) lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	s := n.fsys.s
 	var gen uint64
 	if e, found, ok := n.fsys.listings.lookup(n.id, name, func() uint64 { gen = s.Generation(); return gen }); ok {
@@ -255,25 +235,8 @@ func (n *Node) newVersion(ctx context.Context, tx *store.Tx, kind store.Kind, na
 		Mode: mode, UID: uid, GID: gid, Atime: now, Mtime: now, Ctime: now}, nil
 }
 
-// mayChangeEntries checks that the caller may add or remove names in
-// directory n (write and search permission). Where it may not, a name that
-// already exists is reported first when exists says so, as the kernel
-// finds it before it checks (EEXIST for a create).
-func (n *Node) mayChangeEntries(ctx context.Context, name string, exists syscall.Errno) syscall.Errno {
-	errno := n.access(ctx, mayWrite|mayExec)
-	if errno == syscall.EACCES && exists != 0 {
-		if _, err := n.fsys.s.LookupVersion(n.id, name); err == nil {
-			return exists
-		}
-	}
-	return errno
-}
-
 // create commits a new file, directory or symlink and returns its inode.
 func (n *Node) create(ctx context.Context, op store.Op, kind store.Kind, name string, mode uint32, target string, rdev uint64, out *fuse.EntryOut) (*gofs.Inode, *store.Version, syscall.Errno) {
-	if errno := n.mayChangeEntries(ctx, name, syscall.EEXIST); errno != 0 {
-		return nil, nil, errno
-	}
 	var v *store.Version
 	err := n.fsys.s.Update(op, func(tx *store.Tx) error {
 		var err error
@@ -356,19 +319,6 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !store.ValidName(name) {
 		return nil, syscall.EINVAL
 	}
-	w := callerOf(ctx)
-	if !w.internal {
-		a, err := n.fsys.attrOf(tn.id)
-		if err != nil {
-			return nil, n.errno(ctx, err, "link")
-		}
-		if !w.mayLink(a) {
-			return nil, syscall.EPERM
-		}
-	}
-	if errno := n.mayChangeEntries(ctx, name, syscall.EEXIST); errno != 0 {
-		return nil, errno
-	}
 	var nv *store.Version
 	err := n.fsys.s.Update(store.OpLink, func(tx *store.Tx) error {
 		if _, _, err := tx.Lookup(n.id, name); err == nil {
@@ -407,12 +357,6 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 }
 
 func (n *Node) remove(ctx context.Context, op store.Op, name string) syscall.Errno {
-	if errno := n.access(ctx, mayWrite|mayExec); errno != 0 {
-		if _, err := n.fsys.s.LookupVersion(n.id, name); err != nil {
-			return n.errno(ctx, err, op.String()) // ENOENT comes first
-		}
-		return errno
-	}
 	err := n.fsys.s.Update(op, func(tx *store.Tx) error {
 		id, kind, err := tx.Lookup(n.id, name)
 		if err != nil {
@@ -469,9 +413,6 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	flags &^= unix.RENAME_WHITEOUT
 	if whiteout && flags&unix.RENAME_EXCHANGE != 0 {
 		return syscall.EINVAL
-	}
-	if errno := n.mayRename(ctx, name, np, newName, flags); errno != 0 {
-		return errno
 	}
 	err := n.fsys.s.Update(store.OpRename, func(tx *store.Tx) error {
 		if err := rename(tx, n.id, name, np.id, newName, flags); err != nil || !whiteout {
@@ -541,53 +482,11 @@ func moveLink(tx *store.Tx, id, oldDir store.FileID, oldName string, newDir stor
 	return err
 }
 
-// mayRename checks the caller's permissions for a rename, in the kernel's
-// order: the names exist, the caller may change both directories, and a
-// directory that moves to another one is writable (its ".." changes).
-func (n *Node) mayRename(ctx context.Context, name string, np *Node, newName string, flags uint32) syscall.Errno {
-	if callerOf(ctx).internal {
-		return 0
-	}
-	src, err := n.fsys.s.LookupVersion(n.id, name)
-	if err != nil {
-		return n.errno(ctx, err, "rename")
-	}
-	dst, err := np.fsys.s.LookupVersion(np.id, newName)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return n.errno(ctx, err, "rename")
-	}
-	if errno := n.access(ctx, mayWrite|mayExec); errno != 0 {
-		return errno
-	}
-	if np.id != n.id {
-		if errno := np.access(ctx, mayWrite|mayExec); errno != 0 {
-			return errno
-		}
-		moved := []*store.Version{src}
-		if dst != nil && flags&unix.RENAME_EXCHANGE != 0 {
-			moved = append(moved, dst)
-		}
-		for _, v := range moved {
-			if v.Kind == store.KindDir {
-				if errno := (&Node{fsys: n.fsys, id: v.ID}).access(ctx, mayWrite); errno != 0 {
-					return errno
-				}
-			}
-		}
-	}
-	return 0
-}
-
-// Access answers access(2) and chdir for the caller: mask holds R_OK,
-// W_OK and X_OK (none: F_OK, the node exists).
+// Access is answered by the kernel (default_permissions); this only
+// confirms the node exists.
 func (n *Node) Access(ctx context.Context, mask uint32) syscall.Errno {
-	if _, errno := n.head(ctx); errno != 0 {
-		return errno
-	}
-	if mask&7 == 0 {
-		return 0
-	}
-	return n.access(ctx, mask&7)
+	_, errno := n.head(ctx)
+	return errno
 }
 
 // Statfs reports the space of the disk that holds the store.

@@ -49,28 +49,6 @@ func (f *FS) Changed(id store.FileID) {
 		}
 	}
 	f.notifyContent(id)
-	f.guardEntries(id)
-}
-
-// guardEntries makes the kernel forget the entries it cached in directory
-// id if not everybody may search it now (perm.go): each name go-fuse knows
-// the kernel holds (in use or not), then the directory's own entry, which
-// drops whatever else the kernel cached below it, names it found missing
-// among them. It takes the directory's lock in the kernel: not for a
-// request on the directory.
-func (f *FS) guardEntries(id store.FileID) {
-	v, err := f.s.Head(id)
-	if err != nil || v.Kind != store.KindDir || searchable(v.Mode) {
-		return
-	}
-	for _, n := range f.kernelNodes(id) {
-		f.dropChildEntries(n)
-	}
-	for _, l := range v.Links {
-		for _, parent := range f.kernelNodes(l.Parent) {
-			parent.NotifyEntry(l.Name)
-		}
-	}
 }
 
 // notifyContent drops the kernel's cached pages and attributes of id.
@@ -109,7 +87,6 @@ func (f *FS) Applied(changes []store.Change) {
 	for _, c := range changes {
 		if f.detach(c.ID) {
 			f.notifyContent(c.ID)
-			f.guardEntries(c.ID)
 		} else {
 			f.Changed(c.ID)
 		}
