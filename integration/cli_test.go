@@ -869,3 +869,24 @@ func TestCLIWaitsForAProcessClosingTheStore(t *testing.T) {
 		t.Errorf("fsck did not say what it waited for:\n%s", out)
 	}
 }
+
+// Every command's help shows how it is used: at least one example line
+// that runs it, and exit status 0.
+func TestCLIHelpShowsExamples(t *testing.T) {
+	cmds := [][]string{{"init"}, {"id"}, {"mount"}, {"versions"}, {"cat"}, {"restore"}, {"log"},
+		{"fsck"}, {"status"}, {"serve"}, {"link"}, {"link", "add"}, {"link", "list"},
+		{"link", "remove"}, {"config"}, {"pin"}, {"unpin"}}
+	for _, c := range cmds {
+		help := string(geofsStdout(t, append(c, "--help")...))
+		example := "geofs " + strings.Join(c, " ") + " "
+		if !strings.Contains(help, example) {
+			t.Errorf("geofs %s --help has no example (no line with %q):\n%s", strings.Join(c, " "), example, help)
+		}
+	}
+	top := string(geofsStdout(t, "--help"))
+	for _, c := range cmds {
+		if len(c) == 1 && !strings.Contains(top, "\n   "+c[0]+" ") {
+			t.Errorf("geofs --help does not list %s", c[0])
+		}
+	}
+}
