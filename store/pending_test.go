@@ -40,18 +40,25 @@ func unlinkName(t *testing.T, s *Store, dir FileID, name string) {
 
 // deleteName deletes the file named name in dir (its only name).
 func deleteName(tx *Tx, dir FileID, name string) error {
+	_, err := relinkName(tx, dir, name, nil)
+	return err
+}
+
+// relinkName gives the file named name in dir the names links instead
+// (none: deletes it), and returns its id.
+func relinkName(tx *Tx, dir FileID, name string, links []Link) (FileID, error) {
 	id, _, err := tx.Lookup(dir, name)
 	if err != nil {
-		return err
+		return id, err
 	}
 	v, err := tx.Head(id)
 	if err != nil {
-		return err
+		return id, err
 	}
 	nv := v.Clone()
-	nv.Links, nv.Deleted = nil, true
+	nv.Links, nv.Deleted = links, len(links) == 0
 	_, err = tx.Put(nv)
-	return err
+	return id, err
 }
 
 // A listing merges written-behind entries with Badger's, in name order:
@@ -439,17 +446,8 @@ func TestTransactionSeesItsOwnEntryChangesOverWhatItRead(t *testing.T) {
 				if _, _, err := tx.Lookup(dir, "new"); !errors.Is(err, ErrNotFound) {
 					return fmt.Errorf("missing name: got %v, want ErrNotFound", err)
 				}
-				id, _, err := tx.Lookup(dir, "moved")
+				id, err := relinkName(tx, dir, "moved", []Link{{Parent: dir, Name: "new"}})
 				if err != nil {
-					return err
-				}
-				v, err := tx.Head(id)
-				if err != nil {
-					return err
-				}
-				nv := v.Clone()
-				nv.Links = []Link{{Parent: dir, Name: "new"}}
-				if _, err := tx.Put(nv); err != nil {
 					return err
 				}
 				if got, _, err := tx.Lookup(dir, "new"); err != nil || got != id {
