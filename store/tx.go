@@ -168,9 +168,9 @@ func (tx *Tx) get(k []byte, fn func([]byte) error) error {
 		}
 		return fn(b)
 	}
-	var kept []byte
+	var kept []byte // nil: not found
 	err := tx.r.get(k, func(b []byte) error {
-		kept = bytes.Clone(b)
+		kept = append(make([]byte, 0, len(b)), b...)
 		return fn(kept)
 	})
 	if err == nil || errors.Is(err, badger.ErrKeyNotFound) {
