@@ -43,11 +43,11 @@ type Tx struct {
 	wrote       bool
 	seq0        uint64 // seq when the transaction began
 
-	// Directory entries read from what was committed before the
-	// transaction (nil: none), so that a change that looks a name up and
-	// then moves it (unlink, rename) reads it once. Committed state does
-	// not move during a transaction, and get consults the transaction's
-	// own writes first.
+	// Directory entries found in what was committed before the
+	// transaction, so that a change that looks a name up and then moves
+	// it (unlink, rename) reads it once. Committed state does not move
+	// during a transaction, and get consults the transaction's own writes
+	// first. (A name found missing is not kept: a create looks it up once.)
 	entries map[string][]byte
 }
 
@@ -163,17 +163,14 @@ func (tx *Tx) get(k []byte, fn func([]byte) error) error {
 		return tx.r.get(k, fn)
 	}
 	if b, ok := tx.entries[string(k)]; ok {
-		if b == nil {
-			return badger.ErrKeyNotFound
-		}
 		return fn(b)
 	}
-	var kept []byte // nil: not found
+	var kept []byte
 	err := tx.r.get(k, func(b []byte) error {
-		kept = append(make([]byte, 0, len(b)), b...)
+		kept = bytes.Clone(b) // b is Badger's, valid during the call only
 		return fn(kept)
 	})
-	if err == nil || errors.Is(err, badger.ErrKeyNotFound) {
+	if err == nil {
 		if tx.entries == nil {
 			tx.entries = map[string][]byte{}
 		}
