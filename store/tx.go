@@ -546,6 +546,10 @@ func decodeDirent(name string, b []byte, full bool) (Dirent, error) {
 	copy(d.ID[:], b)
 	d.Kind = Kind(b[16])
 	copy(d.Hash[:], b[17:49])
+	if d.Kind < KindFile || d.Kind > KindBlock {
+		// Lookups that do not load the record go by this byte alone.
+		return d, fmt.Errorf("directory entry %q: %w: unknown kind %d", name, ErrCorrupt, d.Kind)
+	}
 	if !full {
 		return d, nil
 	}
@@ -574,6 +578,9 @@ func (d *Dirent) Load() (*Version, error) {
 	}
 	if v.ID != d.ID {
 		return nil, fmt.Errorf("directory entry %q: %w: record of another file", d.Name, ErrCorrupt)
+	}
+	if v.Kind != d.Kind {
+		return nil, fmt.Errorf("directory entry %q: %w: record of another kind", d.Name, ErrCorrupt)
 	}
 	v.stored = d.Hash
 	d.Version = v

@@ -230,9 +230,9 @@ func DecodeVersion(b []byte) (*Version, error) {
 		d.Fixed(v.Links[i].Parent[:])
 		v.Links[i].Name = d.String(MaxNameLen)
 	}
-	v.Mode = uint32(d.Uvarint())
-	v.UID = uint32(d.Uvarint())
-	v.GID = uint32(d.Uvarint())
+	v.Mode = d.Uint32()
+	v.UID = d.Uint32()
+	v.GID = d.Uint32()
 	v.Size = d.Uvarint()
 	if v.format1 {
 		if v.Kind == KindFile {

@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // ErrMalformed marks every decoding failure.
@@ -67,6 +68,18 @@ func (d *Decoder) Uvarint() uint64 {
 	}
 	d.B = d.B[n:]
 	return v
+}
+
+// Uint32 reads an unsigned varint that must fit in 32 bits (a mode, an
+// owner): a larger value cut to 32 bits would encode back to other bytes,
+// so two records would decode to one.
+func (d *Decoder) Uint32() uint32 {
+	v := d.Uvarint()
+	if v > math.MaxUint32 {
+		d.fail("value over 32 bits")
+		return 0
+	}
+	return uint32(v)
 }
 
 // Varint reads a signed varint (shortest encoding only).

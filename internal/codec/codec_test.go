@@ -2,6 +2,7 @@ package codec
 
 import (
 	"errors"
+	"math"
 	"testing"
 )
 
@@ -53,5 +54,18 @@ func TestCountBoundsAllocation(t *testing.T) {
 	d := Decoder{B: e.B}
 	if n := d.Count(1<<20, 1); n != 0 || d.Err == nil {
 		t.Fatalf("Count accepted %d elements from %d bytes", n, len(e.B))
+	}
+}
+
+func TestUint32TakesOnly32Bits(t *testing.T) {
+	var e Encoder
+	e.Uvarint(math.MaxUint32)
+	e.Uvarint(math.MaxUint32 + 1)
+	d := Decoder{B: e.B}
+	if v := d.Uint32(); v != math.MaxUint32 || d.Err != nil {
+		t.Fatalf("largest 32-bit value: %d, %v", v, d.Err)
+	}
+	if v := d.Uint32(); v != 0 || !errors.Is(d.Err, ErrMalformed) {
+		t.Fatalf("a 33-bit value read as %d, err %v; want ErrMalformed", v, d.Err)
 	}
 }
