@@ -58,6 +58,8 @@ fuzz:
 	$(GO) test -run x -fuzz FuzzDecodeHeader -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzDecodeDirent -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzDecodeLoc -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run x -fuzz FuzzDecodeBlock -fuzztime $(FUZZTIME) ./store/
+	$(GO) test -run x -fuzz FuzzDecodeFrame -fuzztime $(FUZZTIME) ./store/
 	$(GO) test -run x -fuzz FuzzCut -fuzztime $(FUZZTIME) ./store/cdc/
 	$(GO) test -run x -fuzz FuzzReadFrame -fuzztime $(FUZZTIME) ./sync/
 	$(GO) test -run x -fuzz FuzzDecodeMessages -fuzztime $(FUZZTIME) ./sync/

@@ -436,6 +436,29 @@ func FuzzDecodeHeader(f *testing.F) {
 	})
 }
 
+// A block's stored bytes come from a pack, the cache or a peer: whatever
+// they are, decoding gives the plain block its header's hash names, or an
+// error wrapping ErrCorrupt.
+func FuzzDecodeBlock(f *testing.F) {
+	s := newTestStore(f)
+	plain := bytes.Repeat([]byte("geofs block "), BlockSize/12+1)[:BlockSize]
+	hd := &chunkHeader{size: BlockSize, blocks: []blockInfo{{codec: codecZstd, hash: blockHash(plain)}}}
+	f.Add(s.zenc.EncodeAll(plain, nil))
+	f.Add(plain)
+	f.Fuzz(func(t *testing.T, stored []byte) {
+		got, err := s.decodeBlock(hd, 0, stored)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v does not wrap ErrCorrupt", err)
+			}
+			return
+		}
+		if !bytes.Equal(got, plain) {
+			t.Fatal("decoded bytes that are not the block's")
+		}
+	})
+}
+
 func TestUpdateIndexesLogAndRoot(t *testing.T) {
 	s := newTestStore(t)
 	root0 := s.NamespaceRoot()
