@@ -546,7 +546,7 @@ func decodeDirent(name string, b []byte, full bool) (Dirent, error) {
 	copy(d.ID[:], b)
 	d.Kind = Kind(b[16])
 	copy(d.Hash[:], b[17:49])
-	if d.Kind < KindFile || d.Kind > KindBlock {
+	if !d.Kind.known() {
 		// Lookups that do not load the record go by this byte alone.
 		return d, fmt.Errorf("directory entry %q: %w: unknown kind %d", name, ErrCorrupt, d.Kind)
 	}

@@ -23,6 +23,9 @@ const (
 	KindBlock  Kind = 7 // block device (Rdev)
 )
 
+// known reports whether k is one of the kinds above (decoders reject others).
+func (k Kind) known() bool { return k >= KindFile && k <= KindBlock }
+
 func (k Kind) String() string {
 	switch k {
 	case KindFile:
@@ -277,7 +280,7 @@ func DecodeVersion(b []byte) (*Version, error) {
 }
 
 func (v *Version) validate() error {
-	if v.Kind < KindFile || v.Kind > KindBlock {
+	if !v.Kind.known() {
 		return fmt.Errorf("%w: unknown kind %d", codec.ErrMalformed, v.Kind)
 	}
 	if v.Mode&^07777 != 0 {
